@@ -1,0 +1,29 @@
+"""Targets: export EfficientSAM to a runtime, load it back as a runner, measure its drift.
+
+``get_target("onnx").export(model, "int8", None, "out/onnx-int8", calibration=image_folder("calib"))``
+writes an artifact directory; ``load_runner("out/onnx-int8")`` verifies it against its manifest
+and returns a :class:`Runner`; :func:`edge_sam.targets.drift.measure_drift` compares runners
+with the fp32 :class:`TorchRunner`. Toolchains are imported only when a target needs them.
+"""
+
+from .base import DeployFormRunner, Runner, Target, TorchRunner
+from .calibration import ImageSource, dataset_source, image_folder, open_source
+from .manifest import ArtifactError, Manifest, read_manifest
+from .registry import get_target, load_runner, target_names
+
+__all__ = [
+    "ArtifactError",
+    "DeployFormRunner",
+    "ImageSource",
+    "Manifest",
+    "Runner",
+    "Target",
+    "TorchRunner",
+    "dataset_source",
+    "get_target",
+    "image_folder",
+    "load_runner",
+    "open_source",
+    "read_manifest",
+    "target_names",
+]

@@ -1,0 +1,108 @@
+"""Predictor: encode once, decode many; every bad prompt is one clear error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edge_sam.errors import ImageError, PromptError
+from edge_sam.predictor import Predictor, Prompt
+from edge_sam.transforms import image_to_tensor, upscale_logits
+
+
+@pytest.fixture
+def image() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, size=(48, 80, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def predictor(tiny_model, image) -> Predictor:
+    p = Predictor(tiny_model)
+    p.set_image(image)
+    return p
+
+
+def test_predict_matches_the_model_end_to_end(tiny_model, predictor, image):
+    points, labels = np.array([[10.0, 20.0], [60.0, 30.0]]), np.array([1.0, 0.0])
+    masks, iou, low_res = predictor.predict(points, labels, box=np.array([5, 5, 70, 40]))
+    with torch.inference_mode():
+        coords = torch.tensor([[[[10.0, 20.0], [60.0, 30.0], [5, 5], [70, 40]]]])
+        expected_masks, expected_iou = tiny_model(image_to_tensor(image), coords, torch.tensor([[[1.0, 0.0, 2, 3]]]))
+    assert masks.shape == (3, 48, 80) and masks.dtype == bool
+    assert low_res.shape == (3, tiny_model.config.low_res_size, tiny_model.config.low_res_size)
+    np.testing.assert_allclose(iou, expected_iou[0, 0].numpy(), atol=1e-6)
+    assert (masks == (expected_masks[0, 0].numpy() > 0)).mean() >= 0.9999
+
+
+def test_image_is_encoded_once(tiny_model, image):
+    calls = []
+    tiny_model.image_encoder.register_forward_hook(lambda *_: calls.append(1))
+    predictor = Predictor(tiny_model)
+    predictor.set_image(image)
+    for x in (5, 15, 25):
+        predictor.predict(np.array([[x, 10]]), np.array([1]))
+    assert len(calls) == 1
+
+
+def test_batch_equals_one_by_one(predictor):
+    prompts = [
+        Prompt(np.array([[10, 10]]), np.array([1])),
+        Prompt(box=np.array([2, 3, 40, 30])),
+        Prompt(np.array([[30, 20], [50, 40], [70, 5]]), np.array([1, 1, 0])),
+    ]
+    masks, iou, low_res = predictor.predict_batch(prompts)
+    assert masks.shape == (3, 3, 48, 80)
+    for q, prompt in enumerate(prompts):
+        single_masks, single_iou, single_low = predictor.predict(prompt.point_coords, prompt.point_labels, prompt.box)
+        np.testing.assert_allclose(iou[q], single_iou, atol=1e-5)
+        np.testing.assert_allclose(low_res[q], single_low, atol=1e-4)
+
+
+def test_logits_and_single_mask(predictor):
+    logits, _, low = predictor.predict(np.array([[10, 10]]), np.array([1]), multimask_output=False, return_logits=True)
+    assert logits.shape == (1, 48, 80) and logits.dtype == np.float32
+    np.testing.assert_allclose(logits, upscale_logits(torch.from_numpy(low), (48, 80)).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"point_coords": np.zeros((7, 2)) + 5, "point_labels": np.ones(7)}, "7 prompt slots used; the decoder takes at most 6"),
+        ({"point_coords": np.array([[1, 1]] * 5), "point_labels": np.ones(5), "box": np.array([0, 0, 5, 5])}, "at most 6"),
+        ({"point_coords": np.array([[81, 10]]), "point_labels": np.array([1])}, r"\(81, 10\) is outside the 80x48 image"),
+        ({"point_coords": np.array([[10, -3]]), "point_labels": np.array([1])}, "outside the 80x48 image"),
+        ({"box": np.array([0, 0, 90, 40])}, "outside the 80x48 image"),
+        ({"point_coords": np.array([[1, 1]]), "point_labels": np.array([4])}, r"labels must be in \(-1, 0, 1, 2, 3\)"),
+        ({}, "empty prompt"),
+        ({"point_coords": np.array([[1, 1]]), "point_labels": np.array([-1])}, "empty prompt"),
+        ({"point_coords": np.array([[1, 1]])}, "must be given together"),
+        ({"point_coords": np.array([[1, 1], [2, 2]]), "point_labels": np.array([1])}, "2 points but 1 labels"),
+        ({"box": np.array([10, 10, 5, 20])}, "x0 < x1"),
+        ({"point_coords": np.array([[np.nan, 1]]), "point_labels": np.array([1])}, "finite"),
+    ],
+)
+def test_bad_prompts_raise_one_clear_error(predictor, kwargs, message):
+    with pytest.raises(PromptError, match=message) as info:
+        predictor.predict(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_predict_before_set_image(tiny_model):
+    with pytest.raises(PromptError, match="no image set"):
+        Predictor(tiny_model).predict(np.array([[1, 1]]), np.array([1]))
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (np.zeros((10, 10), np.uint8), "HxWx3"),
+        (np.zeros((10, 10, 4), np.uint8), "HxWx3"),
+        (np.zeros((10, 10, 3), np.float32), "uint8"),
+        ([[0, 0, 0]], "numpy array"),
+    ],
+)
+def test_bad_images(tiny_model, image, message):
+    with pytest.raises(ImageError, match=message):
+        Predictor(tiny_model).set_image(image)
