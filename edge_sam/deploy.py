@@ -29,7 +29,8 @@ from .modeling.mask_decoder import MaskDecoder
 AttentionImpl = Literal["sdpa", "matmul"]
 
 
-def _set_attention(module: nn.Module, impl: AttentionImpl) -> None:
+def set_attention(module: nn.Module, impl: AttentionImpl) -> None:
+    """Switch every attention layer under ``module`` between SDPA and matmul + softmax."""
     if impl not in ("sdpa", "matmul"):
         raise ValueError(f"attention must be 'sdpa' or 'matmul', got {impl!r}")
     for sub in module.modules():
@@ -52,7 +53,7 @@ class EncoderGraph(nn.Module):
         if self.img_size % patch:
             raise ValueError(f"img_size {self.img_size} is not a multiple of the patch size {patch}")
         self.encoder = copy.deepcopy(model.image_encoder).eval()
-        _set_attention(self.encoder, attention)
+        set_attention(self.encoder, attention)
         grid = self.img_size // patch
         with torch.no_grad():
             position = self.encoder.position_embedding(grid, grid).detach().clone()
@@ -88,7 +89,7 @@ class DecoderGraph(nn.Module):
         self.multimask = multimask
         self.prompt_encoder = copy.deepcopy(model.prompt_encoder).eval()
         self.mask_decoder = copy.deepcopy(model.mask_decoder).eval()
-        _set_attention(self.mask_decoder, attention)
+        set_attention(self.mask_decoder, attention)
         with torch.no_grad():
             dense_pe = self.prompt_encoder.get_dense_pe(self.grid).detach().clone()
         self.register_buffer("dense_pe", dense_pe)
