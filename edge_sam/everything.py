@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import EdgeSamError
+from .data.codec import encode_rle
 from .predictor import Predictor, Prompt
 from .transforms import upscale_logits
 
@@ -82,17 +82,6 @@ def mask_to_box(masks: torch.Tensor) -> torch.Tensor:
     x1 = torch.where(cols, xs + 1, 0).amax(dim=1)
     boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
     return torch.where(masks.flatten(1).any(dim=1)[:, None], boxes, torch.zeros_like(boxes))
-
-
-def encode_rle(mask: np.ndarray) -> dict:
-    """COCO RLE (counts as a str), the SA-1B annotation format."""
-    try:
-        from pycocotools import mask as mask_utils
-    except ImportError:
-        raise EdgeSamError("output_mode='coco_rle' needs pycocotools: pip install 'edge-sam[coco]'") from None
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
 
 
 def _chunks(items: np.ndarray, size: int) -> Iterator[np.ndarray]:
