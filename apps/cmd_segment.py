@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_checkpoint_argument(every)
     every.add_argument("--out", required=True, help="new folder for masks.json, overlay.png and one PNG per mask")
     every.add_argument("--points-per-side", type=int, default=32)
-    every.add_argument("--points-per-batch", type=int, default=16, help="prompts decoded at once (bounds memory)")
+    every.add_argument("--points-per-batch", type=int, default=EverythingConfig.points_per_batch, help="prompts decoded at once (bounds memory)")
     every.add_argument("--pred-iou-thresh", type=float, default=EverythingConfig.pred_iou_thresh)
     every.add_argument("--stability-thresh", type=float, default=EverythingConfig.stability_score_thresh)
     every.set_defaults(run=run_everything)

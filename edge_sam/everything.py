@@ -24,7 +24,7 @@ from .transforms import upscale_logits
 @dataclass(frozen=True)
 class EverythingConfig:
     points_per_side: int = 32
-    points_per_batch: int = 16
+    points_per_batch: int = 8  # ~25 MB per prompt at 1024: 8 keeps a 32x32 grid under 1 GB
     pred_iou_thresh: float = 0.88
     stability_score_thresh: float = 0.95
     stability_score_offset: float = 1.0
