@@ -160,6 +160,7 @@ def save_model(model: EfficientSam, path: str | os.PathLike, dtype: torch.dtype 
     os.close(fd)
     try:
         save_file(state, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a model file is meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
