@@ -8,6 +8,8 @@ chunk at a time, so peak memory is bounded by the chunk size, not the grid.
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -84,6 +86,30 @@ def mask_to_box(masks: torch.Tensor) -> torch.Tensor:
     return torch.where(masks.flatten(1).any(dim=1)[:, None], boxes, torch.zeros_like(boxes))
 
 
+def _release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS between chunks.
+
+    Each chunk allocates and frees a few hundred MB of decoder activations; glibc keeps freed
+    blocks in its arenas, and over a 32x32 grid the process grew to 1.3 GB peak RSS although
+    one chunk needs about 0.6 GB. ``malloc_trim`` returns them; elsewhere this is a no-op.
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    if sys.platform != "linux":
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+
+
 def _chunks(items: np.ndarray, size: int) -> Iterator[np.ndarray]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -117,12 +143,15 @@ class EverythingGenerator:
             kept_iou.append(iou[keep])
             kept_stability.append(stability[keep])
             kept_points.append(torch.from_numpy(points).repeat_interleave(repeats, dim=0)[keep])
+            del low_res, logits
+            _release_freed_memory()
         return torch.cat(kept_logits), torch.cat(kept_iou), torch.cat(kept_stability), torch.cat(kept_points)
 
     def _full_masks(self, logits: torch.Tensor, image_hw: tuple[int, int], threshold: float) -> Iterator[torch.Tensor]:
         step = self.config.points_per_batch
         for start in range(0, len(logits), step):
             yield upscale_logits(logits[start : start + step], image_hw) > threshold
+            _release_freed_memory()
 
     @torch.inference_mode()
     def generate(self, image: np.ndarray | None = None, progress: bool = True) -> list[dict]:
