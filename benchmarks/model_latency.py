@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import torch
 
 import edge_sam
 from edge_sam.deploy import set_attention
+from edge_sam.memory import peak_rss_mb
 from edge_sam.predictor import Predictor, Prompt
 from edge_sam.transforms import image_to_tensor, read_image
 
@@ -44,14 +44,14 @@ def median_seconds(fn, runs: int, warmup: int = 1) -> float:
 
 
 def everything_child(checkpoint: str, grid: int) -> None:
-    """Runs in a fresh process so its peak RSS is the whole job's, nothing else's."""
+    """Runs in a fresh process so its peak RSS (VmHWM) is the whole job's, nothing else's."""
     from edge_sam.everything import EverythingConfig, EverythingGenerator
 
     image = read_image(SAMPLE)
     predictor = Predictor(edge_sam.load_model(checkpoint))
     start = time.perf_counter()
     records = EverythingGenerator(predictor, EverythingConfig(points_per_side=grid)).generate(image, progress=False)
-    print(json.dumps({"seconds": time.perf_counter() - start, "masks": len(records)}))
+    print(json.dumps({"seconds": time.perf_counter() - start, "masks": len(records), "peak_rss_mb": peak_rss_mb()}))
 
 
 def main() -> None:
@@ -94,9 +94,8 @@ def main() -> None:
 
     cmd = [sys.executable, __file__, "--everything-child", "--checkpoint", args.checkpoint, "--grid", str(args.grid),
            "--threads", str(args.threads)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-    peak_mib = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
+    peak_mib = result["peak_rss_mb"]
     rows.append((f"everything {args.grid}x{args.grid} grid ({result['masks']} masks), encoder included", result["seconds"],
                  f"peak RSS {peak_mib:.0f} MiB (whole process)"))
 

@@ -1,0 +1,157 @@
+"""fp16 and INT8 versions of an fp32 ONNX graph, with onnxruntime's own tools.
+
+A :class:`~edge_sam.quantize.recipes.QuantRecipe` is mapped onto onnxruntime here: every
+node is classified into a recipe op class (a MatMul with a constant operand is a linear
+layer, one of two activations an attention matmul) and exactly the nodes of the quantized
+classes are passed as ``nodes_to_quantize``.
+Static recipes calibrate with QDQ, per-channel weights, S8S8 (onnxruntime's recommended
+format); dynamic recipes quantize weights only and compute activation ranges per run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from edge_sam.quantize.recipes import OpClass, QuantRecipe
+
+# What each op class is in an ONNX graph exported from edge_sam (linear layers on rank-3
+# activations export as MatMul + Add; attention score matmuls are MatMuls of two activations).
+_OP_CLASS_OF_TYPE: dict[str, OpClass] = {
+    "Conv": OpClass.CONV,
+    "ConvTranspose": OpClass.CONV,
+    "Gemm": OpClass.LINEAR,
+    "Softmax": OpClass.SOFTMAX,
+    "LayerNormalization": OpClass.NORM,
+    "InstanceNormalization": OpClass.NORM,
+    "Gelu": OpClass.ACTIVATION,
+    "Erf": OpClass.ACTIVATION,
+    "Add": OpClass.ELEMENTWISE,
+    "Mul": OpClass.ELEMENTWISE,
+    "Sub": OpClass.ELEMENTWISE,
+    "Div": OpClass.ELEMENTWISE,
+}
+_CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+
+
+def op_class(node, constants: set[str]) -> OpClass | None:
+    """The recipe op class of an ONNX node; a MatMul is LINEAR when its B operand is a constant."""
+    if node.op_type == "MatMul":
+        return OpClass.LINEAR if node.input[1] in constants else OpClass.ATTENTION_MATMUL
+    return _OP_CLASS_OF_TYPE.get(node.op_type)
+
+
+def nodes_to_quantize(model, recipe: QuantRecipe) -> tuple[list[str], list[str]]:
+    """(node names, op types) the recipe quantizes in ``model``.
+
+    Selecting nodes by name is what keeps attention matmuls float: onnxruntime's QDQ quantizer
+    ignores its ``MatMulConstBOnly`` option (1.32: only the QOperator path reads it).
+    """
+    constants = {t.name for t in model.graph.initializer}
+    constants |= {out for n in model.graph.node if n.op_type == "Constant" for out in n.output}
+    chosen = [n for n in model.graph.node if op_class(n, constants) in recipe.quantized_ops]
+    return [n.name for n in chosen], sorted({n.op_type for n in chosen})
+
+
+def ort_extra_options(recipe: QuantRecipe, op_types: list[str]) -> dict:
+    return {
+        "MatMulConstBOnly": OpClass.ATTENTION_MATMUL not in recipe.quantized_ops,
+        "ActivationSymmetric": recipe.symmetric_activations,
+        "WeightSymmetric": True,
+        "OpTypesToExcludeOutputQuantization": [] if recipe.int8_outputs else op_types,
+    }
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    """Weights and activations in float16, inputs and outputs kept float32 (same runner contract)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    sort_topologically(model.graph)  # the converter appends its input casts after their consumers
+    onnx.save(model, str(dst))
+
+
+def sort_topologically(graph) -> None:
+    """Reorder ``graph.node`` so every node comes after the producers of its inputs (stable)."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered = []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise ValueError(f"graph has a cycle or a dangling input at node {pending[0].name}")
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+class FeedReader:
+    """onnxruntime CalibrationDataReader over lazily built input feeds, with a progress bar."""
+
+    def __init__(self, feeds: Iterable[dict[str, np.ndarray]], total: int, description: str, unit: str) -> None:
+        self._feeds: Iterator[dict[str, np.ndarray]] = iter(tqdm(feeds, total=total, desc=description, unit=unit))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self.get_next()
+        if item is None:
+            raise StopIteration
+        return item
+
+
+def quantize_int8(
+    src: Path,
+    dst: Path,
+    recipe: QuantRecipe,
+    make_feeds: Callable[[], FeedReader] | None,
+    work_dir: Path,
+) -> None:
+    """Quantize ``src`` into ``dst`` following ``recipe`` (static needs ``make_feeds``)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    # Pre-processing = shape inference only: graph rewrites would rename tensors and break the
+    # per-layer comparison with the fp32 graph; the dynamo export is already optimized.
+    prepared = work_dir / f"{src.stem}.prep.onnx"
+    quant_pre_process(str(src), str(prepared), skip_optimization=True)
+    names, op_types = nodes_to_quantize(onnx.load(str(prepared), load_external_data=False), recipe)
+    extra = ort_extra_options(recipe, op_types)
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime logs advice at WARNING for every call
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # and its histogram calibrators print
+            if recipe.scheme == "dynamic":
+                quantize_dynamic(
+                    str(prepared), str(dst), op_types_to_quantize=op_types, nodes_to_quantize=names,
+                    per_channel=recipe.per_channel_weights, weight_type=QuantType.QInt8, extra_options=extra,
+                )
+            else:
+                if make_feeds is None:
+                    raise ValueError(f"static recipe {recipe.name} needs calibration feeds")
+                quantize_static(
+                    str(prepared), str(dst), make_feeds(), quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=op_types, nodes_to_quantize=names, per_channel=recipe.per_channel_weights,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=getattr(CalibrationMethod, _CALIBRATION_METHODS[recipe.calibration_method]),
+                    extra_options=extra,
+                )
+    finally:
+        logging.getLogger().setLevel(quiet)
+        prepared.unlink(missing_ok=True)
