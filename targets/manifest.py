@@ -38,6 +38,26 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def sha256_path(path: str | os.PathLike) -> str:
+    """sha256 of a file, or of a directory (a Core ML .mlpackage): each file's relative path and
+    sha256 in sorted order, so editing, adding or renaming any file inside changes it."""
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def size_bytes(path: str | os.PathLike) -> int:
+    """Size of a file, or the total of the files under a directory."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
 def toolchain_versions(*distributions: str) -> dict[str, str]:
     """Installed versions of the named distributions (absent ones are left out)."""
     versions = {}
@@ -118,7 +138,7 @@ class Manifest:
 
 
 def hash_files(artifact_dir: Path, names: list[str]) -> dict[str, dict[str, Any]]:
-    return {name: {"sha256": sha256_file(artifact_dir / name), "bytes": (artifact_dir / name).stat().st_size} for name in names}
+    return {name: {"sha256": sha256_path(artifact_dir / name), "bytes": size_bytes(artifact_dir / name)} for name in names}
 
 
 def write_manifest(artifact_dir: Path, manifest: Manifest) -> Manifest:
@@ -169,9 +189,9 @@ def verify_files(artifact_dir: str | os.PathLike, manifest: Manifest) -> None:
         raise ArtifactError(f"{artifact_dir}: manifest has no hash for {', '.join(unlisted)}")
     for name, recorded in sorted(manifest.files.items()):
         path = artifact_dir / name
-        if not path.is_file():
+        if not path.exists():
             raise ArtifactError(f"{artifact_dir}: {name} is missing (listed in {MANIFEST_NAME})")
-        actual = sha256_file(path)
+        actual = sha256_path(path)
         if actual != recorded.get("sha256"):
             raise ArtifactError(
                 f"{artifact_dir}: {name} does not match its manifest hash "

@@ -16,7 +16,9 @@ from .base import Runner, Target
 from .manifest import read_manifest
 
 TARGETS: dict[str, str] = {
+    "coreml": "edge_sam.targets.coreml:CoreMLTarget",
     "onnx": "edge_sam.targets.onnx:OnnxTarget",
+    "tflite": "edge_sam.targets.tflite:TfliteTarget",
 }
 
 

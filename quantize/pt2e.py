@@ -1,0 +1,46 @@
+"""PT2E post-training quantization, shared by every target whose toolchain takes a PT2E graph
+(ExecuTorch's XNNPACKQuantizer, litert-torch's PT2EQuantizer, ...).
+
+The flow is the same for all of them: ``torch.export`` the module, insert the quantizer's
+observers (``prepare_pt2e``), run calibration batches through it, replace observers by
+quantize/dequantize pairs (``convert_pt2e``). Only the quantizer and ``fold_quantize`` differ
+per target (litert-torch needs the weights' quantize ops kept, ``fold_quantize=False``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from tqdm import tqdm
+
+
+def quantize_pt2e(
+    module: torch.nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    quantizer,
+    calibration_batches: Iterable[tuple[torch.Tensor, ...]],
+    fold_quantize: bool = True,
+    total: int | None = None,
+    description: str = "calibrating",
+) -> torch.fx.GraphModule:
+    """The quantized GraphModule of ``module`` (in eval mode), calibrated on ``calibration_batches``.
+
+    Each batch is a tuple of positional inputs shaped like ``example_inputs``. Dynamic schemes
+    still need one batch: weight observers record their ranges during a forward pass.
+    """
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    exported = torch.export.export(module.eval(), example_inputs).module()
+    prepared = prepare_pt2e(exported, quantizer)
+    seen = 0
+    with torch.no_grad():
+        for batch in tqdm(calibration_batches, total=total, desc=description, unit="batch", leave=False):
+            prepared(*batch)
+            seen += 1
+    if seen == 0:
+        raise ValueError("PT2E quantization needs at least one calibration batch")
+    converted = convert_pt2e(prepared, fold_quantize=fold_quantize)
+    move_exported_model_to_eval(converted)
+    return converted

@@ -1,0 +1,157 @@
+"""A :class:`~edge_sam.quantize.recipes.QuantRecipe` as LiteRT quantization.
+
+Static recipes: litert-torch's PT2E ``PT2EQuantizer`` annotates a fixed list of op patterns
+(linear, conv, add, mul, cat, ...). Here the list comes from the recipe: each op class maps to
+the annotators that quantize it, so ``static-conv-linear`` annotates conv and linear only and
+attention matmuls, softmax, LayerNorm and residual adds stay float in the .tflite. (A GELU
+between two int8 linear layers comes out as LiteRT's int8 GELU, a lookup table over the int8
+input: the same values as float GELU between the two quantizations that happen anyway.)
+
+litert-torch has no annotator for matmuls of two activations or for ``aten.softmax.int`` (the
+form ``torch.export`` leaves softmax in), so the two are written here: they exist to build the
+naive all-INT8 variant, whose drift shows why the recipes keep attention float. LiteRT's int8
+SOFTMAX kernel needs its output on a fixed 1/256 grid; with N tokens the typical attention
+weight is 1/N, so from about 512 tokens up most weights round to zero.
+
+Dynamic-range recipes: ai-edge-quantizer on the fp32 .tflite, by TFLite op type. (litert-torch's
+own dynamic PT2E mode also quantizes every conv's weights whatever the quantizer annotated, so
+it cannot honour a linear-only recipe.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+
+from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
+
+# litert-torch annotator names per op class (run in this order: producers before consumers).
+_LITERT_ANNOTATORS: dict[OpClass, tuple[str, ...]] = {
+    OpClass.CONV: ("conv_relu", "conv"),
+    OpClass.LINEAR: ("linear", "addmm"),
+    OpClass.ELEMENTWISE: ("add_relu", "add", "mul_relu", "mul", "cat"),
+}
+# TFLite ops with a constant weight per op class: what dynamic-range kernels take.
+DYNAMIC_TFL_OPS: dict[OpClass, tuple[str, ...]] = {
+    OpClass.CONV: ("CONV_2D", "CONV_2D_TRANSPOSE"),
+    OpClass.LINEAR: ("FULLY_CONNECTED",),
+}
+_SOFTMAX_TARGETS = (torch.ops.aten.softmax.int, torch.ops.aten._softmax.default)
+_MATMUL_TARGETS = (torch.ops.aten.matmul.default, torch.ops.aten.bmm.default)
+
+NAIVE_ALL_INT8 = QuantRecipe(
+    name="naive-all-int8",
+    summary="everything litert-torch's PT2E quantizer can make INT8 in the encoder, attention matmuls and "
+    "softmax included (a cautionary baseline: the drift report should flag it)",
+    scheme="static",
+    quantized_ops=frozenset({OpClass.CONV, OpClass.LINEAR, OpClass.ATTENTION_MATMUL, OpClass.SOFTMAX, OpClass.ELEMENTWISE}),
+)
+
+
+def _annotate_activation_matmul(gm: torch.fx.GraphModule, config, filter_fn=None) -> None:
+    """int8 x int8 -> int8 for matmuls of two activations (q @ k^T, attn @ v).
+
+    An operand that is a softmax output shares the softmax's fixed scale: a requantize between
+    them would sit across the reshape the converter inserts, which LiteRT forbids.
+    """
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target not in _MATMUL_TARGETS or (filter_fn and not filter_fn(node)):
+            continue
+        operands = [a for a in node.args[:2] if isinstance(a, torch.fx.Node)]
+        specs = {
+            a: SharedQuantizationSpec(a) if a.target in _SOFTMAX_TARGETS else config.input_activation for a in operands
+        }
+        node.meta["quantization_annotation"] = QuantizationAnnotation(
+            input_qspec_map=specs, output_qspec=config.output_activation, _annotated=True
+        )
+
+
+def _annotate_softmax(gm: torch.fx.GraphModule, config, filter_fn=None) -> None:
+    """int8 softmax with the fixed output grid (scale 1/256, zero point -128) LiteRT requires."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target not in _SOFTMAX_TARGETS or (filter_fn and not filter_fn(node)):
+            continue
+        node.meta["quantization_annotation"] = QuantizationAnnotation(
+            input_qspec_map={node.args[0]: config.input_activation}, output_qspec=config.fixed_qparams, _annotated=True
+        )
+
+
+def _check_supported(recipe: QuantRecipe, supported) -> None:
+    unsupported = sorted(op.value for op in recipe.quantized_ops - frozenset(supported))
+    if unsupported:
+        raise RecipeError(
+            f"recipe '{recipe.name}' quantizes {', '.join(unsupported)}, which LiteRT's {recipe.scheme} "
+            f"quantization cannot make INT8"
+        )
+
+
+def annotators_for(recipe: QuantRecipe) -> list[Callable]:
+    """The PT2E annotator functions that quantize exactly the static recipe's op classes, in graph order."""
+    from litert_torch.quantize.pt2e_quantizer_utils import OP_TO_ANNOTATOR
+
+    _check_supported(recipe, {*_LITERT_ANNOTATORS, OpClass.ATTENTION_MATMUL, OpClass.SOFTMAX})
+    annotators: list[Callable] = []
+    for op_class in (OpClass.CONV, OpClass.LINEAR):
+        if op_class in recipe.quantized_ops:
+            annotators += [OP_TO_ANNOTATOR[name] for name in _LITERT_ANNOTATORS[op_class]]
+    if OpClass.ATTENTION_MATMUL in recipe.quantized_ops:
+        annotators.append(_annotate_activation_matmul)
+    if OpClass.ELEMENTWISE in recipe.quantized_ops:
+        annotators += [OP_TO_ANNOTATOR[name] for name in _LITERT_ANNOTATORS[OpClass.ELEMENTWISE]]
+    if OpClass.SOFTMAX in recipe.quantized_ops:
+        annotators.append(_annotate_softmax)
+    return annotators
+
+
+def _quantization_config(recipe: QuantRecipe):
+    """litert-torch's symmetric static config, with the recipe's calibration observer for activations."""
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
+    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
+
+    config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel_weights)
+    observer = MinMaxObserver if recipe.calibration_method == "minmax" else HistogramObserver
+    activation = dataclasses.replace(
+        config.input_activation,
+        qscheme=torch.per_tensor_symmetric if recipe.symmetric_activations else torch.per_tensor_affine,
+        observer_or_fake_quant_ctr=observer.with_args(eps=2**-12),
+    )
+    return dataclasses.replace(config, input_activation=activation, output_activation=activation)
+
+
+def recipe_quantizer(recipe: QuantRecipe):
+    """A litert-torch ``PT2EQuantizer`` that annotates what the static ``recipe`` quantizes and nothing else.
+
+    The converter reads only the quantizer's global config (static vs dynamic) back, so the
+    subclass just swaps the pattern list for the recipe's annotators.
+    """
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+
+    annotators = annotators_for(recipe)
+
+    class RecipeQuantizer(PT2EQuantizer):
+        def _annotate_all_static_patterns(self, model, quantization_config, filter_fn=None):
+            if quantization_config is not None:
+                for annotate in annotators:
+                    annotate(model, quantization_config, filter_fn)
+            return model
+
+    return RecipeQuantizer().set_global(_quantization_config(recipe))
+
+
+def dynamic_range(content: bytes, recipe: QuantRecipe) -> bytes:
+    """int8 weights for the TFLite ops of the recipe's op classes; activations quantized per run."""
+    from ai_edge_quantizer import qtyping, quantizer
+
+    _check_supported(recipe, DYNAMIC_TFL_OPS)
+    granularity = qtyping.QuantGranularity.CHANNELWISE if recipe.per_channel_weights else qtyping.QuantGranularity.TENSORWISE
+    tool = quantizer.Quantizer(bytearray(content))
+    for op_class in sorted(recipe.quantized_ops):
+        for op_name in DYNAMIC_TFL_OPS[op_class]:
+            tool.add_dynamic_config(".*", qtyping.TFLOperationName(op_name), 8, granularity)
+    return bytes(tool.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model)
