@@ -17,6 +17,7 @@ from .manifest import read_manifest
 
 TARGETS: dict[str, str] = {
     "coreml": "edge_sam.targets.coreml:CoreMLTarget",
+    "executorch": "edge_sam.targets.executorch:ExecuTorchTarget",
     "onnx": "edge_sam.targets.onnx:OnnxTarget",
     "tflite": "edge_sam.targets.tflite:TfliteTarget",
 }

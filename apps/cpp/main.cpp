@@ -1,0 +1,250 @@
+// edge_sam_runner: EfficientSAM on the ExecuTorch C++ runtime, from a deploy-form artifact.
+//
+//   edge_sam_runner --encoder encoder.pte --decoder decoder.pte --image photo.ppm \
+//       --point 580,350 [--point X,Y[,LABEL] ...] [--box X0,Y0,X1,Y1] --out mask.pgm [--runs N] [--warmup W]
+//
+// Preprocesses the image the way the artifact's manifest.json says (read from beside the
+// encoder, or --manifest), runs both programs, upsamples the mask with the highest predicted
+// IoU to the image size, writes it as a PGM and prints encoder/decoder latency over N runs (after
+// W untimed ones).
+// Errors are one line on stderr and exit status 2.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <executorch/extension/module/module.h>
+#include <executorch/extension/tensor/tensor.h>
+#include <executorch/runtime/platform/runtime.h>
+
+#include "image_io.h"
+#include "manifest.h"
+#include "preprocess.h"
+
+namespace {
+
+using executorch::extension::Module;
+using executorch::runtime::Error;
+using executorch::runtime::EValue;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kUsage =
+    "usage: edge_sam_runner --encoder ENCODER.pte --decoder DECODER.pte --image IMAGE.ppm --point X,Y[,LABEL] "
+    "[--point ...] [--box X0,Y0,X1,Y1] --out MASK.pgm [--runs N] [--warmup W] [--manifest manifest.json]";
+
+struct Options {
+  std::string encoder, decoder, image, out, manifest;
+  std::vector<edge_sam::Prompt> prompts;
+  int runs = 1;
+  int warmup = 0;
+};
+
+std::vector<float> parse_floats(const std::string& text, const char* flag) {
+  std::vector<float> values;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    try {
+      size_t used = 0;
+      const std::string item = text.substr(start, comma - start);
+      values.push_back(std::stof(item, &used));
+      if (used != item.size()) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      throw std::runtime_error(std::string(flag) + " expects comma-separated numbers, got '" + text + "'");
+    }
+    start = comma + 1;
+  }
+  return values;
+}
+
+Options parse_args(int argc, char** argv) {
+  Options options;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::printf("%s\n", kUsage);
+      std::exit(0);
+    }
+    if (i + 1 >= argc) throw std::runtime_error(flag + " needs a value");
+    const std::string value = argv[++i];
+    if (flag == "--encoder") {
+      options.encoder = value;
+    } else if (flag == "--decoder") {
+      options.decoder = value;
+    } else if (flag == "--image") {
+      options.image = value;
+    } else if (flag == "--out") {
+      options.out = value;
+    } else if (flag == "--manifest") {
+      options.manifest = value;
+    } else if (flag == "--runs") {
+      options.runs = static_cast<int>(parse_floats(value, "--runs").at(0));
+      if (options.runs < 1) throw std::runtime_error("--runs must be at least 1");
+    } else if (flag == "--warmup") {
+      options.warmup = static_cast<int>(parse_floats(value, "--warmup").at(0));
+      if (options.warmup < 0) throw std::runtime_error("--warmup must be at least 0");
+    } else if (flag == "--point") {
+      const auto v = parse_floats(value, "--point");
+      if (v.size() != 2 && v.size() != 3) throw std::runtime_error("--point expects X,Y or X,Y,LABEL");
+      options.prompts.push_back({v[0], v[1], v.size() == 3 ? v[2] : 1.f});
+    } else if (flag == "--box") {
+      const auto v = parse_floats(value, "--box");
+      if (v.size() != 4) throw std::runtime_error("--box expects X0,Y0,X1,Y1");
+      options.prompts.push_back({v[0], v[1], 2.f});
+      options.prompts.push_back({v[2], v[3], 3.f});
+    } else {
+      throw std::runtime_error("unknown option " + flag + " (see --help)");
+    }
+  }
+  if (options.encoder.empty() || options.decoder.empty() || options.image.empty() || options.out.empty()) {
+    throw std::runtime_error("--encoder, --decoder, --image and --out are required (see --help)");
+  }
+  if (options.prompts.empty()) throw std::runtime_error("give at least one --point or a --box");
+  if (options.manifest.empty()) {
+    options.manifest = (std::filesystem::path(options.encoder).parent_path() / "manifest.json").string();
+  }
+  return options;
+}
+
+// One .pte's forward method, loaded up front so load errors name the file.
+class Program {
+ public:
+  explicit Program(const std::string& path) : path_(path), module_(path, Module::LoadMode::Mmap) {
+    if (!std::filesystem::is_regular_file(path)) throw std::runtime_error("program not found: " + path);
+    const Error error = module_.load_method("forward");
+    if (error != Error::Ok) {
+      throw std::runtime_error("cannot load " + path + " (" + executorch::runtime::to_string(error) +
+                               "): not an ExecuTorch program, or lowered to a backend this runner lacks "
+                               "(a Core ML-delegated .pte runs on macOS/iOS only)");
+    }
+  }
+
+  std::vector<int> input_shape(size_t index) {
+    auto meta = module_.method_meta("forward");
+    if (!meta.ok()) throw std::runtime_error(path_ + ": cannot read its method metadata");
+    auto info = meta->input_tensor_meta(index);
+    if (!info.ok()) throw std::runtime_error(path_ + ": has no input " + std::to_string(index));
+    return {info->sizes().begin(), info->sizes().end()};
+  }
+
+  std::vector<EValue> run(const std::vector<EValue>& inputs) {
+    auto result = module_.forward(inputs);
+    if (!result.ok()) {
+      throw std::runtime_error(path_ + " failed to run (" + executorch::runtime::to_string(result.error()) + ")");
+    }
+    return *result;
+  }
+
+ private:
+  std::string path_;
+  Module module_;
+};
+
+double milliseconds_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+void print_latency(const char* name, const std::vector<double>& ms) {
+  const double mean = std::accumulate(ms.begin(), ms.end(), 0.0) / static_cast<double>(ms.size());
+  std::printf("%s: mean %.2f ms, min %.2f ms over %zu runs\n", name, mean, *std::min_element(ms.begin(), ms.end()),
+              ms.size());
+}
+
+void expect_shape(const std::vector<int>& actual, const std::vector<int>& expected, const std::string& what) {
+  if (actual != expected) {
+    auto text = [](const std::vector<int>& s) {
+      std::string out = "[";
+      for (size_t i = 0; i < s.size(); ++i) out += (i ? "," : "") + std::to_string(s[i]);
+      return out + "]";
+    };
+    throw std::runtime_error(what + " has shape " + text(actual) + " but the manifest implies " + text(expected));
+  }
+}
+
+int run(const Options& options) {
+  const edge_sam::ArtifactContract contract = edge_sam::read_manifest(options.manifest);
+  const int size = contract.preprocessing.size;
+  const edge_sam::RgbImage image = edge_sam::read_ppm(options.image);
+
+  auto load_start = Clock::now();
+  Program encoder(options.encoder);
+  const double encoder_load_ms = milliseconds_since(load_start);
+  load_start = Clock::now();
+  Program decoder(options.decoder);
+  const double decoder_load_ms = milliseconds_since(load_start);
+  expect_shape(encoder.input_shape(0), {1, 3, size, size}, options.encoder + " input");
+  const std::vector<int> embedding_shape = decoder.input_shape(0);
+  expect_shape(decoder.input_shape(1), {1, contract.slots, 2}, options.decoder + " point input");
+  std::printf("image %dx%d, model input %d, load: encoder %.1f ms, decoder %.1f ms\n", image.width, image.height, size,
+              encoder_load_ms, decoder_load_ms);
+
+  std::vector<float> pixels = edge_sam::preprocess(image, contract.preprocessing);
+  std::vector<float> coords, labels;
+  edge_sam::pad_prompts(options.prompts, image.width, image.height, size, contract.slots, coords, labels);
+
+  std::vector<double> encoder_ms, decoder_ms;
+  std::vector<float> embedding;
+  auto image_input = executorch::extension::from_blob(pixels.data(), {1, 3, size, size});
+  for (int r = 0; r < options.warmup + options.runs; ++r) {
+    const auto start = Clock::now();
+    const auto outputs = encoder.run({image_input});
+    if (r >= options.warmup) encoder_ms.push_back(milliseconds_since(start));
+    const auto& tensor = outputs.at(0).toTensor();
+    embedding.assign(tensor.const_data_ptr<float>(), tensor.const_data_ptr<float>() + tensor.numel());
+  }
+  if (static_cast<int64_t>(embedding.size()) !=
+      std::accumulate(embedding_shape.begin(), embedding_shape.end(), int64_t{1}, std::multiplies<int64_t>())) {
+    throw std::runtime_error("the encoder's output does not fit the decoder's embedding input");
+  }
+
+  std::vector<float> low_res, iou;
+  int mask_h = 0, mask_w = 0;
+  // The tensors must outlive the EValues that refer to them.
+  auto embedding_input = executorch::extension::from_blob(
+      embedding.data(), std::vector<executorch::aten::SizesType>(embedding_shape.begin(), embedding_shape.end()));
+  auto coords_input = executorch::extension::from_blob(coords.data(), {1, contract.slots, 2});
+  auto labels_input = executorch::extension::from_blob(labels.data(), {1, contract.slots});
+  const std::vector<EValue> inputs = {embedding_input, coords_input, labels_input};
+  for (int r = 0; r < options.warmup + options.runs; ++r) {
+    const auto start = Clock::now();
+    const auto outputs = decoder.run(inputs);
+    if (r >= options.warmup) decoder_ms.push_back(milliseconds_since(start));
+    const auto& masks = outputs.at(0).toTensor();
+    const auto& scores = outputs.at(1).toTensor();
+    mask_h = static_cast<int>(masks.sizes()[2]);
+    mask_w = static_cast<int>(masks.sizes()[3]);
+    low_res.assign(masks.const_data_ptr<float>(), masks.const_data_ptr<float>() + masks.numel());
+    iou.assign(scores.const_data_ptr<float>(), scores.const_data_ptr<float>() + scores.numel());
+  }
+  print_latency("encoder", encoder_ms);
+  print_latency("decoder", decoder_ms);
+
+  const int best = static_cast<int>(std::max_element(iou.begin(), iou.end()) - iou.begin());
+  const std::vector<float> full = edge_sam::upsample_bicubic(low_res.data() + static_cast<size_t>(best) * mask_h * mask_w,
+                                                             mask_h, mask_w, image.height, image.width);
+  std::vector<uint8_t> mask(full.size());
+  std::transform(full.begin(), full.end(), mask.begin(), [](float v) { return static_cast<uint8_t>(v > 0.f ? 255 : 0); });
+  edge_sam::write_pgm(options.out, image.width, image.height, mask);
+  const long foreground = std::count(mask.begin(), mask.end(), 255);
+  std::printf("mask %d of %zu (predicted IoU %.4f): %ld foreground pixels -> %s\n", best, iou.size(), iou[best],
+              foreground, options.out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  executorch::runtime::runtime_init();
+  try {
+    return run(parse_args(argc, argv));
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "edge_sam_runner: error: %s\n", error.what());
+    return 2;
+  }
+}

@@ -1,0 +1,70 @@
+"""A :class:`~edge_sam.quantize.recipes.QuantRecipe` as ExecuTorch's ``XNNPACKQuantizer``.
+
+The quantizer is configured per operator type, never globally, so only the recipe's op classes
+get annotated: ``static-conv-linear`` quantizes conv and linear (per-channel int8 weights,
+per-tensor int8 activations) and leaves the attention matmuls, softmax, LayerNorm, GELU and
+the residual adds float, which XNNPACK then runs in fp32 inside the same delegate.
+XNNPACK's quantizer has no int8 pattern for matmuls of two activations, softmax, norms or GELU;
+a recipe asking for those is refused rather than silently left float.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
+
+# The aten ops whose XNNPACKQuantizer patterns quantize each op class.
+_XNNPACK_OPS: dict[OpClass, tuple] = {
+    OpClass.CONV: (torch.ops.aten.conv2d.default, torch.ops.aten.conv_transpose2d.input),
+    OpClass.LINEAR: (torch.ops.aten.linear.default,),
+    OpClass.ELEMENTWISE: (torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor, torch.ops.aten.cat.default),
+}
+_DYNAMIC_OP_CLASSES = frozenset({OpClass.CONV, OpClass.LINEAR})  # XNNPACK's dynamic patterns
+
+
+def _check_supported(recipe: QuantRecipe) -> None:
+    supported = _DYNAMIC_OP_CLASSES if recipe.scheme == "dynamic" else frozenset(_XNNPACK_OPS)
+    unsupported = sorted(op.value for op in recipe.quantized_ops - supported)
+    if unsupported:
+        raise RecipeError(
+            f"recipe '{recipe.name}' quantizes {', '.join(unsupported)}, which ExecuTorch's XNNPACK {recipe.scheme} "
+            "quantizer cannot make INT8"
+        )
+
+
+def _quantization_config(recipe: QuantRecipe):
+    """XNNPACK's symmetric config (per-channel weights if the recipe says so), with the recipe's
+    calibration observer and activation symmetry for static schemes."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
+
+    config = get_symmetric_quantization_config(
+        is_per_channel=recipe.per_channel_weights, is_dynamic=recipe.scheme == "dynamic"
+    )
+    if recipe.scheme == "dynamic":
+        return config
+    # minmax: the recipes' default; percentile/entropy: the histogram observer (its L2-optimal
+    # range search is what XNNPACK's own default uses).
+    observer = MinMaxObserver if recipe.calibration_method == "minmax" else HistogramObserver
+    activation = dataclasses.replace(
+        config.input_activation,
+        qscheme=torch.per_tensor_symmetric if recipe.symmetric_activations else torch.per_tensor_affine,
+        observer_or_fake_quant_ctr=observer.with_args(eps=2**-12),
+    )
+    return dataclasses.replace(config, input_activation=activation, output_activation=activation)
+
+
+def recipe_quantizer(recipe: QuantRecipe):
+    """An ``XNNPACKQuantizer`` that annotates exactly the recipe's op classes."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+
+    _check_supported(recipe)
+    config = _quantization_config(recipe)
+    quantizer = XNNPACKQuantizer()
+    for op_class in recipe.quantized_ops:
+        for op in _XNNPACK_OPS[op_class]:
+            quantizer.set_operator_type(op, config)
+    return quantizer

@@ -1,0 +1,213 @@
+"""ExecuTorch target: XNNPACK fp32 parity with PyTorch, INT8 (PT2E, XNNPACKQuantizer) drift with
+per-layer SQNR, ETDump operator times, Core ML lowering on Linux and its one-line refusal to
+run here, and one clear error for every way an artifact can be wrong.
+
+Exports of the tiny model take seconds of CPU each (lowering dominates), so each artifact is
+exported once per module.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+import edge_sam
+from edge_sam.errors import EdgeSamError
+from edge_sam.eval.metrics import mask_iou
+from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
+from edge_sam.targets import ArtifactError, TorchRunner, get_target, image_folder, load_runner
+from edge_sam.targets.base import check_source
+from edge_sam.targets.drift import full_size_masks, measure_drift, sqnr_db
+from edge_sam.targets.manifest import MANIFEST_NAME, read_manifest, sha256_file
+from edge_sam.targets.prompts import grid_prompts
+from edge_sam.transforms import write_image
+
+pytest.importorskip("executorch.runtime")
+pytest.importorskip("torchao")
+
+RECOMMENDED = "static-conv-linear"
+
+
+@pytest.fixture(scope="module")
+def model(make_tiny_model):
+    return make_tiny_model(seed=5)
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory, dogs):
+    """Three views of the sample photo (halves and centre), downscaled."""
+    folder = tmp_path_factory.mktemp("calib")
+    h, w = dogs.shape[:2]
+    for index, view in enumerate([dogs[:, : w // 2], dogs[:, w // 2 :], dogs[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]]):
+        small = cv2.resize(np.ascontiguousarray(view), (view.shape[1] // 3, view.shape[0] // 3), interpolation=cv2.INTER_AREA)
+        write_image(folder / f"view_{index}.png", small)
+    return image_folder(folder)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, model, calibration):
+    root = tmp_path_factory.mktemp("artifacts")
+    target = get_target("executorch")
+    return {
+        "fp32": target.export(model, "fp32", None, root / "fp32"),
+        "int8": target.export(model, "int8", RECOMMENDED, root / "int8", calibration=calibration),
+    }
+
+
+def _masks(runner, image: np.ndarray) -> list[np.ndarray]:
+    """The full-size boolean masks of every validation prompt (all three multimask outputs)."""
+    embedding = runner.encode(image)
+    return [
+        full_size_masks(runner.decode(embedding, p.points, p.labels, image.shape[:2])[0], image.shape[:2])
+        for p in grid_prompts(image.shape[:2])
+    ]
+
+
+def test_fp32_pte_matches_pytorch(artifacts, model, dogs):
+    runner = load_runner(artifacts["fp32"])
+    reference = TorchRunner(model)
+    assert sqnr_db(reference.encode(dogs), runner.encode(dogs)) > 90.0
+    ious = [mask_iou(a[i], b[i]) for a, b in zip(_masks(reference, dogs), _masks(runner, dogs)) for i in range(3)]
+    assert min(ious) >= 0.999, ious
+    manifest = read_manifest(artifacts["fp32"])
+    assert manifest.backend == "XnnpackBackend"
+    assert [g.file for g in manifest.graphs] == ["encoder.pte", "decoder.pte"]
+    assert manifest.graph("encoder").inputs[0].shape == (1, 3, 64, 64)
+
+
+def test_int8_pte_runs_and_its_drift_is_reported(artifacts, model, calibration):
+    manifest = read_manifest(artifacts["int8"])
+    assert manifest.recipe["name"] == RECOMMENDED and manifest.calibration["count"] == len(calibration)
+    # int8 weights: the encoder file shrinks; the decoder (float under this recipe) does not
+    fp32_files = read_manifest(artifacts["fp32"]).files
+    assert manifest.files["encoder.pte"]["bytes"] < 0.6 * fp32_files["encoder.pte"]["bytes"]
+    assert manifest.files["decoder.pte"]["bytes"] == pytest.approx(fp32_files["decoder.pte"]["bytes"], rel=0.02)
+
+    report = measure_drift(TorchRunner(model), [load_runner(artifacts["int8"])], calibration.limited(1), measure_memory=False)
+    row = report.runners[0].summary()
+    assert 0.0 < row["mask_iou_mean"] <= 1.0 and row["mask_iou_p5"] is not None
+    assert np.isfinite(row["embedding_sqnr_db_mean"]) and row["embedding_sqnr_db_mean"] > 5.0
+
+
+def test_int8_decoder_stays_float_under_the_default_recipe(artifacts, model, dogs):
+    """Same embedding in, the INT8 artifact's decoder gives the fp32 artifact's logits."""
+    fp32, int8 = load_runner(artifacts["fp32"]), load_runner(artifacts["int8"])
+    embedding = TorchRunner(model).encode(dogs)
+    points, labels = np.array([[300.0, 200.0]], np.float32), np.array([1.0], np.float32)
+    a = fp32.decode(embedding, points, labels, dogs.shape[:2])[0]
+    b = int8.decode(embedding, points, labels, dogs.shape[:2])[0]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_layer_drift_ranks_ops_and_checks_the_pte_against_its_simulation(artifacts, model, dogs):
+    runner = load_runner(artifacts["int8"])
+    rows = get_target("executorch").layer_drift(artifacts["int8"], runner, model, [dogs])
+    ops = {r["op_type"] for r in rows}
+    assert {"linear (int8)", "conv2d (int8)", "layer_norm (float)", "matmul (float)", "program"} <= ops
+    assert all({"node", "sqnr_db", "input_sqnr_db", "drop_db"} <= set(r) for r in rows)
+    program = rows[-1]
+    # the runtime's INT8 kernels land within a few dB of the PT2E simulation they were lowered from
+    assert abs(program["drop_db"]) < 3.0, program
+    assert get_target("executorch").layer_drift(artifacts["fp32"], load_runner(artifacts["fp32"]), model, [dogs]) is None
+
+
+def test_etdump_profile_lists_xnnpack_operators(artifacts, dogs):
+    from edge_sam.targets.executorch_profile import format_table
+
+    runner = load_runner(artifacts["fp32"], profile=True)
+    runner.encode(dogs)
+    rows = runner.operator_profile("encoder")
+    assert rows[0]["op"].startswith("Method::execute") and rows[0]["ms"] > 0
+    delegated = {r["op"] for r in rows if r["delegated"]}
+    assert any("Fully Connected" in op for op in delegated), delegated
+    assert "Fully Connected" in format_table(rows)
+
+
+def test_coreml_delegate_lowers_on_linux_and_refuses_to_run_here(model, tmp_path):
+    pytest.importorskip("coremltools")
+    out = get_target("executorch").export(model, "fp32", None, tmp_path / "coreml", delegate="coreml")
+    manifest = read_manifest(out)
+    assert manifest.backend.startswith("CoreMLBackend") and "macOS" in manifest.backend
+    assert (out / "encoder.pte").stat().st_size > 0 and manifest.graph("decoder").outputs[0].shape == (1, 3, 16, 16)
+    if sys.platform == "darwin":
+        pytest.skip("Core ML runs here; the refusal is for runtimes without it")
+    with pytest.raises(EdgeSamError) as error:
+        load_runner(out)
+    message = str(error.value)
+    assert "\n" not in message and "CoreMLBackend" in message and "macOS" in message
+
+
+def test_pte_swapped_in_from_another_export_is_refused(artifacts, tmp_path):
+    broken = shutil.copytree(artifacts["fp32"], tmp_path / "swapped")
+    shutil.copyfile(artifacts["int8"] / "encoder.pte", broken / "encoder.pte")
+    with pytest.raises(ArtifactError, match="does not match its manifest hash"):
+        load_runner(broken)
+
+
+def test_artifact_of_another_model_is_refused(artifacts, make_tiny_model):
+    with pytest.raises(ArtifactError, match="exported from different weights"):
+        check_source(read_manifest(artifacts["fp32"]), make_tiny_model(seed=6), artifacts["fp32"])
+
+
+def _rehash(folder, name: str) -> None:
+    """Record the current bytes of ``name`` in the manifest (as a careless hand edit would)."""
+    data = json.loads((folder / MANIFEST_NAME).read_text())
+    data["files"][name].update(sha256=sha256_file(folder / name), bytes=(folder / name).stat().st_size)
+    (folder / MANIFEST_NAME).write_text(json.dumps(data))
+
+
+def test_corrupt_pte_is_refused_by_name(artifacts, tmp_path):
+    broken = shutil.copytree(artifacts["fp32"], tmp_path / "corrupt")
+    content = (broken / "encoder.pte").read_bytes()
+    (broken / "encoder.pte").write_bytes(content[: len(content) // 3])
+    _rehash(broken, "encoder.pte")
+    with pytest.raises(ArtifactError, match="ExecuTorch cannot load .*encoder.pte"):
+        load_runner(broken)
+
+
+def test_manifest_that_disagrees_with_the_program_is_refused(artifacts, tmp_path):
+    broken = shutil.copytree(artifacts["fp32"], tmp_path / "shapes")
+    data = json.loads((broken / MANIFEST_NAME).read_text())
+    data["graphs"][0]["inputs"][0]["shape"] = [1, 3, 128, 128]
+    (broken / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=r"takes inputs of shapes \[\(1, 3, 64, 64\)\]"):
+        load_runner(broken)
+
+
+def test_recipes_xnnpack_cannot_quantize_are_refused():
+    from edge_sam.targets.executorch_quantize import recipe_quantizer
+
+    recipe = QuantRecipe("attention-int8", "test", "static", frozenset({OpClass.LINEAR, OpClass.ATTENTION_MATMUL}))
+    with pytest.raises(RecipeError, match="attention_matmul"):
+        recipe_quantizer(recipe)
+
+
+def test_bad_options_fail_before_writing_anything(model, tmp_path):
+    target = get_target("executorch")
+    with pytest.raises(EdgeSamError, match="unknown ExecuTorch delegate 'vulkan'"):
+        target.export(model, "fp32", None, tmp_path / "a", delegate="vulkan")
+    with pytest.raises(EdgeSamError, match="exports fp32, int8, not fp16"):
+        target.export(model, "fp16", None, tmp_path / "b")
+    with pytest.raises(EdgeSamError, match="unknown ExecuTorch export option"):
+        target.export(model, "fp32", None, tmp_path / "c", colour="blue")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_recommended_int8_mask_iou_on_the_reference_model(tmp_path, calibration):
+    """The recommended INT8 recipe keeps mean mask IoU >= 0.95 against fp32 on the reference model."""
+    try:
+        model = edge_sam.load_model("reference")
+    except EdgeSamError as exc:
+        pytest.skip(f"reference model not installed ({exc})")
+    artifact = get_target("executorch").export(model, "int8", RECOMMENDED, tmp_path / "ref-int8", calibration=calibration)
+    report = measure_drift(TorchRunner(model), [load_runner(artifact)], calibration, measure_memory=False)
+    row = report.runners[0].summary()
+    print(f"reference: int8 mask IoU mean {row['mask_iou_mean']:.4f} p5 {row['mask_iou_p5']:.4f}, "
+          f"emb SQNR {row['embedding_sqnr_db_mean']:.1f} dB")
+    assert row["mask_iou_mean"] >= 0.95
