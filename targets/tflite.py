@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from edge_sam.deploy import pad_prompts
 from edge_sam.errors import EdgeSamError, require
 from edge_sam.modeling import EfficientSam
 from edge_sam.transforms import image_to_tensor, preprocess
@@ -205,8 +207,10 @@ class TfliteTarget(Target):
 
     def make_runner(
         self, artifact_dir: Path, manifest: Manifest, threads: int | None = None, delegate: str = "xnnpack",
-        label: str | None = None,
+        label: str | None = None, **unknown: Any,
     ) -> Runner:
+        if unknown:
+            raise EdgeSamError(f"unknown LiteRT runtime option(s): {', '.join(sorted(unknown))} (takes threads, delegate)")
         encoder, decoder = (
             SignatureGraph(artifact_dir / manifest.graph(role).file, manifest.graph(role), threads, delegate)
             for role in ("encoder", "decoder")
@@ -236,10 +240,6 @@ def artifact_label(artifact_dir: Path, manifest: Manifest) -> str:
 def calibration_batches(model: EfficientSam, source, img_size: int, role: str):
     """Calibration inputs for one graph: preprocessed images for the encoder; for the decoder, the
     fp32 embedding of each image with the validation grid prompts (what it will see in use)."""
-    import torch
-
-    from edge_sam.deploy import pad_prompts
-
     if role == "encoder":
         batches = ((preprocess(image_to_tensor(image), img_size),) for image in source.images())
         return batches, len(source)

@@ -292,6 +292,8 @@ def test_bad_options_fail_before_writing_anything(model, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unknown_delegate_is_refused(artifacts):
+def test_unknown_runtime_options_are_refused(artifacts):
     with pytest.raises(EdgeSamError, match="unknown LiteRT delegate 'gpu'"):
         get_target("tflite").load(artifacts["fp32"], delegate="gpu")
+    with pytest.raises(EdgeSamError, match="unknown LiteRT runtime option"):
+        get_target("tflite").load(artifacts["fp32"], providers=["CUDA"])
