@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 
 from edge_sam.errors import EdgeSamError
+from edge_sam.timing import time_calls
 from edge_sam.targets.manifest import read_manifest
 from edge_sam.targets.registry import load_runner
 from edge_sam.transforms import read_image
@@ -29,17 +29,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_bench)
 
 
-def _seconds(call, runs: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def run_bench(args: argparse.Namespace) -> int:
     if args.runs < 1 or args.warmup < 0:
         raise EdgeSamError("--runs must be at least 1 and --warmup at least 0")
@@ -54,8 +43,8 @@ def run_bench(args: argparse.Namespace) -> int:
     embedding = runner.encode(image)
     points, labels = np.array([[w / 2, h / 2]], np.float32), np.array([1.0], np.float32)
     timings = {
-        "encoder": _seconds(lambda: runner.encode(image), args.runs, args.warmup),
-        "decoder": _seconds(lambda: runner.decode(embedding, points, labels, (h, w)), args.runs, args.warmup),
+        "encoder": time_calls(lambda: runner.encode(image), args.runs, args.warmup),
+        "decoder": time_calls(lambda: runner.decode(embedding, points, labels, (h, w)), args.runs, args.warmup),
     }
     print(f"{runner.label}: image {w}x{h}, model input {runner.img_size}, {args.runs} runs after {args.warmup} warm-up")
     for role, seconds in timings.items():

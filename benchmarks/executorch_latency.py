@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import edge_sam
+from edge_sam.timing import time_calls
 from edge_sam.deploy import DecoderGraph, EncoderGraph, pad_prompts
 from edge_sam.targets import get_target, image_folder, load_runner
 from edge_sam.targets.calibration import open_source
@@ -44,16 +45,6 @@ def _sample_crops(folder: Path, image: np.ndarray, count: int = 8) -> Path:
         y, x = (h // 4) * (i % 3) // 2, (w // 8) * i
         write_image(folder / f"crop_{i}.png", image[y : y + h // 2, x : x + w // 2])
     return folder
-
-
-def _time(call, repeats: int) -> list[float]:
-    call()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             encoder, decoder = EncoderGraph(model, size).eval(), DecoderGraph(model, size).eval()
             embedding = encoder(pixels)
             coords, labels = (torch.from_numpy(a[None]) for a in pad_prompts(point, label, (h, w), size))
-            rows.append({"runner": "pytorch eager fp32 (SDPA)", "encoder": _time(lambda: encoder(pixels), args.repeats),
-                         "decoder": _time(lambda: decoder(embedding, coords, labels), args.repeats), "bytes": None})
+            rows.append({"runner": "pytorch eager fp32 (SDPA)", "encoder": time_calls(lambda: encoder(pixels), args.repeats),
+                         "decoder": time_calls(lambda: decoder(embedding, coords, labels), args.repeats), "bytes": None})
         for precision, artifact in artifacts.items():
             runner = load_runner(artifact)
             array = pixels.numpy()
@@ -109,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             recipe = runner.manifest.recipe
             name = f"executorch xnnpack {precision}" + (f" {recipe['name']}" if recipe else "")
             bytes_ = runner.describe()["bytes"]
-            rows.append({"runner": f"{name}, Python runtime", "encoder": _time(lambda: runner.run_encoder(array), args.repeats),
-                         "decoder": _time(lambda: runner.run_decoder(emb, c[None], l[None]), args.repeats),
+            rows.append({"runner": f"{name}, Python runtime", "encoder": time_calls(lambda: runner.run_encoder(array), args.repeats),
+                         "decoder": time_calls(lambda: runner.run_decoder(emb, c[None], l[None]), args.repeats),
                          "bytes": bytes_, "export_s": export_s.get(precision)})
             native = run_runner(binary, artifact, image_ppm, root / f"mask-{precision}.pgm", points=[(*point[0], 1.0)],
                                 runs=args.repeats, warmup=1)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 import edge_sam
+from edge_sam.timing import median_seconds
 from edge_sam.deploy import set_attention
 from edge_sam.memory import peak_rss_mb
 from edge_sam.predictor import Predictor, Prompt
@@ -30,17 +30,6 @@ from edge_sam.transforms import image_to_tensor, read_image
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = ROOT / "tests" / "data" / "parity" / "efficient_sam_vitt_random_seed1234.pt"
 SAMPLE = ROOT / "edge_sam" / "assets" / "dogs.jpg"
-
-
-def median_seconds(fn, runs: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def everything_child(checkpoint: str, grid: int) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 import edge_sam
+from edge_sam.timing import time_calls
 from edge_sam.targets import TorchRunner, get_target, image_folder, load_runner
 from edge_sam.targets.calibration import open_source
 from edge_sam.transforms import read_image, write_image
@@ -37,16 +38,6 @@ def _sample_crops(folder: Path, image: np.ndarray, count: int = 8) -> Path:
         y, x = (h // 4) * (i % 3) // 2, (w // 8) * i
         write_image(folder / f"crop_{i}.png", image[y : y + h // 2, x : x + w // 2])
     return folder
-
-
-def _time(call, repeats: int) -> list[float]:
-    call()  # warm-up: session initialisation, allocator, caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         points, labels = np.array([[w / 2, h / 2]], np.float32), np.array([1.0], np.float32)
         rows = []
         for label, runner in runners:
-            encoder = _time(lambda: runner.encode(image), args.repeats)
+            encoder = time_calls(lambda: runner.encode(image), args.repeats)
             embedding = runner.encode(image)
-            decoder = _time(lambda: runner.decode(embedding, points, labels, (h, w)), args.repeats)
+            decoder = time_calls(lambda: runner.decode(embedding, points, labels, (h, w)), args.repeats)
             rows.append({"runner": label, "encoder_median_s": statistics.median(encoder), "encoder_min_s": min(encoder),
                          "decoder_median_s": statistics.median(decoder), "export_s": export_s.get(label),
                          "bytes": runner.describe().get("bytes")})

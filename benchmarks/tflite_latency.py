@@ -14,7 +14,6 @@ weights): latency does not depend on the weights' values, accuracy does (use val
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 import edge_sam
+from edge_sam.timing import median_seconds
 from edge_sam.deploy import EncoderGraph
 from edge_sam.targets import get_target, image_folder, load_runner
 from edge_sam.targets.drift import cosine
@@ -34,17 +34,6 @@ DEFAULT_CHECKPOINT = ROOT / "tests" / "data" / "parity" / "efficient_sam_vitt_ra
 SAMPLE = ROOT / "edge_sam" / "assets" / "dogs.jpg"
 LITERT_PATHS = (("LiteRT fp32", "fp32", None), ("LiteRT INT8 dynamic", "int8", "dynamic-linear"),
                 ("LiteRT INT8 static", "int8", "static-conv-linear"))
-
-
-def median_seconds(fn, runs: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def sample_views(image: np.ndarray, folder: Path) -> Path:
