@@ -56,7 +56,7 @@ class EncoderGraph(nn.Module):
         set_attention(self.encoder, attention)
         grid = self.img_size // patch
         with torch.no_grad():
-            position = self.encoder.position_embedding(grid, grid).detach().clone()
+            position = self.encoder.position_embedding(grid, grid).detach().contiguous().clone()  # permuted strides broke ExecuTorch 1.5.1 silently
         self.register_buffer("position", position)
         del self.encoder.pos_embed  # the constant above replaces it
 
@@ -91,7 +91,7 @@ class DecoderGraph(nn.Module):
         self.mask_decoder = copy.deepcopy(model.mask_decoder).eval()
         set_attention(self.mask_decoder, attention)
         with torch.no_grad():
-            dense_pe = self.prompt_encoder.get_dense_pe(self.grid).detach().clone()
+            dense_pe = self.prompt_encoder.get_dense_pe(self.grid).detach().contiguous().clone()  # (as above)
         self.register_buffer("dense_pe", dense_pe)
 
     def forward(
