@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"img_size {size}, {args.repeats} timed runs after one warm-up; {os.cpu_count()} CPUs "
           f"({platform.processor() or platform.machine()}), torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"checkpoint {args.checkpoint}")
-    print("| runner | encoder s (median / mean C++) | encoder min s | encoder vs eager | decoder ms | decoder vs eager | size MB | export s |")
+    print("| runner | encoder s (median / mean C++) | encoder min s | encoder vs eager | decoder ms | decoder vs eager "
+          "| size MB | export s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         if "encoder" in row:

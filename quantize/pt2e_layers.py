@@ -34,6 +34,8 @@ COMPARED_TARGETS = frozenset(
 # Larger outputs are skipped: at 1024 an attention map is 3 x 4096 x 4096 (200 MB); its effect
 # shows in the SQNR of the matmul that consumes it.
 MAX_ELEMENTS = 1 << 22
+_QUANTIZE = "quantized_decomposed.quantize_per_tensor.default"
+_DEQUANTIZE = "quantized_decomposed.dequantize_per_tensor.default"
 
 
 def _compared(node: torch.fx.Node) -> bool:
@@ -76,10 +78,9 @@ def _output_taps(quantized: torch.fx.GraphModule, names: set[str]) -> dict[str, 
             continue
         tap = node
         users = list(node.users)
-        if len(users) == 1 and "quantize_per_tensor" in str(users[0].target) and "dequantize" not in str(users[0].target):
-            dequantized = [u for u in users[0].users if "dequantize" in str(u.target)]
-            if dequantized:
-                tap = dequantized[0]
+        if len(users) == 1 and str(users[0].target) == _QUANTIZE:
+            dequantized = [u for u in users[0].users if str(u.target) == _DEQUANTIZE]
+            tap = dequantized[0] if dequantized else node
         taps[tap.name] = node.name
     return taps
 

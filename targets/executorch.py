@@ -34,7 +34,15 @@ from edge_sam.transforms import image_to_tensor, preprocess
 
 from .base import DeployFormRunner, ExportRequest, Runner, Target, verify_artifact
 from .calibration import open_source
-from .executorch_lowering import XNNPACK, Delegate, StageBar, delegate_for_backend, get_delegate, lower_to_pte, make_constants_contiguous
+from .executorch_lowering import (
+    XNNPACK,
+    Delegate,
+    StageBar,
+    delegate_for_backend,
+    get_delegate,
+    lower_to_pte,
+    make_constants_contiguous,
+)
 from .manifest import ArtifactError, GraphSpec, Manifest, TensorSpec
 
 FILES = {"encoder": "encoder.pte", "decoder": "decoder.pte"}

@@ -57,7 +57,8 @@ def build(tmp_path_factory, artifact, image_ppm):
 def _python_mask(artifact, image, points, labels) -> np.ndarray:
     """The Python runtime's mask: same programs, the output with the highest predicted IoU."""
     runner = load_runner(artifact)
-    low_res, iou = runner.decode(runner.encode(image), np.asarray(points, np.float32), np.asarray(labels, np.float32), image.shape[:2])
+    points, labels = np.asarray(points, np.float32), np.asarray(labels, np.float32)
+    low_res, iou = runner.decode(runner.encode(image), points, labels, image.shape[:2])
     return full_size_masks(low_res, image.shape[:2])[int(np.argmax(iou))]
 
 
