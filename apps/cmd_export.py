@@ -6,6 +6,7 @@ import argparse
 
 import edge_sam
 from edge_sam.quantize.recipes import RECIPES
+from edge_sam.quantize.weight_only import WEIGHT_ONLY_RECIPES
 from edge_sam.targets.base import INTERFACES, PRECISIONS
 from edge_sam.targets.calibration import open_source
 from edge_sam.targets.manifest import read_manifest
@@ -21,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--interface", default="deploy", choices=INTERFACES,
                         help="deploy: fixed-size graphs, host preprocessing (default); official: the EfficientSAM "
                              "ONNX interface labelme / osam / X-AnyLabeling load (onnx only)")
-    parser.add_argument("--recipe", choices=sorted(RECIPES),
+    parser.add_argument("--recipe", choices=sorted(RECIPES) + sorted(WEIGHT_ONLY_RECIPES),
                         help="int8 quantization recipe (default static-conv-linear)")
     parser.add_argument("--calibration", metavar="PATH",
                         help="calibration images for static int8: an image folder or a dataset")

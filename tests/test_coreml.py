@@ -215,3 +215,17 @@ def test_reference_model_mask_iou_thresholds(tmp_path, dogs):
     report = measure_drift(TorchRunner(model), runners, image_folder(folder), measure_memory=False)
     fp32, fp16 = (row["mask_iou_mean"] for row in report.to_dict()["rows"][1:])
     assert fp32 >= 0.999 and fp16 >= 0.995, (fp32, fp16)
+
+
+def test_cli_exports_a_weight_only_recipe(tmp_path, make_tiny_model, capsys):
+    """W8/palettized Core ML artifacts are reachable from `edge-sam export --recipe`, not only from Python."""
+    from edge_sam import save_model
+    from edge_sam.apps.cli import main
+    from edge_sam.targets import read_manifest
+
+    checkpoint = save_model(make_tiny_model(), tmp_path / "tiny.safetensors")
+    out = tmp_path / "coreml-pal6"
+    code = main(["export", "--target", "coreml", "--precision", "int8", "--recipe", "palettize-6bit",
+                 "--checkpoint", str(checkpoint), "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert read_manifest(out).recipe["name"] == "palettize-6bit"
