@@ -44,3 +44,22 @@ def quantize_pt2e(
     converted = convert_pt2e(prepared, fold_quantize=fold_quantize)
     move_exported_model_to_eval(converted)
     return converted
+
+
+def with_recipe_activations(config, recipe):
+    """A PT2E ``QuantizationConfig`` with the recipe's activation observer and symmetry.
+
+    minmax is the recipes' default; percentile/entropy map to the histogram observer (its
+    L2-optimal range search). Shared by every target whose quantizer takes such a config.
+    """
+    import dataclasses
+
+    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
+
+    observer = MinMaxObserver if recipe.calibration_method == "minmax" else HistogramObserver
+    activation = dataclasses.replace(
+        config.input_activation,
+        qscheme=torch.per_tensor_symmetric if recipe.symmetric_activations else torch.per_tensor_affine,
+        observer_or_fake_quant_ctr=observer.with_args(eps=2**-12),
+    )
+    return dataclasses.replace(config, input_activation=activation, output_activation=activation)

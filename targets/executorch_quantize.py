@@ -10,10 +10,10 @@ a recipe asking for those is refused rather than silently left float.
 
 from __future__ import annotations
 
-import dataclasses
 
 import torch
 
+from edge_sam.quantize.pt2e import with_recipe_activations
 from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
 
 # The aten ops whose XNNPACKQuantizer patterns quantize each op class.
@@ -39,22 +39,13 @@ def _quantization_config(recipe: QuantRecipe):
     """XNNPACK's symmetric config (per-channel weights if the recipe says so), with the recipe's
     calibration observer and activation symmetry for static schemes."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
-    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
 
     config = get_symmetric_quantization_config(
         is_per_channel=recipe.per_channel_weights, is_dynamic=recipe.scheme == "dynamic"
     )
     if recipe.scheme == "dynamic":
         return config
-    # minmax: the recipes' default; percentile/entropy: the histogram observer (its L2-optimal
-    # range search is what XNNPACK's own default uses).
-    observer = MinMaxObserver if recipe.calibration_method == "minmax" else HistogramObserver
-    activation = dataclasses.replace(
-        config.input_activation,
-        qscheme=torch.per_tensor_symmetric if recipe.symmetric_activations else torch.per_tensor_affine,
-        observer_or_fake_quant_ctr=observer.with_args(eps=2**-12),
-    )
-    return dataclasses.replace(config, input_activation=activation, output_activation=activation)
+    return with_recipe_activations(config, recipe)
 
 
 def recipe_quantizer(recipe: QuantRecipe):

@@ -20,11 +20,11 @@ it cannot honour a linear-only recipe.)
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import torch
 
+from edge_sam.quantize.pt2e import with_recipe_activations
 from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
 
 # litert-torch annotator names per op class (run in this order: producers before consumers).
@@ -112,16 +112,9 @@ def annotators_for(recipe: QuantRecipe) -> list[Callable]:
 def _quantization_config(recipe: QuantRecipe):
     """litert-torch's symmetric static config, with the recipe's calibration observer for activations."""
     from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
-    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
 
     config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel_weights)
-    observer = MinMaxObserver if recipe.calibration_method == "minmax" else HistogramObserver
-    activation = dataclasses.replace(
-        config.input_activation,
-        qscheme=torch.per_tensor_symmetric if recipe.symmetric_activations else torch.per_tensor_affine,
-        observer_or_fake_quant_ctr=observer.with_args(eps=2**-12),
-    )
-    return dataclasses.replace(config, input_activation=activation, output_activation=activation)
+    return with_recipe_activations(config, recipe)
 
 
 def recipe_quantizer(recipe: QuantRecipe):
