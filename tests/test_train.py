@@ -23,7 +23,15 @@ from edge_sam import load_model
 from edge_sam.data import generate_synthetic, open_dataset
 from edge_sam.modeling import EfficientSamConfig
 from edge_sam.predictor import Predictor
-from edge_sam.train.finetune import MODEL_FILE, FinetuneConfig, PromptedMaskObjective, finetune
+from edge_sam.train.corrections import sample_correction_clicks
+from edge_sam.train.finetune import (
+    MODEL_FILE,
+    FinetuneConfig,
+    PromptedMaskObjective,
+    add_correction_clicks,
+    finetune,
+    low_res_targets,
+)
 from edge_sam.train.model_init import fresh_model, initial_model, state_fingerprint
 from edge_sam.train.objects import PromptedObjects
 from edge_sam.train.optim import build_optimizer
@@ -83,6 +91,53 @@ def test_finetune_steps_reduce_loss_on_a_fixed_batch(synth):
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+def _square(size: int, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def test_correction_clicks_land_in_the_error_region_with_the_right_label():
+    truth = _square(60, 10, 40, 10, 40)
+    too_small = _square(60, 10, 40, 20, 40)  # misses a 30x10 strip: positive clicks belong there
+    too_big = truth | _square(60, 10, 40, 40, 55)  # adds a 30x15 strip: negative clicks belong there
+    sliver = truth & ~_square(60, 10, 11, 10, 40)  # misses one row: too thin to erode, still clicked
+    predicted = torch.stack([too_small, too_big, sliver, truth])
+    truths = truth.expand(4, 60, 60)
+    regions = [truth & ~too_small, too_big & ~truth, truth & ~sliver]
+    for seed in range(20):
+        points, labels, has_click = sample_correction_clicks(predicted, truths, torch.Generator().manual_seed(seed))
+        assert has_click.tolist() == [True, True, True, False]  # the exact prediction gets no click
+        assert labels[:3].tolist() == [1.0, 0.0, 1.0]
+        for region, (x, y) in zip(regions, points[:3].long().tolist()):
+            assert region[y, x]
+        # Clicks keep off the region's rim where its interior allows: 2+ pixels inside the strips.
+        assert 12 <= points[0, 0] <= 17 and 12 <= points[0, 1] <= 37
+        assert 42 <= points[1, 0] <= 52 and 12 <= points[1, 1] <= 37
+
+
+def test_correction_pass_fills_the_first_free_slot_only():
+    truth = _square(16, 2, 10, 2, 10).expand(3, 16, 16)
+    logits = torch.full((3, 3, 4, 4), -10.0)  # predicts nothing: every query needs a positive click
+    iou = torch.zeros(3, 3)
+    points = torch.full((3, 3, 2), -1.0)
+    labels = torch.full((3, 3), -1.0)
+    labels[0, 0] = 1.0  # one prompt point: the click goes to slot 1
+    labels[1] = torch.tensor([2.0, 3.0, 1.0])  # no free slot: unchanged
+    new_points, new_labels = add_correction_clicks(logits, iou, truth.clone(), points, labels)
+    assert new_labels[0].tolist() == [1.0, 1.0, -1.0]
+    assert new_labels[1].tolist() == [2.0, 3.0, 1.0]
+    assert new_labels[2].tolist() == [1.0, -1.0, -1.0]
+    x, y = new_points[0, 1].long().tolist()
+    assert truth[0, y, x]
+    assert torch.equal(new_points[1], points[1])
+
+
+def test_low_res_targets_are_cell_coverage():
+    masks = _square(8, 0, 3, 0, 8)[None]  # rows 0-2 of an 8x8 mask: 2x2 low-res cells, 3/4 of the top row covered
+    assert torch.equal(low_res_targets(masks), torch.tensor([[[0.75, 0.75], [0.0, 0.0]]]))
+
+
 def test_sami_steps_reduce_loss_on_a_fixed_batch(synth):
     torch.manual_seed(0)
     # A fixed random conv net as teacher: 8x8 features for the student's 4x4 token grid (pooled).
@@ -109,6 +164,15 @@ def test_resume_reproduces_the_uninterrupted_run(synth, tmp_path):
     reloaded = load_model(tmp_path / "full" / MODEL_FILE)
     assert reloaded.config == full.model.config
     assert state_fingerprint(reloaded) == state_fingerprint(full.model)
+
+
+def test_bf16_run_with_loader_workers_logs_one_record_per_window(synth, tmp_path):
+    # The GPU recipe's settings, on the CPU: bf16 autocast, a worker process, a log record per 3 steps.
+    outcome = finetune(tiny_finetune(synth, tmp_path, precision="bf16", log_every=3, num_workers=1, correction_prob=1.0))
+    assert outcome.saved is not None
+    records = [r for r in map(json.loads, open(tmp_path / "log.jsonl")) if "loss" in r]
+    assert [(r["step"], r["steps_in_record"]) for r in records] == [(3, 3), (4, 1)]
+    assert all(np.isfinite(r["loss"]) and 0 <= r["train_iou_corrected"] <= 1 for r in records)
 
 
 def test_resume_with_changed_settings_is_refused(synth, tmp_path):

@@ -12,11 +12,6 @@ import numpy as np
 
 from edge_sam.data.codec import bbox_xyxy_from_mask
 
-# Weighting exponent for random correction clicks: distance-to-boundary squared keeps them off
-# the thin rim of the error region, where a click is ambiguous.
-CORRECTION_CENTER_BIAS = 2.0
-
-
 def _as_point(x: int | float, y: int | float) -> np.ndarray:
     return np.array([x, y], np.float32)
 
@@ -131,14 +126,3 @@ def center_correction_click(gt_mask: np.ndarray, pred_mask: np.ndarray) -> tuple
         return None
     component, label = error
     return mask_center_point(component), label
-
-
-def sample_correction_click(
-    gt_mask: np.ndarray, pred_mask: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, int] | None:
-    """Random correction click for training: inside the largest error component, biased to its interior."""
-    error = largest_error_component(gt_mask, pred_mask)
-    if error is None:
-        return None
-    component, label = error
-    return sample_point_in_mask(component, rng, center_bias=CORRECTION_CENTER_BIAS), label

@@ -15,13 +15,14 @@ from typing import Any
 from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSamConfig
 
+PRECISIONS = ("fp32", "bf16")
 MODEL_PRESETS = {"vitt": EfficientSamConfig.vitt, "vits": EfficientSamConfig.vits, "tiny": EfficientSamConfig.tiny}
 
 # Settings that may differ between the sessions of one run. ``steps`` may change so a run on a
 # shared machine can be shortened or extended; the cosine then follows the new length.
 SESSION_SETTINGS = frozenset(
     {"out_dir", "device", "threads", "num_workers", "checkpoint_minutes", "stop_after_steps", "resume",
-     "val_every", "val_images", "steps"}
+     "val_every", "val_images", "steps", "log_every"}
 )
 
 
@@ -45,6 +46,9 @@ class RunConfig:
     checkpoint_minutes: float = 5.0
     stop_after_steps: int | None = None
     resume: bool = False
+    # "bf16": autocast the forward pass to bfloat16 (the GPU recipe); weights and optimizer stay fp32.
+    precision: str = "fp32"
+    log_every: int = 1
 
     def validate(self) -> None:
         if self.model not in MODEL_PRESETS:
@@ -52,6 +56,10 @@ class RunConfig:
         for name in ("steps", "batch_size", "img_size"):
             if getattr(self, name) <= 0:
                 raise EdgeSamError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            raise EdgeSamError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.log_every <= 0:
+            raise EdgeSamError(f"log_every must be positive, got {self.log_every}")
         if self.lr <= 0:
             raise EdgeSamError(f"lr must be positive, got {self.lr}")
 

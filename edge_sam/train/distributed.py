@@ -35,12 +35,16 @@ class DistContext:
 
 
 def setup(device: str) -> DistContext:
-    """Join the torchrun process group if there is one; gloo on CPU, nccl on CUDA."""
+    """Join the torchrun process group if there is one; gloo on CPU, nccl on CUDA (with TF32 enabled)."""
     use_cuda = device.startswith("cuda")
     if use_cuda and not torch.cuda.is_available():
         raise EdgeSamError(f"device {device!r} requested but CUDA is not available")
     if device != "cpu" and not use_cuda:
         raise EdgeSamError(f"unsupported device {device!r}: use cpu or cuda")
+    if use_cuda:
+        # fp32 matmuls and convolutions on tensor cores (TF32): the usual training trade on GPUs.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return DistContext(0, 1, torch.device(device))

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 from tqdm import tqdm
 
 from edge_sam.checkpoint import save_model
-from edge_sam.data import open_dataset, prompts
+from edge_sam.data import open_dataset
 from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
 from edge_sam.transforms import upscale_logits
@@ -33,11 +34,12 @@ from . import distributed
 from .config import RunConfig
 from .distributed import DistContext
 from .losses import multimask_loss
-from .loop import RunLog, TrainOutcome, run_steps
+from .corrections import sample_correction_clicks
+from .loop import RunLog, TrainOutcome, run_steps, to_device
 from .model_init import initial_model, state_fingerprint
-from .objects import PADDING_LABEL, PromptedObjects, PromptMix
+from .objects import LOW_RES_FACTOR, PADDING_LABEL, PromptedObjects, PromptMix
 from .optim import build_optimizer, warmup_cosine
-from .sampling import TrainingStream
+from .sampling import training_loader
 from .state import load_state, save_state
 
 MODEL_FILE = "model.safetensors"
@@ -70,33 +72,40 @@ def add_correction_clicks(
     truth: torch.Tensor,
     points: torch.Tensor,
     labels: torch.Tensor,
-    rng: np.random.Generator,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Queries' prompts plus one click each, in the first free slot, where the shown mask is most wrong.
+    """Queries' prompts plus one click each, in the first free slot, where the shown mask is wrong.
 
     logits [N, M, h, w] and iou_pred [N, M] of the first pass, truth [N, S, S] bool, points
     [N, slots, 2], labels [N, slots]. The "shown" mask is the output with the highest predicted
-    IoU, upsampled to the input size, as the predictor shows it to a user.
+    IoU, upsampled to the input size, as the predictor shows it to a user. Queries whose mask is
+    exact, or whose slots are full, keep their prompts.
     """
     n, _, h, w = logits.shape
     shown = logits.gather(1, iou_pred.argmax(-1)[:, None, None, None].expand(n, 1, h, w)).squeeze(1)
     size = truth.shape[-1]
-    predicted = (upscale_logits(shown, (size, size)) > 0).cpu().numpy()
-    truth_np = truth.cpu().numpy()
-    points, labels = points.clone(), labels.clone()
-    for i in range(n):
-        free = (labels[i] == PADDING_LABEL).nonzero()
-        click = prompts.sample_correction_click(truth_np[i], predicted[i], rng) if len(free) else None
-        if click is None:
-            continue
-        slot = int(free[0])
-        points[i, slot] = torch.from_numpy(click[0])
-        labels[i, slot] = float(click[1])
+    predicted = upscale_logits(shown, (size, size)) > 0
+    click, click_label, has_click = sample_correction_clicks(predicted, truth, generator)
+    free = labels == PADDING_LABEL
+    # One-hot of the first free slot, for the queries that get a click (no host sync: no indexing by mask).
+    slot = F.one_hot(free.int().argmax(dim=1), labels.shape[1]).bool() & (free.any(dim=1) & has_click)[:, None]
+    points = torch.where(slot[..., None], click[:, None, :].to(points.dtype), points)
+    labels = torch.where(slot, click_label[:, None].to(labels.dtype), labels)
     return points, labels
 
 
+def low_res_targets(masks: torch.Tensor) -> torch.Tensor:
+    """Bool masks [N, S, S] -> [N, S/4, S/4]: the fraction of each low-res cell the object covers."""
+    return F.avg_pool2d(masks[:, None].float(), LOW_RES_FACTOR)[:, 0]
+
+
 class PromptedMaskObjective(nn.Module):
-    """Batch -> loss; the module DDP wraps, so both decoder passes run inside its forward."""
+    """Batch -> loss; the module DDP wraps, so both decoder passes run inside its forward.
+
+    ``valid``, ``seed`` and ``step_seed`` arrive on the host (see ``loop.HOST_KEYS``): the
+    choices made from them (which queries, whether to add a correction pass) then never make
+    the host wait for the device.
+    """
 
     def __init__(self, model: EfficientSam, correction_prob: float) -> None:
         super().__init__()
@@ -107,26 +116,27 @@ class PromptedMaskObjective(nn.Module):
         # Decode the valid queries of all images as one flat batch (each with its image's
         # embedding): images hold different numbers of objects, and padding queries would cost
         # as much decoder time as real ones.
-        valid = batch["valid"]
+        device = batch["image"].device
+        valid = batch["valid"].cpu()
         selected = valid.clone()
         if not selected.any():
             selected[:, 0] = True  # keeps every parameter in the graph (DDP), at zero weight
-        image_index, query_index = selected.nonzero(as_tuple=True)
-        weight = valid[image_index, query_index].float()
+        image_index, query_index = (to_device(i, device) for i in selected.nonzero(as_tuple=True))
+        weight = to_device(valid[selected].float(), device)
         points = batch["points"][image_index, query_index]
         labels = batch["labels"][image_index, query_index]
-        targets = batch["targets"][image_index, query_index]
+        truth = batch["masks"][image_index, query_index]
+        targets = low_res_targets(truth)
         images = batch["image"].float() / 255.0
         size = images.shape[-1]
         embeddings = self.model.get_image_embeddings(images)[image_index]
         logits, iou = self.model.predict_masks(embeddings, points[:, None], labels[:, None], True, size, size)
         loss, stats = multimask_loss(logits[:, 0], iou[:, 0], targets, weight)
         # Whether to add the correction pass is decided alike on every rank (the step's seed),
-        # so ranks do the same work and log the same statistics; the clicks are per item.
+        # so ranks do the same work and log the same statistics; the clicks differ per rank.
         if np.random.default_rng(int(batch["step_seed"][0])).random() < self.correction_prob:
-            rng = np.random.default_rng(batch["seed"].tolist())
-            truth = batch["masks"][image_index, query_index]
-            points, labels = add_correction_clicks(logits[:, 0].detach(), iou[:, 0].detach(), truth, points, labels, rng)
+            generator = torch.Generator(device=device).manual_seed(int(batch["seed"][0]))
+            points, labels = add_correction_clicks(logits[:, 0].detach(), iou[:, 0].detach(), truth, points, labels, generator)
             # Several clicks are no longer ambiguous: like SAM (and the n-click evaluation), the
             # second pass trains the single-mask output.
             logits2, iou2 = self.model.predict_masks(embeddings, points[:, None], labels[:, None], False, size, size)
@@ -183,10 +193,7 @@ def finetune(config: FinetuneConfig) -> TrainOutcome:
             open_dataset(config.data), model.config.img_size, config.max_objects,
             PromptMix(box_prob=config.box_prob), config.flip_prob,
         )
-        loader = DataLoader(
-            data, batch_size=config.batch_size, num_workers=config.num_workers,
-            sampler=TrainingStream(len(data), ctx, config.seed, config.batch_size, start),
-        )
+        loader = training_loader(data, config, ctx, start)
         log = RunLog(out_dir, ctx.is_main)
         if ctx.is_main:
             log.write({"event": "start", "from_step": start, "config": dataclasses.asdict(config),

@@ -47,8 +47,27 @@ class RunLog:
                 handle.write(json.dumps(record) + "\n")
 
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+# Batch entries the objective reads on the host (seeds, which queries are valid): moving them to
+# the device would make every read of them wait for the device to finish its queued work.
+HOST_KEYS = frozenset({"valid", "seed", "step_seed"})
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy without making the host wait (pinned staging on CUDA)."""
+    if device.type == "cuda" and tensor.device.type == "cpu" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
+def batch_to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v if k in HOST_KEYS else to_device(v, device) for k, v in batch.items()}
+
+
+def _window_means(window: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Mean of each statistic over the steps of one log window (one host sync for all of them)."""
+    keys = sorted({k for entry in window for k in entry})
+    means = torch.stack([torch.stack([e[k].float() for e in window if k in e]).mean() for k in keys])
+    return dict(zip(keys, means.tolist()))
 
 
 def run_steps(
@@ -78,25 +97,37 @@ def run_steps(
     last_save = time.monotonic()
     objective.train()
     step = start_step
+    # Statistics stay on the device until a log step, so the host runs ahead of the device
+    # between log steps (``log_every`` 1 writes every step, as on a CPU nothing is lost).
+    window: list[dict[str, torch.Tensor]] = []
+    window_started = time.perf_counter()
     while step < end:
-        started = time.perf_counter()
-        outputs = objective(to_device(next(batches), ctx.device))
+        batch = batch_to_device(next(batches), ctx.device)
+        with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            outputs = objective(batch)
         optimizer.zero_grad(set_to_none=True)
         outputs["loss"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         optimizer.step()
         scheduler.step()
         step += 1
-        stats = mean_across_ranks({k: float(v.detach()) for k, v in outputs.items()}, ctx)
-        seconds = time.perf_counter() - started
-        record = {"step": step, "time": time.time(), "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                  **stats, "images_per_s": images_per_step / seconds, "step_s": seconds}
-        log.write(record)
-        bar.update(1)
-        bar.set_postfix(loss=f"{stats['loss']:.4f}", img_s=f"{record['images_per_s']:.2f}")
+        window.append({**{k: v.detach() for k, v in outputs.items()}, "grad_norm": grad_norm.detach()})
+        if step % config.log_every == 0 or step == end:
+            stats = mean_across_ranks(_window_means(window), ctx)
+            seconds = (time.perf_counter() - window_started) / len(window)
+            record = {"step": step, "time": time.time(), "lr": scheduler.get_last_lr()[0], **stats,
+                      "images_per_s": images_per_step / seconds, "step_s": seconds}
+            if config.log_every > 1:
+                record["steps_in_record"] = len(window)
+            log.write(record)
+            bar.update(len(window))
+            bar.set_postfix(loss=f"{stats['loss']:.4f}", img_s=f"{record['images_per_s']:.1f}")
+            window, window_started = [], time.perf_counter()
         if validate is not None and val_every and step % val_every == 0 and step < config.steps:
+            paused = time.perf_counter()
             validate(step)
             objective.train()
+            window_started += time.perf_counter() - paused  # validation time is not step time
         if ctx.is_main and time.monotonic() - last_save >= config.checkpoint_minutes * 60:
             save(step)
             last_save = time.monotonic()

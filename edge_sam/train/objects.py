@@ -2,7 +2,7 @@
 
 Images are resized to the square model size the way inference resizes them (bilinear), masks
 with area averaging; prompts are drawn on the resized masks, so their pixel coordinates are
-model pixels. Fixed shapes (K objects, 6 prompt slots) let the default collate stack a batch;
+model pixels. The low-res loss targets are made from the masks on the training device. Fixed shapes (K objects, 6 prompt slots) let the default collate stack a batch;
 missing objects are padding queries (all labels -1) flagged invalid for the loss.
 """
 
@@ -102,13 +102,11 @@ class PromptedObjects(Dataset):
 
     def build(self, sample: Sample, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         size, k = self.img_size, self.max_objects
-        low = size // LOW_RES_FACTOR
         image = resize_image(sample.image, size)
         flip = rng.random() < self.flip_prob
         if flip:
             image = image[:, ::-1]
         masks = np.zeros((k, size, size), bool)
-        targets = np.zeros((k, low, low), np.float32)
         points = np.full((k, PROMPT_SLOTS, 2), -1.0, np.float32)
         labels = np.full((k, PROMPT_SLOTS), PADDING_LABEL, np.float32)
         valid = np.zeros(k, bool)
@@ -125,7 +123,6 @@ class PromptedObjects(Dataset):
             query_points, query_labels = sample_prompt(mask, rng, self.mix)
             n = len(query_labels)
             masks[filled] = mask
-            targets[filled] = cv2.resize(mask.astype(np.float32), (low, low), interpolation=cv2.INTER_AREA)
             points[filled, :n] = query_points
             labels[filled, :n] = query_labels
             valid[filled] = True
@@ -133,7 +130,6 @@ class PromptedObjects(Dataset):
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
             "masks": torch.from_numpy(masks),
-            "targets": torch.from_numpy(targets),
             "points": torch.from_numpy(points),
             "labels": torch.from_numpy(labels),
             "valid": torch.from_numpy(valid),

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from edge_sam.checkpoint import load_model, save_model
 from edge_sam.data import open_dataset
@@ -37,7 +37,7 @@ from .loop import RunLog, TrainOutcome, run_steps
 from .model_init import fresh_model, load_at_size, state_fingerprint
 from .objects import resize_image
 from .optim import build_optimizer, warmup_cosine
-from .sampling import SampleKey, TrainingStream
+from .sampling import SampleKey, training_loader
 from .state import load_state, save_state
 
 ENCODER_FILE = "sami_encoder.safetensors"
@@ -255,10 +255,7 @@ def pretrain(config: SamiConfig, teacher: nn.Module | None = None) -> TrainOutco
         if config.resume:
             start = load_state(out_dir, model=student, optimizer=optimizer, scheduler=scheduler, run_signature=signature)
         images = SamiImages(open_dataset(config.data), max(config.img_size, teacher_size), config.flip_prob)
-        loader = DataLoader(
-            images, batch_size=config.batch_size, num_workers=config.num_workers,
-            sampler=TrainingStream(len(images), ctx, config.seed, config.batch_size, start),
-        )
+        loader = training_loader(images, config, ctx, start)
         log = RunLog(out_dir, ctx.is_main)
         if ctx.is_main:
             log.write({"event": "start", "from_step": start, "config": dataclasses.asdict(config),

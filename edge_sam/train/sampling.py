@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from torch.utils.data import DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from .config import RunConfig
 
 from .distributed import DistContext
 
@@ -54,3 +56,14 @@ class TrainingStream(Sampler[SampleKey]):
 def step_seed(seed_words: SeedWords) -> int:
     """A seed shared by every item of one step on every rank: (run seed, step) only."""
     return seed_words[0] * 1_000_003 + seed_words[1]
+
+
+def training_loader(dataset: Dataset, config: RunConfig, ctx: DistContext, start_step: int) -> DataLoader:
+    """The endless batch stream both trainers read; pinned batches and deep prefetch when on a GPU."""
+    workers = config.num_workers
+    return DataLoader(
+        dataset, batch_size=config.batch_size, num_workers=workers,
+        sampler=TrainingStream(len(dataset), ctx, config.seed, config.batch_size, start_step),
+        pin_memory=ctx.device.type == "cuda", persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
+    )
