@@ -22,6 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--background", action="append", metavar="IMAGE",
                        help="photo to take textures from; repeatable (default: the bundled sample photos)")
     synth.add_argument("--overwrite", action="store_true", help="replace existing split folders")
+    synth.add_argument("--workers", type=int, default=1,
+                       help="render in this many processes (default 1); the files do not depend on it")
     synth.set_defaults(run=run_synth)
 
     info = commands.add_parser("info", help="count images and objects (by COCO size bucket) in a dataset")
@@ -37,6 +39,7 @@ def run_synth(args: argparse.Namespace) -> int:
         img_size=args.img_size,
         seed=args.seed,
         background_images=args.background,
+        workers=args.workers,
     )
     for split, folder in folders.items():
         print(f"{split}: {folder}")

@@ -13,6 +13,7 @@ splits never share images.
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import zlib
 from collections.abc import Callable, Sequence
@@ -359,6 +360,20 @@ def load_photos(paths: Sequence[str | Path] | None = None) -> PhotoBank:
     return PhotoBank([read_image_rgb(Path(p)) for p in paths])
 
 
+# A pool worker's photo bank, decoded once per worker process.
+_WORKER_PHOTOS: list[PhotoBank] = []
+
+
+def _init_worker(background_images: Sequence[str | Path] | None) -> None:
+    _WORKER_PHOTOS.append(load_photos(background_images))
+
+
+def _render_and_write(job: tuple[int, str, int, int, Path], photos: PhotoBank | None = None) -> None:
+    seed, split, index, img_size, folder = job
+    sample = render_synthetic_sample(seed, split, index, img_size, photos or _WORKER_PHOTOS[0])
+    write_sa1b_sample(sample, folder, sample.image_id, image_id=index)
+
+
 def generate_synthetic(
     out_root: str | Path,
     counts: dict[str, int] | None = None,
@@ -367,14 +382,18 @@ def generate_synthetic(
     background_images: Sequence[str | Path] | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    workers: int = 1,
 ) -> dict[str, Path]:
     """Write SA-1B-format splits to ``out_root/<split>/`` and return the split folders.
 
     Each split is written into a hidden temporary folder and renamed into place when complete, so
     an interrupted run leaves no half-written split. An existing split folder is an error unless
-    ``overwrite``.
+    ``overwrite``. ``workers`` > 1 renders in that many processes; every image depends only on
+    (seed, split, index), so the files are the same for any number of workers.
     """
     counts = {"train": 100, "val": 20, "test": 20} if counts is None else dict(counts)
+    if workers < 1:
+        raise DatasetError(f"workers must be at least 1, got {workers}")
     if img_size < 32:
         raise DatasetError(f"img_size must be at least 32, got {img_size}")
     for split, n in counts.items():
@@ -392,9 +411,19 @@ def generate_synthetic(
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
         try:
-            for index in tqdm(range(counts[split]), desc=f"synth {split}", unit="img", disable=not progress):
-                sample = render_synthetic_sample(seed, split, index, img_size, photos)
-                write_sa1b_sample(sample, partial, sample.image_id, image_id=index)
+            jobs = [(seed, split, index, img_size, partial) for index in range(counts[split])]
+            bar = tqdm(total=len(jobs), desc=f"synth {split}", unit="img", disable=not progress)
+            if workers > 1 and len(jobs) > 1:
+                with multiprocessing.get_context("spawn").Pool(
+                    min(workers, len(jobs)), initializer=_init_worker, initargs=(background_images,)
+                ) as pool:
+                    for _ in pool.imap_unordered(_render_and_write, jobs, chunksize=16):
+                        bar.update(1)
+            else:
+                for job in jobs:
+                    _render_and_write(job, photos)
+                    bar.update(1)
+            bar.close()
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
