@@ -30,21 +30,12 @@ import torch
 import edge_sam
 from edge_sam.timing import time_calls
 from edge_sam.deploy import DecoderGraph, EncoderGraph, pad_prompts
-from edge_sam.targets import get_target, image_folder, load_runner
-from edge_sam.targets.calibration import open_source
+from edge_sam.targets import get_target, load_runner
+from edge_sam.targets.calibration import open_source, photo_crops
 from edge_sam.targets.executorch_native import build_runner, run_runner, write_ppm
-from edge_sam.transforms import image_to_tensor, preprocess, read_image, write_image
+from edge_sam.transforms import image_to_tensor, preprocess, read_image
 
 SAMPLE = Path(edge_sam.__file__).parent / "assets" / "dogs.jpg"
-
-
-def _sample_crops(folder: Path, image: np.ndarray, count: int = 8) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    h, w = image.shape[:2]
-    for i in range(count):
-        y, x = (h // 4) * (i % 3) // 2, (w // 8) * i
-        write_image(folder / f"crop_{i}.png", image[y : y + h // 2, x : x + w // 2])
-    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         artifacts = {precision: root / f"executorch-{precision}" for precision in ("fp32", "int8")}
         export_s: dict[str, float] = {}
         if not args.reuse:
-            calibration = open_source(args.calibration) if args.calibration else image_folder(
-                _sample_crops(root / "calibration", image))
+            calibration = open_source(args.calibration) if args.calibration else photo_crops(image, root / "calibration")
             for precision, recipe in (("fp32", None), ("int8", args.recipe)):
                 start = time.perf_counter()
                 target.export(model, precision, recipe, artifacts[precision], calibration=calibration, img_size=size,

@@ -24,20 +24,11 @@ import torch
 
 import edge_sam
 from edge_sam.timing import time_calls
-from edge_sam.targets import TorchRunner, get_target, image_folder, load_runner
-from edge_sam.targets.calibration import open_source
-from edge_sam.transforms import read_image, write_image
+from edge_sam.targets import TorchRunner, get_target, load_runner
+from edge_sam.targets.calibration import open_source, photo_crops
+from edge_sam.transforms import read_image
 
 SAMPLE = Path(edge_sam.__file__).parent / "assets" / "dogs.jpg"
-
-
-def _sample_crops(folder: Path, image: np.ndarray, count: int = 8) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    h, w = image.shape[:2]
-    for i in range(count):
-        y, x = (h // 4) * (i % 3) // 2, (w // 8) * i
-        write_image(folder / f"crop_{i}.png", image[y : y + h // 2, x : x + w // 2])
-    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime = {"threads": args.threads} if args.threads else {}
     with tempfile.TemporaryDirectory(prefix="onnx-bench-") as work:
         root = Path(args.keep or work)
-        calibration = open_source(args.calibration) if args.calibration else image_folder(_sample_crops(root / "calibration", image))
+        calibration = open_source(args.calibration) if args.calibration else photo_crops(image, root / "calibration")
         plans = [("onnxruntime fp32", "fp32", None)] + [(f"onnxruntime int8 {r}", "int8", r) for r in args.recipes.split(",") if r]
         runners = [("pytorch eager fp32", TorchRunner(model, args.img_size))]
         export_s = {}

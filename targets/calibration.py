@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_sam.data.types import Sample
 from edge_sam.errors import EdgeSamError
-from edge_sam.transforms import read_image
+from edge_sam.transforms import read_image, write_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 _LISTED_IDS = 32
@@ -98,3 +98,18 @@ def open_source(path: str | os.PathLike, limit: int | None = None) -> ImageSourc
     if path.is_dir() and not any(path.glob("*.json")) and not (path / "annotations").is_dir():
         return image_folder(path, limit)
     return dataset_source(path, limit)
+
+
+def photo_crops(image: np.ndarray, folder: str | os.PathLike, count: int = 8) -> ImageSource:
+    """``count`` overlapping half-size crops of one photo, written to ``folder``, as an image source.
+
+    A stand-in calibration set when only one photo is at hand (the latency benchmarks): the crops
+    differ in content and scale, so observers see more than one view of the image.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    h, w = image.shape[:2]
+    for i in range(count):
+        y, x = (h // 4) * (i % 3) // 2, (w // 8) * i
+        write_image(folder / f"crop_{i}.png", image[y : y + h // 2, x : x + w // 2])
+    return image_folder(folder)

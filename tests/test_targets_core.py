@@ -12,6 +12,7 @@ from edge_sam.data import generate_synthetic
 from edge_sam.errors import EdgeSamError
 from edge_sam.quantize.recipes import RECIPES, OpClass, RecipeError, get_recipe
 from edge_sam.targets import ArtifactError, TorchRunner, get_target, image_folder, open_source
+from edge_sam.targets.calibration import photo_crops
 from edge_sam.targets.base import model_at_size, resolve_recipe, staging_dir, state_dict_sha256
 from edge_sam.targets.manifest import (
     MANIFEST_NAME,
@@ -186,6 +187,14 @@ def test_image_folder_source(tmp_path, dogs):
     (tmp_path / "empty").mkdir()
     with pytest.raises(EdgeSamError, match="holds no images"):
         image_folder(tmp_path / "empty")
+
+
+def test_photo_crops_are_distinct_half_size_views(tmp_path, dogs):
+    source = photo_crops(dogs, tmp_path / "crops", count=4)
+    images = list(source.images())
+    h, w = dogs.shape[:2]
+    assert len(images) == 4 and all(image.shape == (h // 2, w // 2, 3) for image in images)
+    assert len({image.tobytes() for image in images}) == 4
 
 
 def test_dataset_source_carries_annotations(tmp_path):
