@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 import edge_sam
+from edge_sam.staging import staged_dir
 from edge_sam.everything import EverythingConfig, EverythingGenerator
 from edge_sam.predictor import Predictor, Prompt, prompt_to_points
 from edge_sam.transforms import read_image, write_image
@@ -18,7 +19,6 @@ from edge_sam.visualize import draw_prompts, overlay_masks
 from .common import (
     add_checkpoint_argument,
     add_image_argument,
-    fresh_output_dir,
     image_path,
     parse_box,
     parse_point,
@@ -47,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_image_argument(every)
     add_checkpoint_argument(every)
     every.add_argument("--out", required=True, help="new folder for masks.json, overlay.png and one PNG per mask")
+    every.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     every.add_argument("--points-per-side", type=int, default=32)
     every.add_argument("--points-per-batch", type=int, default=EverythingConfig.points_per_batch, help="prompts decoded at once (bounds memory)")
     every.add_argument("--pred-iou-thresh", type=float, default=EverythingConfig.pred_iou_thresh)
@@ -55,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     demo = subparsers.add_parser("demo", help="the bundled model on the bundled photo: a box prompt and everything mode")
     demo.add_argument("--out", default="demo_out", help="new folder for the results (default: demo_out)")
+    demo.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     demo.set_defaults(run=run_demo)
 
 
@@ -112,7 +114,7 @@ def run_everything(args: argparse.Namespace) -> int:
         stability_score_thresh=args.stability_thresh,
     )
     generator = EverythingGenerator(Predictor(edge_sam.load_model(args.checkpoint)), config)
-    with fresh_output_dir(args.out) as tmp:
+    with staged_dir(args.out, args.overwrite) as tmp:
         records = generator.generate(image)
         write_everything(records, image, tmp)
     print(f"{len(records)} masks written to {args.out}")
@@ -123,7 +125,7 @@ def run_demo(args: argparse.Namespace) -> int:
     image = read_image(image_path(None))
     model = edge_sam.load_model("reference")
     predictor = Predictor(model)
-    with fresh_output_dir(args.out) as tmp:
+    with staged_dir(args.out, args.overwrite) as tmp:
         start = time.perf_counter()
         predictor.set_image(image)
         encode_s = time.perf_counter() - start

@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-
-from edge_sam.errors import EdgeSamError
-
 
 
 def _sample_image() -> Path:
@@ -68,24 +60,3 @@ def points_and_labels(points: list[tuple[float, float, float]] | None) -> tuple[
         return None, None
     array = np.asarray(points, dtype=np.float32)
     return array[:, :2], array[:, 2]
-
-
-@contextmanager
-def fresh_output_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp folder beside ``path``, renamed to ``path`` only if the block succeeds.
-
-    Refuses a non-empty existing folder rather than mixing old and new results.
-    """
-    target = Path(path)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise EdgeSamError(f"output folder exists and is not empty: {target}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        yield tmp
-        if target.exists():
-            target.rmdir()
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)

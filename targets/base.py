@@ -12,11 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import shutil
-import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +23,7 @@ import torch
 from edge_sam.checkpoint import resolve_checkpoint
 from edge_sam.deploy import pad_prompts
 from edge_sam.errors import EdgeSamError, require
+from edge_sam.staging import staged_dir
 from edge_sam.modeling import EfficientSam, build_efficient_sam
 from edge_sam.transforms import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, preprocess
 from edge_sam.quantize.recipes import DEFAULT_RECIPE, QuantRecipe, RecipeError, get_recipe
@@ -113,32 +110,6 @@ def model_at_size(model: EfficientSam, img_size: int) -> EfficientSam:
     resized = build_efficient_sam(dataclasses.replace(model.config, img_size=img_size))
     resized.load_state_dict(model.state_dict())
     return resized.eval()
-
-
-@contextmanager
-def staging_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Write an artifact into a temp dir beside ``out_dir`` and rename it into place on success.
-
-    A failed export leaves nothing behind; an existing artifact is replaced only after the new
-    one is complete.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise EdgeSamError(f"{out_dir} already exists (pass overwrite=True / --overwrite to replace it)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
-        yield tmp
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / out_dir.name)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def resolve_recipe(precision: str, recipe: str | QuantRecipe | None) -> QuantRecipe | None:
@@ -310,7 +281,7 @@ class Target(ABC):
         request = ExportRequest(precision, resolved, size, interface, calibration)
         self.check_toolchain()
         fingerprint = source_fingerprint(model, checkpoint)
-        with staging_dir(out_dir, overwrite) as tmp:
+        with staged_dir(out_dir, overwrite) as tmp:
             graphs = self.write_graphs(model.eval(), request, tmp, **opts)
             manifest = Manifest(
                 target=self.name,

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_sam.errors import EdgeSamError
+from edge_sam.staging import staged_dir
 
-from .base import staging_dir
 from .drift import DriftReport
 
 LAYER_ROWS = 12
@@ -207,7 +207,7 @@ def write_report(report: DriftReport, out_dir: str | os.PathLike) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "report.json").is_file():
         raise EdgeSamError(f"{out_dir} exists and does not hold an earlier report; choose an empty or new folder")
-    with staging_dir(out_dir, overwrite=True) as tmp:
+    with staged_dir(out_dir, overwrite=True) as tmp:
         overlay_files: dict[str, list[str]] = {}
         for index, runner in enumerate(report.runners):
             names = []

@@ -78,7 +78,11 @@ def test_everything_writes_a_folder_and_refuses_a_full_one(capsys, tmp_path, mak
     assert (out / "masks.json").is_file() and (out / "overlay.png").is_file()
     assert len(list(out.glob("mask_*.png"))) == int(stdout.split()[0]) > 0
     code, _, err = _run(capsys, *argv)
-    assert code == 2 and "output folder exists and is not empty" in err
+    assert code == 2 and "already exists and is not empty" in err
+    (out / "stale.txt").write_text("from an earlier run")
+    code, _, err = _run(capsys, *argv, "--overwrite")
+    assert code == 0, err
+    assert (out / "masks.json").is_file() and not (out / "stale.txt").exists()
 
 
 def test_failed_everything_leaves_nothing(capsys, tmp_path):

@@ -13,7 +13,8 @@ from edge_sam.errors import EdgeSamError
 from edge_sam.quantize.recipes import RECIPES, OpClass, RecipeError, get_recipe
 from edge_sam.targets import ArtifactError, TorchRunner, get_target, image_folder, open_source
 from edge_sam.targets.calibration import photo_crops
-from edge_sam.targets.base import model_at_size, resolve_recipe, staging_dir, state_dict_sha256
+from edge_sam.staging import staged_dir
+from edge_sam.targets.base import model_at_size, resolve_recipe, state_dict_sha256
 from edge_sam.targets.manifest import (
     MANIFEST_NAME,
     GraphSpec,
@@ -105,24 +106,29 @@ def test_not_an_artifact(tmp_path):
         read_manifest(tmp_path / "nowhere")
 
 
-def test_staging_dir_leaves_nothing_on_failure(tmp_path):
+def test_staged_dir_leaves_nothing_on_failure(tmp_path):
     out = tmp_path / "art"
-    with pytest.raises(RuntimeError), staging_dir(out) as tmp:
+    with pytest.raises(RuntimeError), staged_dir(out) as tmp:
         (tmp / "half.bin").write_bytes(b"x")
         raise RuntimeError("export failed")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_staging_dir_replaces_only_when_asked(tmp_path):
+def test_staged_dir_replaces_only_when_asked(tmp_path):
     out = tmp_path / "art"
-    with staging_dir(out) as tmp:
+    with staged_dir(out) as tmp:
         (tmp / "a").write_text("1")
-    with pytest.raises(EdgeSamError, match="already exists"), staging_dir(out):
+    with pytest.raises(EdgeSamError, match="already exists"), staged_dir(out):
         pass
-    with staging_dir(out, overwrite=True) as tmp:
+    with staged_dir(out, overwrite=True) as tmp:
         (tmp / "b").write_text("2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
     assert sorted(p.name for p in out.iterdir()) == ["b"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with staged_dir(empty) as tmp:  # an empty folder counts as absent
+        (tmp / "c").write_text("3")
+    assert [p.name for p in empty.iterdir()] == ["c"]
 
 
 def test_recipes_keep_attention_softmax_norm_gelu_residual_float():
