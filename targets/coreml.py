@@ -35,8 +35,7 @@ from edge_sam.transforms import image_to_tensor, preprocess
 from . import coreml_convert as convert
 from .base import DeployFormRunner, ExportRequest, Runner, Target, TorchRunner
 from .coreml_program import import_coremltools, quiet_toolchain
-from .manifest import ArtifactError, GraphSpec, Manifest, TensorSpec
-from .onnx import artifact_label  # the row label every deploy-form target uses
+from .manifest import ArtifactError, GraphSpec, Manifest, TensorSpec, artifact_label
 from .prompts import grid_prompts
 
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
@@ -226,7 +225,7 @@ class CoreMLTarget(Target):
             path = artifact_dir / spec.file
             engines[role] = HostEngine(path) if engine == "host" else MLModelEngine(path, compute_units or "ALL")
             _check_io(path, spec, engines[role])
-        runner_label = label or f"{artifact_label(artifact_dir, manifest)} [{engines['encoder'].backend}]"
+        runner_label = label or f"{artifact_label(artifact_dir, manifest, manifest.interface)} [{engines['encoder'].backend}]"
         return CoreMLRunner(manifest, engines["encoder"], engines["decoder"], runner_label)
 
 

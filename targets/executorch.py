@@ -43,7 +43,7 @@ from .executorch_lowering import (
     lower_to_pte,
     make_constants_contiguous,
 )
-from .manifest import ArtifactError, GraphSpec, Manifest, TensorSpec
+from .manifest import ArtifactError, GraphSpec, Manifest, TensorSpec, artifact_label
 
 FILES = {"encoder": "encoder.pte", "decoder": "decoder.pte"}
 IO_NAMES = {
@@ -205,7 +205,8 @@ class ExecuTorchTarget(Target):
             PteMethod(artifact_dir / manifest.graph(role).file, manifest.graph(role), delegate, profile)
             for role in ("encoder", "decoder")
         )
-        return ExecuTorchRunner(manifest, encoder, decoder, label or artifact_label(artifact_dir, manifest))
+        return ExecuTorchRunner(manifest, encoder, decoder, label or artifact_label(
+            artifact_dir, manifest, delegate_for_backend(manifest.backend).name))
 
     def layer_drift(self, artifact_dir, runner, model, images):
         """Per-op SQNR of the INT8 encoder (re-quantized exactly as exported, simulated in PyTorch)
@@ -279,11 +280,4 @@ def _program_row(runner: ExecuTorchRunner, reference, converted, batches) -> dic
             "op_type": "program", "output": "image_embeddings", "sqnr_db": pte_db, "input_sqnr_db": sim_db,
             "drop_db": sim_db - pte_db}
 
-
-def artifact_label(artifact_dir: Path, manifest: Manifest) -> str:
-    """executorch-<delegate>-<precision>[-recipe] (folder)."""
-    parts = [manifest.target, delegate_for_backend(manifest.backend).name, manifest.precision]
-    if manifest.recipe:
-        parts.append(manifest.recipe["name"])
-    return f"{'-'.join(parts)} ({Path(artifact_dir).name})"
 

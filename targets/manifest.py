@@ -71,15 +71,21 @@ def toolchain_versions(*distributions: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One graph input or output. A str in ``shape`` names a dynamic axis."""
+    """One graph input or output. A str in ``shape`` names a dynamic axis.
+
+    ``quantization`` ({"scale", "zero_point"}) is set for integer I/O, so a runner in another
+    language (Android, C++) can quantize inputs and dequantize outputs from the manifest alone.
+    """
 
     name: str
     shape: tuple[int | str, ...]
     dtype: str
+    quantization: dict[str, float | int] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TensorSpec":
-        return cls(name=data["name"], shape=tuple(data["shape"]), dtype=data["dtype"])
+        return cls(name=data["name"], shape=tuple(data["shape"]), dtype=data["dtype"],
+                   quantization=data.get("quantization"))
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,18 @@ class Manifest:
         values = {k: v for k, v in data.items() if k in known}
         values["graphs"] = tuple(GraphSpec.from_dict(g) for g in data["graphs"])
         return cls(**values)
+
+
+def artifact_label(artifact_dir: str | os.PathLike, manifest: Manifest, variant: str | None = None) -> str:
+    """A report row label: target[-variant]-precision[-recipe] (folder name).
+
+    ``variant`` is what tells a target's artifacts apart beyond precision and recipe (the ONNX
+    interface, the ExecuTorch delegate); targets with one form pass none.
+    """
+    parts = [manifest.target] + ([variant] if variant else []) + [manifest.precision]
+    if manifest.recipe:
+        parts.append(manifest.recipe["name"])
+    return f"{'-'.join(parts)} ({Path(artifact_dir).name})"
 
 
 def hash_files(artifact_dir: Path, names: list[str]) -> dict[str, dict[str, Any]]:

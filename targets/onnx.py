@@ -21,7 +21,7 @@ from edge_sam.transforms import image_to_tensor, preprocess
 
 from . import onnx_graphs
 from .base import DeployFormRunner, ExportRequest, Runner, Target
-from .manifest import ArtifactError, GraphSpec, Manifest, TensorSpec
+from .manifest import ArtifactError, GraphSpec, Manifest, TensorSpec, artifact_label
 
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
@@ -203,7 +203,7 @@ class OnnxTarget(Target):
             open_session(artifact_dir / manifest.graph(role).file, manifest.graph(role), chosen, threads, spinning)
             for role in ("encoder", "decoder")
         ]
-        label = label or artifact_label(artifact_dir, manifest)
+        label = label or artifact_label(artifact_dir, manifest, manifest.interface)
         runner_class = OnnxOfficialRunner if manifest.interface == "official" else OnnxDeployRunner
         return runner_class(manifest, *sessions, label)
 
@@ -220,14 +220,6 @@ class OnnxTarget(Target):
             export_encoder(model, manifest.img_size, reference)
             feeds = [_encoder_feed(image, manifest.img_size, manifest.interface == "official") for image in images]
             return compare_layers(reference, Path(artifact_dir) / manifest.graph("encoder").file, feeds)
-
-
-def artifact_label(artifact_dir: Path, manifest: Manifest) -> str:
-    """A short row label: target-interface-precision[-recipe] (and the folder name)."""
-    parts = [manifest.target, manifest.interface, manifest.precision]
-    if manifest.recipe:
-        parts.append(manifest.recipe["name"])
-    return f"{'-'.join(parts)} ({Path(artifact_dir).name})"
 
 
 def _encoder_feed(image: np.ndarray, img_size: int, official: bool) -> dict[str, np.ndarray]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import importlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +30,12 @@ from edge_sam.transforms import image_to_tensor, preprocess
 
 from . import tflite_graphs
 from .base import DeployFormRunner, ExportRequest, Runner, Target, TorchRunner, state_dict_sha256, verify_artifact
-from .manifest import ArtifactError, GraphSpec, Manifest, TensorSpec
+from .manifest import ArtifactError, GraphSpec, Manifest, TensorSpec, artifact_label
 from .prompts import grid_prompts
 
 FILES = {"encoder": "encoder.tflite", "decoder": "decoder.tflite"}
 DELEGATES = ("xnnpack", "none")  # "none": LiteRT's reference kernels (slow; for debugging numerics)
 EXTRA = "tflite"
-
-
-@dataclass(frozen=True)
-class QuantizedTensorSpec(TensorSpec):
-    """A TensorSpec that also records int8 quantization, so a runner in another language (Android)
-    can quantize inputs and dequantize outputs from the manifest alone."""
-
-    quantization: dict[str, float | int] | None = None
 
 
 def interpreter_module():
@@ -148,7 +139,7 @@ def graph_spec(content: bytes, role: str) -> GraphSpec:
             dtype = np.dtype(detail["dtype"])
             scale, zero_point = detail["quantization"]
             quantization = {"scale": float(scale), "zero_point": int(zero_point)} if dtype != np.float32 else None
-            result.append(QuantizedTensorSpec(name, tuple(int(d) for d in detail["shape"]), dtype.name, quantization))
+            result.append(TensorSpec(name, tuple(int(d) for d in detail["shape"]), dtype.name, quantization))
         return tuple(result)
 
     return GraphSpec(role, FILES[role], specs(signature.get_input_details(), input_names),
@@ -228,13 +219,6 @@ class TfliteTarget(Target):
         artifact = (Path(artifact_dir) / manifest.graph("encoder").file).read_bytes()
         feeds = [preprocess(image_to_tensor(image), manifest.img_size).numpy() for image in images]
         return compare_layers(reference, artifact, feeds)
-
-
-def artifact_label(artifact_dir: Path, manifest: Manifest) -> str:
-    parts = [manifest.target, manifest.precision]
-    if manifest.recipe:
-        parts.append(manifest.recipe["name"])
-    return f"{'-'.join(parts)} ({Path(artifact_dir).name})"
 
 
 def calibration_batches(model: EfficientSam, source, img_size: int, role: str):
