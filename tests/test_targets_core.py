@@ -37,9 +37,10 @@ def _one_torch_thread():
 
 def _manifest(file_name: str = "encoder.bin") -> Manifest:
     spec = TensorSpec("image", (1, 3, 64, 64), "float32")
+    quantized = TensorSpec("image_embeddings", (1, 256, 4, 4), "int8", {"scale": 0.05, "zero_point": -3})
     return Manifest(
         target="onnx", backend="onnxruntime", interface="deploy", precision="fp32", recipe=None, img_size=64,
-        model_config={}, preprocessing={}, prompts={"slots": 6}, graphs=(GraphSpec("encoder", file_name, (spec,), (spec,)),),
+        model_config={}, preprocessing={}, prompts={"slots": 6}, graphs=(GraphSpec("encoder", file_name, (spec,), (quantized,)),),
         source_checkpoint={"state_dict_sha256": "0" * 64}, toolchain={}, calibration=None,
     )
 
@@ -64,6 +65,7 @@ def test_manifest_round_trip_records_file_hashes(artifact):
     assert manifest.files["encoder.bin"]["bytes"] == 700
     assert len(manifest.files["encoder.bin"]["sha256"]) == 64
     assert manifest.graph("encoder").inputs[0] == TensorSpec("image", (1, 3, 64, 64), "float32")
+    assert manifest.graph("encoder").outputs[0].quantization == {"scale": 0.05, "zero_point": -3}
     assert manifest.created_at
     verify_files(artifact, manifest)
 

@@ -182,6 +182,7 @@ def test_int8_io_keeps_the_integer_boundary_and_records_its_quantization(artifac
     recorded = json.loads((artifacts["int8-io"] / MANIFEST_NAME).read_text())["graphs"]
     (image,) = recorded[0]["inputs"]
     assert image["dtype"] == "int8" and image["quantization"]["scale"] > 0
+    assert manifest.graph("encoder").inputs[0].quantization == image["quantization"]  # kept on read-back
     interpreter = interpreter_lib.Interpreter(model_path=str(artifacts["int8-io"] / "encoder.tflite"))
     (detail,) = interpreter.get_input_details()
     assert np.dtype(detail["dtype"]) == np.int8
