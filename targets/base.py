@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,6 +30,7 @@ from edge_sam.transforms import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, pr
 from edge_sam.quantize.recipes import DEFAULT_RECIPE, QuantRecipe, RecipeError, get_recipe
 
 from .calibration import ImageSource
+from .prompts import grid_prompts
 from .manifest import (
     ArtifactError,
     GraphSpec,
@@ -198,6 +200,24 @@ class TorchRunner(Runner):
         params = sum(p.numel() for p in self.model.parameters())
         return {"label": self.label, "target": "pytorch", "backend": f"torch {torch.__version__}", "interface": "eager",
                 "precision": "fp32", "recipe": None, "img_size": self.img_size, "bytes": params * 4}
+
+
+def decoder_calibration_batches(
+    model: EfficientSam, source: ImageSource, img_size: int
+) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], int]:
+    """Decoder calibration inputs and their count: the fp32 embedding of each image with the
+    validation grid prompts (what the decoder sees in the drift report), for PT2E quantizers."""
+    reference = TorchRunner(model, img_size)
+    slots = model.decoder_max_num_input_points
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        for image in source.images():
+            embedding = torch.from_numpy(reference.encode(image))
+            for prompt in grid_prompts(image.shape[:2]):
+                coords, labels = pad_prompts(prompt.points, prompt.labels, image.shape[:2], img_size, slots)
+                yield embedding, torch.from_numpy(coords[None]), torch.from_numpy(labels[None])
+
+    return batches(), len(source) * len(grid_prompts((1, 1)))
 
 
 class DeployFormRunner(Runner):

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from edge_sam.deploy import DecoderGraph, EncoderGraph, pad_prompts
+from edge_sam.deploy import DecoderGraph, EncoderGraph
 from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.recipes import QuantRecipe, RecipeError
@@ -33,10 +32,9 @@ from edge_sam.quantize.weight_only import WEIGHT_ONLY_RECIPES, WeightOnlyRecipe
 from edge_sam.transforms import image_to_tensor, preprocess
 
 from . import coreml_convert as convert
-from .base import DeployFormRunner, ExportRequest, Runner, Target, TorchRunner
+from .base import DeployFormRunner, ExportRequest, Runner, Target, decoder_calibration_batches
 from .coreml_program import import_coremltools, quiet_toolchain
 from .manifest import ArtifactError, GraphSpec, Manifest, TensorSpec, artifact_label
-from .prompts import grid_prompts
 
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 ENGINES = ("mlmodel", "host")
@@ -191,17 +189,7 @@ class CoreMLTarget(Target):
             if graph.image_input:
                 batches = ((convert.image_input_pixels(x),) for (x,) in batches)
             return batches, len(source)
-        reference = TorchRunner(model, size)
-        slots = model.decoder_max_num_input_points
-
-        def decoder_batches():
-            for image in source.images():
-                embedding = torch.from_numpy(reference.encode(image))
-                for prompt in grid_prompts(image.shape[:2]):
-                    coords, labels = pad_prompts(prompt.points, prompt.labels, image.shape[:2], size, slots)
-                    yield embedding, torch.from_numpy(coords[None]), torch.from_numpy(labels[None])
-
-        return decoder_batches(), len(source) * len(grid_prompts((1, 1)))
+        return decoder_calibration_batches(model, source, size)
 
     # -- load ---------------------------------------------------------------------------------
     def make_runner(

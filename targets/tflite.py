@@ -21,17 +21,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from edge_sam.deploy import pad_prompts
 from edge_sam.errors import EdgeSamError, require
 from edge_sam.modeling import EfficientSam
 from edge_sam.transforms import image_to_tensor, preprocess
 
 from . import tflite_graphs
-from .base import DeployFormRunner, ExportRequest, Runner, Target, TorchRunner, state_dict_sha256, verify_artifact
+from .base import (
+    DeployFormRunner,
+    ExportRequest,
+    Runner,
+    Target,
+    decoder_calibration_batches,
+    state_dict_sha256,
+    verify_artifact,
+)
 from .manifest import ArtifactError, GraphSpec, Manifest, TensorSpec, artifact_label
-from .prompts import grid_prompts
 
 FILES = {"encoder": "encoder.tflite", "decoder": "decoder.tflite"}
 DELEGATES = ("xnnpack", "none")  # "none": LiteRT's reference kernels (slow; for debugging numerics)
@@ -227,14 +232,4 @@ def calibration_batches(model: EfficientSam, source, img_size: int, role: str):
     if role == "encoder":
         batches = ((preprocess(image_to_tensor(image), img_size),) for image in source.images())
         return batches, len(source)
-    reference = TorchRunner(model, img_size)
-    slots = model.decoder_max_num_input_points
-
-    def decoder_batches():
-        for image in source.images():
-            embedding = torch.from_numpy(reference.encode(image))
-            for prompt in grid_prompts(image.shape[:2]):
-                coords, labels = pad_prompts(prompt.points, prompt.labels, image.shape[:2], img_size, slots)
-                yield embedding, torch.from_numpy(coords[None]), torch.from_numpy(labels[None])
-
-    return decoder_batches(), len(source) * len(grid_prompts((1, 1)))
+    return decoder_calibration_batches(model, source, img_size)
