@@ -90,3 +90,14 @@ def test_failed_everything_leaves_nothing(capsys, tmp_path):
     code, _, err = _run(capsys, "everything", str(tmp_path / "nope.jpg"), "--checkpoint", "missing.pt", "--out", str(out))
     assert code == 2
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "option, target, message",
+    [(["--delegate", "coreml"], "onnx", "--delegate applies to --target executorch only"),
+     (["--int8-io"], "coreml", "--int8-io applies to --target tflite only")],
+)
+def test_target_specific_export_options_refuse_other_targets(capsys, tmp_path, option, target, message):
+    code, _, err = _run(capsys, "export", "--target", target, *option, "--out", str(tmp_path / "art"))
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "art").exists()
