@@ -43,6 +43,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser, defaults: RunConfig) -> 
                         help=f"write state.pt at most this often (default {defaults.checkpoint_minutes})")
     parser.add_argument("--stop-after-steps", type=int, default=None,
                         help="end this session at this step (checkpointed); the schedule still spans --steps")
+    parser.add_argument("--stop-after-minutes", type=float, default=None,
+                        help="end this session after this much wall time (checkpointed; continue with --resume)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
     parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
                         help="bf16 autocasts the forward pass (fast on GPUs); weights stay fp32 (default fp32)")

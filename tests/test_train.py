@@ -36,7 +36,7 @@ from edge_sam.train.model_init import fresh_model, initial_model, state_fingerpr
 from edge_sam.train.objects import PromptedObjects
 from edge_sam.train.optim import build_optimizer
 from edge_sam.train.sami import ENCODER_FILE, SamiConfig, SamiImages, SamiObjective, SamiStudent, TeacherError, pretrain
-from edge_sam.train.state import ResumeError
+from edge_sam.train.state import STATE_FILE, ResumeError
 
 IMG = 64
 
@@ -173,6 +173,13 @@ def test_bf16_run_with_loader_workers_logs_one_record_per_window(synth, tmp_path
     records = [r for r in map(json.loads, open(tmp_path / "log.jsonl")) if "loss" in r]
     assert [(r["step"], r["steps_in_record"]) for r in records] == [(3, 3), (4, 1)]
     assert all(np.isfinite(r["loss"]) and 0 <= r["train_iou_corrected"] <= 1 for r in records)
+
+
+def test_time_limited_session_stops_checkpointed_and_resumes(synth, tmp_path):
+    stopped = finetune(tiny_finetune(synth, tmp_path, stop_after_minutes=1e-6))  # out of time after step 1
+    assert stopped.step == 1 and stopped.saved is None and (tmp_path / STATE_FILE).is_file()
+    resumed = finetune(tiny_finetune(synth, tmp_path, resume=True))
+    assert resumed.step == 4 and resumed.saved is not None
 
 
 def test_resume_with_changed_settings_is_refused(synth, tmp_path):

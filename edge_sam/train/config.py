@@ -21,8 +21,8 @@ MODEL_PRESETS = {"vitt": EfficientSamConfig.vitt, "vits": EfficientSamConfig.vit
 # Settings that may differ between the sessions of one run. ``steps`` may change so a run on a
 # shared machine can be shortened or extended; the cosine then follows the new length.
 SESSION_SETTINGS = frozenset(
-    {"out_dir", "device", "threads", "num_workers", "checkpoint_minutes", "stop_after_steps", "resume",
-     "val_every", "val_images", "steps", "log_every"}
+    {"out_dir", "device", "threads", "num_workers", "checkpoint_minutes", "stop_after_steps", "stop_after_minutes",
+     "resume", "val_every", "val_images", "steps", "log_every"}
 )
 
 
@@ -45,6 +45,9 @@ class RunConfig:
     num_workers: int = 0
     checkpoint_minutes: float = 5.0
     stop_after_steps: int | None = None
+    # End this session (checkpointed, resumable) once this much wall time has passed: for machines
+    # lent for a fixed time, where a run killed from outside loses everything since its last checkpoint.
+    stop_after_minutes: float | None = None
     resume: bool = False
     # "bf16": autocast the forward pass to bfloat16 (the GPU recipe); weights and optimizer stay fp32.
     precision: str = "fp32"

@@ -86,3 +86,13 @@ def mean_across_ranks(values: dict[str, float], ctx: DistContext) -> dict[str, f
     dist.all_reduce(packed)
     packed /= ctx.world_size
     return dict(zip(keys, packed.tolist()))
+
+
+def any_rank(flag: bool, ctx: DistContext) -> bool:
+    """True on every rank when it is True on any: decisions that end a loop must be the same
+    everywhere, or the ranks still stepping wait forever in the next all-reduce."""
+    if not ctx.enabled:
+        return flag
+    value = torch.tensor([int(flag)], device=ctx.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .config import RunConfig
-from .distributed import DistContext, mean_across_ranks
+from .distributed import DistContext, any_rank, mean_across_ranks
 
 LOG_FILE = "log.jsonl"
 
@@ -85,12 +85,14 @@ def run_steps(
     val_every: int = 0,
     desc: str = "train",
 ) -> int:
-    """Train from ``start_step`` to ``config.steps`` (or ``stop_after_steps``); returns the step reached.
+    """Train from ``start_step`` to ``config.steps`` (or ``stop_after_steps`` / ``stop_after_minutes``);
+    returns the step reached.
 
     ``save(step)`` runs on rank 0 every ``checkpoint_minutes`` and when the loop ends;
     ``validate(step)`` runs on every rank every ``val_every`` steps (it decides who works).
     """
     end = min(config.steps, config.stop_after_steps or config.steps)
+    deadline = time.monotonic() + config.stop_after_minutes * 60 if config.stop_after_minutes else None
     params = [p for p in objective.parameters() if p.requires_grad]
     images_per_step = config.batch_size * ctx.world_size
     bar = tqdm(total=config.steps, initial=start_step, desc=desc, disable=not ctx.is_main, dynamic_ncols=True)
@@ -112,7 +114,10 @@ def run_steps(
         scheduler.step()
         step += 1
         window.append({**{k: v.detach() for k, v in outputs.items()}, "grad_norm": grad_norm.detach()})
-        if step % config.log_every == 0 or step == end:
+        at_log_step = step % config.log_every == 0 or step == end
+        # The clock is read at log steps only: deciding costs a host sync (and, with DDP, a collective).
+        out_of_time = at_log_step and deadline is not None and any_rank(time.monotonic() >= deadline, ctx)
+        if at_log_step:
             stats = mean_across_ranks(_window_means(window), ctx)
             seconds = (time.perf_counter() - window_started) / len(window)
             record = {"step": step, "time": time.time(), "lr": scheduler.get_last_lr()[0], **stats,
@@ -131,6 +136,8 @@ def run_steps(
         if ctx.is_main and time.monotonic() - last_save >= config.checkpoint_minutes * 60:
             save(step)
             last_save = time.monotonic()
+        if out_of_time:
+            break
     if ctx.is_main:
         save(step)
     bar.close()
