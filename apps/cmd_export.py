@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_export)
 
 
-# CLI options that only one target takes: option -> (export keyword, target name).
+# CLI options that only one target takes: export keyword (= argparse dest) -> target name.
 TARGET_OPTIONS = {"delegate": "executorch", "int8_io": "tflite"}
 
 

@@ -205,8 +205,8 @@ class ExecuTorchTarget(Target):
             PteMethod(artifact_dir / manifest.graph(role).file, manifest.graph(role), delegate, profile)
             for role in ("encoder", "decoder")
         )
-        return ExecuTorchRunner(manifest, encoder, decoder, label or artifact_label(
-            artifact_dir, manifest, delegate_for_backend(manifest.backend).name))
+        label = label or artifact_label(artifact_dir, manifest, delegate.name)
+        return ExecuTorchRunner(manifest, encoder, decoder, label)
 
     def layer_drift(self, artifact_dir, runner, model, images):
         """Per-op SQNR of the INT8 encoder (re-quantized exactly as exported, simulated in PyTorch)
@@ -279,5 +279,3 @@ def _program_row(runner: ExecuTorchRunner, reference, converted, batches) -> dic
     return {"node": f"{runner.manifest.graph('encoder').file} on the runtime (input = PT2E simulation)",
             "op_type": "program", "output": "image_embeddings", "sqnr_db": pte_db, "input_sqnr_db": sim_db,
             "drop_db": sim_db - pte_db}
-
-

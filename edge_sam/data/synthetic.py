@@ -14,7 +14,6 @@ splits never share images.
 from __future__ import annotations
 
 import multiprocessing
-import shutil
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from edge_sam.data.errors import DatasetError
 from edge_sam.data.prompts import mask_center_point
 from edge_sam.data.sa1b import write_sa1b_sample
 from edge_sam.data.types import Sample
+from edge_sam.staging import staged_dir
 
 MIN_OBJECTS, MAX_OBJECTS = 3, 8
 # Objects left with fewer visible pixels than this after occlusion are dropped.
@@ -407,12 +407,11 @@ def generate_synthetic(
     photos = load_photos(background_images)
     out_root.mkdir(parents=True, exist_ok=True)
     for split, folder in targets.items():
-        partial = out_root / f".{split}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir()
-        try:
+        # The up-front check above enforces ``overwrite``; staged_dir swaps a split in only once complete.
+        with staged_dir(folder, overwrite=True) as partial, tqdm(
+            total=counts[split], desc=f"synth {split}", unit="img", disable=not progress
+        ) as bar:
             jobs = [(seed, split, index, img_size, partial) for index in range(counts[split])]
-            bar = tqdm(total=len(jobs), desc=f"synth {split}", unit="img", disable=not progress)
             if workers > 1 and len(jobs) > 1:
                 with multiprocessing.get_context("spawn").Pool(
                     min(workers, len(jobs)), initializer=_init_worker, initargs=(background_images,)
@@ -423,11 +422,4 @@ def generate_synthetic(
                 for job in jobs:
                     _render_and_write(job, photos)
                     bar.update(1)
-            bar.close()
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-        if folder.exists():
-            shutil.rmtree(folder)
-        partial.rename(folder)
     return targets

@@ -2,8 +2,9 @@
 
 Images are resized to the square model size the way inference resizes them (bilinear), masks
 with area averaging; prompts are drawn on the resized masks, so their pixel coordinates are
-model pixels. The low-res loss targets are made from the masks on the training device. Fixed shapes (K objects, 6 prompt slots) let the default collate stack a batch;
-missing objects are padding queries (all labels -1) flagged invalid for the loss.
+model pixels; the low-res loss targets are made from the masks on the training device. Fixed
+shapes (K objects, 6 prompt slots) let the default collate stack a batch; missing objects are
+padding queries (all labels -1) flagged invalid for the loss.
 """
 
 from __future__ import annotations

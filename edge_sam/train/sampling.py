@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from .config import RunConfig
-
 from .distributed import DistContext
 
 SeedWords = tuple[int, int, int, int]
