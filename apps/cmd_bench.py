@@ -10,11 +10,12 @@ import numpy as np
 
 from edge_sam.errors import EdgeSamError
 from edge_sam.timing import time_calls
-from edge_sam.targets.manifest import read_manifest
-from edge_sam.targets.registry import load_runner
+from edge_sam.targets.core.manifest import read_manifest
+from edge_sam.targets.core.registry import load_runner
 from edge_sam.transforms import read_image
 
 from .common import add_image_argument, image_path
+from .target_flags import add_target_flags, given_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,20 +24,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_image_argument(parser)
     parser.add_argument("--runs", type=int, default=5, help="timed runs of each graph (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
-    parser.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's own)")
-    parser.add_argument("--profile", action="store_true",
-                        help="executorch only: record an ETDump and print the slowest operators of each program")
+    add_target_flags(parser, "runtime")
     parser.set_defaults(run=run_bench)
 
 
 def run_bench(args: argparse.Namespace) -> int:
     if args.runs < 1 or args.warmup < 0:
         raise EdgeSamError("--runs must be at least 1 and --warmup at least 0")
-    options = {"threads": args.threads} if args.threads else {}
-    if args.profile:
-        if read_manifest(args.artifact).target != "executorch":
-            raise EdgeSamError("--profile reads an ExecuTorch ETDump: it needs an executorch artifact")
-        options["profile"] = True
+    target = read_manifest(args.artifact).target
+    options = given_options(args, "runtime", [target])[target]
     runner = load_runner(args.artifact, **options)
     image = read_image(image_path(args.image))
     h, w = image.shape[:2]
@@ -49,8 +45,8 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"{runner.label}: image {w}x{h}, model input {runner.img_size}, {args.runs} runs after {args.warmup} warm-up")
     for role, seconds in timings.items():
         print(f"  {role}: median {1e3 * statistics.median(seconds):.2f} ms, min {1e3 * min(seconds):.2f} ms")
-    if args.profile:
-        from edge_sam.targets.executorch_profile import format_table
+    if options.get("profile"):
+        from edge_sam.targets.executorch.profile import format_table
 
         for role in ("encoder", "decoder"):
             print(f"\n{role} operators (mean per run over {args.runs + args.warmup + (role == 'encoder')} runs):")

@@ -8,13 +8,13 @@ import edge_sam
 from edge_sam.quantize.recipes import RECIPES
 from edge_sam.quantize.weight_only import WEIGHT_ONLY_RECIPES
 from edge_sam.errors import EdgeSamError
-from edge_sam.targets.base import INTERFACES, PRECISIONS
-from edge_sam.targets.executorch_lowering import DELEGATES
-from edge_sam.targets.calibration import open_source
-from edge_sam.targets.manifest import read_manifest
-from edge_sam.targets.registry import get_target, target_names
+from edge_sam.targets.core.target import INTERFACES, PRECISIONS
+from edge_sam.targets.core.calibration import open_source
+from edge_sam.targets.core.manifest import read_manifest
+from edge_sam.targets.core.registry import get_target, target_names
 
 from .common import add_checkpoint_argument
+from .target_flags import add_target_flags, given_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,34 +31,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calibration-images", type=int, default=None, metavar="N",
                         help="use the first N calibration images (default: the recipe's count)")
     parser.add_argument("--img-size", type=int, default=None, help="model input size (default: the checkpoint's)")
-    parser.add_argument("--delegate", choices=sorted(DELEGATES),
-                        help="executorch only: the backend the .pte is lowered to (default xnnpack; coreml "
-                             "artifacts run on Apple devices and macOS only)")
-    parser.add_argument("--int8-io", action="store_true",
-                        help="tflite static int8 only: keep the int8 graph inputs/outputs (scales in the manifest)")
     add_checkpoint_argument(parser)
     parser.add_argument("--out", required=True, help="artifact folder to create")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing artifact folder")
+    add_target_flags(parser, "export")
     parser.set_defaults(run=run_export)
 
 
-# CLI options that only one target takes: export keyword (= argparse dest) -> target name.
-TARGET_OPTIONS = {"delegate": "executorch", "int8_io": "tflite"}
-
-
-def _target_options(args: argparse.Namespace) -> dict[str, object]:
-    """The target-specific options that were given; one error if one was given to another target."""
-    given = {name: getattr(args, name) for name in TARGET_OPTIONS if getattr(args, name)}
-    for name, target in TARGET_OPTIONS.items():
-        if name in given and args.target != target:
-            raise EdgeSamError(f"--{name.replace('_', '-')} applies to --target {target} only")
-    return given
-
-
 def run_export(args: argparse.Namespace) -> int:
-    options = _target_options(args)
+    options = given_options(args, "export", [args.target])[args.target]
     target = get_target(args.target)
-    target.check_toolchain()
+    target.check_toolchain("export")
     model = edge_sam.load_model(args.checkpoint)
     calibration = open_source(args.calibration) if args.calibration else None
     out = target.export(

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import edge_sam
 from edge_sam.errors import EdgeSamError
-from edge_sam.targets.base import TorchRunner, check_source, verify_artifact
-from edge_sam.targets.calibration import dataset_source, image_folder
-from edge_sam.targets.drift import measure_drift
-from edge_sam.targets.registry import get_target
-from edge_sam.targets.report import markdown_table, write_report
+from edge_sam.runner import TorchRunner
+from edge_sam.targets.core.target import check_source, verify_artifact
+from edge_sam.targets.core.calibration import dataset_source, image_folder
+from edge_sam.targets.validation.drift import measure_drift
+from edge_sam.targets.core.registry import get_target
+from edge_sam.targets.validation.report import markdown_table, write_report
 
 from .common import add_checkpoint_argument
+from .target_flags import add_target_flags, given_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,21 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--report", required=True, metavar="DIR", help="folder for report.json/.md/.html")
     parser.add_argument("--fail-under-mask-iou", type=float, default=None, metavar="X",
                         help="exit 1 when any artifact's mean mask IoU vs fp32 is below X")
-    parser.add_argument("--providers", default=None,
-                        help="runtime providers, comma-separated (onnx: e.g. CUDA,CPU; 'auto' = all installed)")
-    parser.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's own)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocess probes")
     parser.add_argument("--no-layers", action="store_true", help="skip per-layer drift")
+    add_target_flags(parser, "runtime")
     parser.set_defaults(run=run_validate)
-
-
-def _runtime_opts(args: argparse.Namespace) -> dict:
-    opts = {}
-    if args.providers:
-        opts["providers"] = "auto" if args.providers == "auto" else args.providers.split(",")
-    if args.threads:
-        opts["threads"] = args.threads
-    return opts
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -59,7 +50,8 @@ def run_validate(args: argparse.Namespace) -> int:
     for path, manifest in zip(args.artifacts, manifests):
         check_source(manifest, model, path)
     targets = [get_target(m.target) for m in manifests]
-    runners = [t.load(path, **_runtime_opts(args)) for t, path in zip(targets, args.artifacts)]
+    options = given_options(args, "runtime", [m.target for m in manifests])
+    runners = [t.load(path, **options[t.name]) for t, path in zip(targets, args.artifacts)]
     source = image_folder(args.images, args.max_images) if args.images else dataset_source(args.dataset, args.max_images)
 
     def layer_drift(index: int, images):

@@ -25,7 +25,7 @@ import torch
 import edge_sam
 from edge_sam.timing import time_calls
 from edge_sam.targets import TorchRunner, get_target, load_runner
-from edge_sam.targets.calibration import open_source, photo_crops
+from edge_sam.targets.core.calibration import open_source, photo_crops
 from edge_sam.transforms import read_image
 
 SAMPLE = Path(edge_sam.__file__).parent / "assets" / "dogs.jpg"

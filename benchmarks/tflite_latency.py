@@ -26,7 +26,7 @@ import edge_sam
 from edge_sam.timing import median_seconds
 from edge_sam.deploy import EncoderGraph
 from edge_sam.targets import get_target, image_folder, load_runner
-from edge_sam.targets.drift import cosine
+from edge_sam.targets.validation.drift import cosine
 from edge_sam.transforms import image_to_tensor, preprocess, read_image, write_image
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,14 +2,16 @@
 
 ``get_target("onnx").export(model, "int8", None, "out/onnx-int8", calibration=image_folder("calib"))``
 writes an artifact directory; ``load_runner("out/onnx-int8")`` verifies it against its manifest
-and returns a :class:`Runner`; :func:`edge_sam.targets.drift.measure_drift` compares runners
+and returns a :class:`Runner`; :func:`edge_sam.targets.validation.drift.measure_drift` compares runners
 with the fp32 :class:`TorchRunner`. Toolchains are imported only when a target needs them.
 """
 
-from .base import DeployFormRunner, Runner, Target, TorchRunner
-from .calibration import ImageSource, dataset_source, image_folder, open_source
-from .manifest import ArtifactError, Manifest, read_manifest
-from .registry import get_target, load_runner, target_names
+from edge_sam.runner import Runner, TorchRunner
+from edge_sam.targets.core.runner import DeployFormRunner
+from edge_sam.targets.core.target import Target
+from edge_sam.targets.core.calibration import ImageSource, dataset_source, image_folder, open_source
+from edge_sam.targets.core.manifest import ArtifactError, Manifest, read_manifest
+from edge_sam.targets.core.registry import get_target, load_runner, target_names
 
 __all__ = [
     "ArtifactError",

@@ -94,8 +94,8 @@ def test_failed_everything_leaves_nothing(capsys, tmp_path):
 
 @pytest.mark.parametrize(
     "option, target, message",
-    [(["--delegate", "coreml"], "onnx", "--delegate applies to --target executorch only"),
-     (["--int8-io"], "coreml", "--int8-io applies to --target tflite only")],
+    [(["--delegate", "coreml"], "onnx", "--delegate applies to target executorch only, not onnx"),
+     (["--int8-io"], "coreml", "--int8-io applies to target tflite only, not coreml")],
 )
 def test_target_specific_export_options_refuse_other_targets(capsys, tmp_path, option, target, message):
     code, _, err = _run(capsys, "export", "--target", target, *option, "--out", str(tmp_path / "art"))

@@ -18,13 +18,13 @@ pytest.importorskip("coremltools")
 import edge_sam  # noqa: E402
 from edge_sam.errors import EdgeSamError  # noqa: E402
 from edge_sam.quantize.recipes import RecipeError  # noqa: E402
-from edge_sam.targets.base import TorchRunner  # noqa: E402
-from edge_sam.targets.calibration import image_folder  # noqa: E402
-from edge_sam.targets.coreml_executor import MilExecutor, UnsupportedOpError  # noqa: E402
-from edge_sam.targets.coreml_program import load_program  # noqa: E402
-from edge_sam.targets.drift import cosine, measure_drift, sqnr_db  # noqa: E402
-from edge_sam.targets.manifest import ArtifactError  # noqa: E402
-from edge_sam.targets.registry import get_target, load_runner  # noqa: E402
+from edge_sam.runner import TorchRunner
+from edge_sam.targets.core.calibration import image_folder  # noqa: E402
+from edge_sam.targets.coreml.host_executor.executor import MilExecutor, UnsupportedOpError  # noqa: E402
+from edge_sam.targets.coreml.program import load_program  # noqa: E402
+from edge_sam.targets.validation.drift import cosine, measure_drift, sqnr_db  # noqa: E402
+from edge_sam.targets.core.manifest import ArtifactError  # noqa: E402
+from edge_sam.targets.core.registry import get_target, load_runner  # noqa: E402
 from edge_sam.transforms import write_image  # noqa: E402
 
 REFERENCE_WEIGHTS = Path(edge_sam.__file__).parent / "weights" / "reference_vitt_256.safetensors"

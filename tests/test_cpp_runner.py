@@ -12,8 +12,8 @@ import pytest
 
 from edge_sam.eval.metrics import mask_iou
 from edge_sam.targets import get_target, image_folder, load_runner
-from edge_sam.targets.drift import full_size_masks
-from edge_sam.targets.manifest import MANIFEST_NAME
+from edge_sam.targets.validation.drift import full_size_masks
+from edge_sam.targets.core.manifest import MANIFEST_NAME
 from edge_sam.transforms import write_image
 
 pytest.importorskip("executorch.runtime")
@@ -21,7 +21,7 @@ pytest.importorskip("torchao")
 if shutil.which("cmake") is None or not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
     pytest.skip("the native runner needs cmake and a C++17 compiler on PATH", allow_module_level=True)
 
-from edge_sam.targets.executorch_native import NativeRunnerError, build_runner, run_runner, write_ppm  # noqa: E402
+from edge_sam.targets.executorch.native import NativeRunnerError, build_runner, run_runner, write_ppm  # noqa: E402
 
 POINT = (300.0, 200.0, 1.0)
 
@@ -67,7 +67,7 @@ def test_ctest_runs_the_runner_end_to_end(build, artifact, dogs):
     done = subprocess.run(["ctest", "--output-on-failure"], cwd=build_dir, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:]
     assert "3/3 Test" in done.stdout  # usage, missing program, end-to-end
-    from edge_sam.targets.executorch_native import read_pgm
+    from edge_sam.targets.executorch.native import read_pgm
 
     assert read_pgm(build_dir / "ctest_mask.pgm").shape == dogs.shape[:2]
 

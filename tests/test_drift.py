@@ -14,9 +14,9 @@ import edge_sam
 from edge_sam.apps import cli
 from edge_sam.data import generate_synthetic
 from edge_sam.targets import TorchRunner, dataset_source, image_folder
-from edge_sam.targets.drift import cosine, measure_drift, sqnr_db
-from edge_sam.targets.memory import measure_peak_rss
-from edge_sam.targets.report import markdown_table, write_report
+from edge_sam.targets.validation.drift import cosine, measure_drift, sqnr_db
+from edge_sam.targets.validation.subprocess_rss import measure_peak_rss
+from edge_sam.targets.validation.report import markdown_table, write_report
 from edge_sam.transforms import write_image
 
 

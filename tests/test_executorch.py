@@ -22,10 +22,10 @@ from edge_sam.eval.metrics import mask_iou
 from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
 from edge_sam.data import generate_synthetic
 from edge_sam.targets import ArtifactError, TorchRunner, dataset_source, get_target, image_folder, load_runner
-from edge_sam.targets.base import check_source
-from edge_sam.targets.drift import full_size_masks, measure_drift, sqnr_db
-from edge_sam.targets.manifest import MANIFEST_NAME, read_manifest, sha256_file
-from edge_sam.targets.prompts import grid_prompts
+from edge_sam.targets.core.target import check_source
+from edge_sam.targets.validation.drift import full_size_masks, measure_drift, sqnr_db
+from edge_sam.targets.core.manifest import MANIFEST_NAME, read_manifest, sha256_file
+from edge_sam.targets.core.prompts import grid_prompts
 from edge_sam.transforms import write_image
 
 pytest.importorskip("executorch.runtime")
@@ -118,7 +118,7 @@ def test_layer_drift_ranks_ops_and_checks_the_pte_against_its_simulation(artifac
 
 
 def test_etdump_profile_lists_xnnpack_operators(artifacts, dogs):
-    from edge_sam.targets.executorch_profile import format_table
+    from edge_sam.targets.executorch.profile import format_table
 
     runner = load_runner(artifacts["fp32"], profile=True)
     runner.encode(dogs)
@@ -181,7 +181,7 @@ def test_manifest_that_disagrees_with_the_program_is_refused(artifacts, tmp_path
 
 
 def test_recipes_xnnpack_cannot_quantize_are_refused():
-    from edge_sam.targets.executorch_quantize import recipe_quantizer
+    from edge_sam.targets.executorch.quantize import recipe_quantizer
 
     recipe = QuantRecipe("attention-int8", "test", "static", frozenset({OpClass.LINEAR, OpClass.ATTENTION_MATMUL}))
     with pytest.raises(RecipeError, match="attention_matmul"):

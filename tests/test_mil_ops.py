@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 pytest.importorskip("coremltools")
 
-from edge_sam.targets.coreml_executor import MilExecutor  # noqa: E402  (registers every op)
-from edge_sam.targets.coreml_ops import OPS, OpArgumentError  # noqa: E402
+from edge_sam.targets.coreml.host_executor.executor import MilExecutor  # noqa: E402  (registers every op)
+from edge_sam.targets.coreml.host_executor.ops import OPS, OpArgumentError  # noqa: E402
 
 RNG = np.random.default_rng(0)
 

@@ -18,9 +18,9 @@ from edge_sam.checkpoint import CheckpointError
 from edge_sam.errors import EdgeSamError, MissingToolchainError
 from edge_sam.eval.metrics import mask_iou
 from edge_sam.targets import ArtifactError, TorchRunner, get_target, image_folder, load_runner
-from edge_sam.targets.drift import cosine, full_size_masks, measure_drift
-from edge_sam.targets.manifest import MANIFEST_NAME
-from edge_sam.targets.prompts import grid_prompts
+from edge_sam.targets.validation.drift import cosine, full_size_masks, measure_drift
+from edge_sam.targets.core.manifest import MANIFEST_NAME
+from edge_sam.targets.core.prompts import grid_prompts
 from edge_sam.transforms import image_to_tensor, write_image
 
 onnx = pytest.importorskip("onnx")
@@ -199,7 +199,7 @@ def _is_weight(name, produced_by, constants, graph) -> bool:
 
 
 def test_fp16_and_int8_run_and_their_drift_is_reported(artifacts, model, calibration, tmp_path):
-    from edge_sam.targets.report import write_report
+    from edge_sam.targets.validation.report import write_report
 
     names = ["deploy-fp16", "deploy-int8", "official-int8-dynamic"]
     runners = [load_runner(artifacts[n]) for n in names]
@@ -295,7 +295,7 @@ def test_manifest_with_other_preprocessing_is_refused(artifacts, tmp_path):
 
 
 def test_artifact_from_other_weights_is_refused(artifacts, make_tiny_model):
-    from edge_sam.targets.base import check_source
+    from edge_sam.targets.core.target import check_source
 
     manifest = edge_sam.targets.read_manifest(artifacts["deploy-fp32"])
     with pytest.raises(ArtifactError, match="exported from different weights"):

@@ -12,10 +12,11 @@ from edge_sam.data import generate_synthetic
 from edge_sam.errors import EdgeSamError
 from edge_sam.quantize.recipes import RECIPES, OpClass, RecipeError, get_recipe
 from edge_sam.targets import ArtifactError, TorchRunner, get_target, image_folder, open_source
-from edge_sam.targets.calibration import photo_crops
+from edge_sam.targets.core.calibration import photo_crops
 from edge_sam.staging import staged_dir
-from edge_sam.targets.base import model_at_size, resolve_recipe, state_dict_sha256
-from edge_sam.targets.manifest import (
+from edge_sam.runner import model_at_size
+from edge_sam.targets.core.target import resolve_recipe, state_dict_sha256
+from edge_sam.targets.core.manifest import (
     MANIFEST_NAME,
     GraphSpec,
     Manifest,
@@ -24,7 +25,7 @@ from edge_sam.targets.manifest import (
     verify_files,
     write_manifest,
 )
-from edge_sam.targets.prompts import grid_prompts, object_prompts, prompts_for
+from edge_sam.targets.core.prompts import grid_prompts, object_prompts, prompts_for
 from edge_sam.transforms import image_to_tensor, write_image
 
 

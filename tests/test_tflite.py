@@ -26,15 +26,15 @@ from edge_sam.errors import EdgeSamError, MissingToolchainError
 from edge_sam.eval.metrics import mask_iou
 from edge_sam.quantize.recipes import OpClass, RecipeError, get_recipe
 from edge_sam.targets import ArtifactError, TorchRunner, get_target, image_folder, load_runner
-from edge_sam.targets.drift import cosine, full_size_masks, measure_drift
-from edge_sam.targets.manifest import MANIFEST_NAME, read_manifest, write_manifest
-from edge_sam.targets.prompts import grid_prompts
+from edge_sam.targets.validation.drift import cosine, full_size_masks, measure_drift
+from edge_sam.targets.core.manifest import MANIFEST_NAME, read_manifest, write_manifest
+from edge_sam.targets.core.prompts import grid_prompts
 from edge_sam.transforms import write_image
 
 pytest.importorskip("litert_torch")
 interpreter_lib = pytest.importorskip("ai_edge_litert.interpreter")
 
-from edge_sam.targets.tflite_quantize import NAIVE_ALL_INT8  # noqa: E402  (imports litert-torch lazily, but after the skip)
+from edge_sam.targets.tflite.quantize import NAIVE_ALL_INT8  # noqa: E402  (imports litert-torch lazily, but after the skip)
 
 IMG_SIZE = 512
 GATE = 0.95
@@ -149,7 +149,7 @@ def test_recipes_quantize_what_they_name(artifacts):
 
 
 def test_int8_drift_is_reported_and_the_gate_catches_naive_all_int8(artifacts, model, calibration, tmp_path):
-    from edge_sam.targets.report import write_report
+    from edge_sam.targets.validation.report import write_report
 
     names = ["fp16", "int8-dynamic", "int8-static", "int8-naive"]
     target = get_target("tflite")

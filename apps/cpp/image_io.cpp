@@ -46,7 +46,7 @@ RgbImage read_ppm(const std::string& path) {
   const std::string magic = header_token(in);
   if (magic != "P6") {
     throw std::runtime_error(path + " is not a binary RGB PPM (P6) file; convert it with: "
-                             "python -m edge_sam.targets.executorch_native to-ppm IMAGE OUT.ppm");
+                             "python -m edge_sam.targets.executorch.native to-ppm IMAGE OUT.ppm");
   }
   RgbImage image;
   image.width = header_int(in, path, "width");

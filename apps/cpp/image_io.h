@@ -1,6 +1,6 @@
 // Binary PPM (P6, RGB) in and PGM (P5, grey) out: the two image formats the runner speaks, so it
 // needs no image library. Convert any image to PPM with
-//   python -m edge_sam.targets.executorch_native to-ppm photo.jpg photo.ppm
+//   python -m edge_sam.targets.executorch.native to-ppm photo.jpg photo.ppm
 #pragma once
 
 #include <cstdint>

@@ -26,17 +26,12 @@ from edge_sam.errors import EdgeSamError, require
 from edge_sam.modeling import EfficientSam
 from edge_sam.transforms import image_to_tensor, preprocess
 
-from . import tflite_graphs
-from .base import (
-    DeployFormRunner,
-    ExportRequest,
-    Runner,
-    Target,
-    decoder_calibration_batches,
-    state_dict_sha256,
-    verify_artifact,
-)
-from .manifest import ArtifactError, GraphSpec, Manifest, TensorSpec, artifact_label
+from edge_sam.targets.tflite import graphs as tflite_graphs
+from edge_sam.targets.core.contract import IO_NAMES, calibration_batches
+from edge_sam.runner import Runner
+from edge_sam.targets.core.runner import DeployFormRunner
+from edge_sam.targets.core.target import ExportRequest, Target, TargetOption, state_dict_sha256, verify_artifact
+from edge_sam.targets.core.manifest import ArtifactError, GraphSpec, Manifest, TensorSpec, artifact_label
 
 FILES = {"encoder": "encoder.tflite", "decoder": "decoder.tflite"}
 DELEGATES = ("xnnpack", "none")  # "none": LiteRT's reference kernels (slow; for debugging numerics)
@@ -135,7 +130,7 @@ class TfliteRunner(DeployFormRunner):
 def graph_spec(content: bytes, role: str) -> GraphSpec:
     """The I/O contract of a converted graph, read back from the file as LiteRT sees it."""
     signature = open_interpreter(content, threads=1).get_signature_runner(tflite_graphs.SIGNATURE)
-    input_names, output_names = tflite_graphs.IO_NAMES[role]
+    input_names, output_names = IO_NAMES[role]
 
     def specs(details: dict, names: tuple[str, ...]) -> tuple[TensorSpec, ...]:
         result = []
@@ -157,8 +152,16 @@ class TfliteTarget(Target):
     extra = EXTRA
     distributions = ("litert-torch", "litert-converter", "ai-edge-litert", "ai-edge-quantizer", "torchao")
 
-    def toolchain_modules(self) -> tuple[str, ...]:
-        return ("litert_torch", "ai_edge_litert.interpreter", "ai_edge_quantizer", "torchao.quantization.pt2e")
+    export_modules = ("litert_torch", "ai_edge_litert.interpreter", "ai_edge_quantizer", "torchao.quantization.pt2e")
+    runtime_modules = ()  # the interpreter: ai_edge_litert, or tflite_runtime on a device (checked when opened)
+    export_options = (
+        TargetOption("int8_io", "static int8 only: keep the int8 graph inputs/outputs (scales in the manifest)", bool),
+    )
+    runtime_options = (
+        TargetOption("threads", "runtime threads (default: the runtime's own choice)", int),
+        TargetOption("delegate", "LiteRT delegate (xnnpack default; none = reference kernels, for debugging numerics)",
+                     choices=DELEGATES),
+    )
 
     # -- export -------------------------------------------------------------------------------
     def write_graphs(
@@ -180,7 +183,7 @@ class TfliteTarget(Target):
         return specs
 
     def _graph(self, model: EfficientSam, request: ExportRequest, role: str, digest: str, calibration_images: int | None) -> bytes:
-        from .tflite_quantize import dynamic_range, recipe_quantizer
+        from edge_sam.targets.tflite.quantize import dynamic_range, recipe_quantizer
 
         size = request.img_size
         float_graph = functools.partial(tflite_graphs.float_graph, model, size, role, digest)
@@ -215,7 +218,7 @@ class TfliteTarget(Target):
 
     def layer_drift(self, artifact_dir, runner, model, images):
         """Per-module SQNR of the artifact's encoder against an fp32 conversion of ``model``."""
-        from .tflite_layers import compare_layers
+        from edge_sam.targets.tflite.layers import compare_layers
 
         manifest = runner.manifest
         if manifest.precision == "fp32":
@@ -224,12 +227,3 @@ class TfliteTarget(Target):
         artifact = (Path(artifact_dir) / manifest.graph("encoder").file).read_bytes()
         feeds = [preprocess(image_to_tensor(image), manifest.img_size).numpy() for image in images]
         return compare_layers(reference, artifact, feeds)
-
-
-def calibration_batches(model: EfficientSam, source, img_size: int, role: str):
-    """Calibration inputs for one graph: preprocessed images for the encoder; for the decoder, the
-    fp32 embedding of each image with the validation grid prompts (what it will see in use)."""
-    if role == "encoder":
-        batches = ((preprocess(image_to_tensor(image), img_size),) for image in source.images())
-        return batches, len(source)
-    return decoder_calibration_batches(model, source, img_size)

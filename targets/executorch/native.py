@@ -1,8 +1,8 @@
 """The native ExecuTorch runner (apps/cpp, built by the top-level CMakeLists.txt) from Python:
 build it against the installed executorch wheel, hand it PPM images, read back its PGM masks.
 
-    python -m edge_sam.targets.executorch_native to-ppm photo.jpg photo.ppm   # an image for the runner
-    python -m edge_sam.targets.executorch_native prefix                        # CMAKE_PREFIX_PATH for cmake
+    python -m edge_sam.targets.executorch.native to-ppm photo.jpg photo.ppm   # an image for the runner
+    python -m edge_sam.targets.executorch.native prefix                        # CMAKE_PREFIX_PATH for cmake
 
 The runner reads binary PPM/PGM only (no image library on the device); these helpers write and
 read those formats with NumPy.
@@ -25,7 +25,7 @@ import numpy as np
 from edge_sam.errors import EdgeSamError, ImageError
 from edge_sam.transforms import check_image, read_image
 
-SOURCE_DIR = Path(__file__).resolve().parents[1]  # the checkout holding CMakeLists.txt (editable install)
+SOURCE_DIR = Path(__file__).resolve().parents[2]  # the checkout holding CMakeLists.txt (editable install)
 RUNNER_NAME = "edge_sam_runner"
 _LATENCY = re.compile(r"^(encoder|decoder): mean ([\d.]+) ms, min ([\d.]+) ms over (\d+) runs$", re.M)
 
@@ -124,7 +124,7 @@ def run_runner(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edge_sam.targets.executorch_native", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m edge_sam.targets.executorch.native", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     to_ppm = commands.add_parser("to-ppm", help="convert an image file to the binary PPM the runner reads")
     to_ppm.add_argument("image")

@@ -1,6 +1,6 @@
 """Drift of exported artifacts against the fp32 PyTorch model, on the same images and prompts.
 
-For every image the reference (:class:`~edge_sam.targets.base.TorchRunner`) and each runner
+For every image the reference (:class:`~edge_sam.targets.core.runner.TorchRunner`) and each runner
 encode it and decode the same prompts. Per runner we record:
 
 - image embedding cosine similarity and SQNR (dB) against fp32;
@@ -33,9 +33,9 @@ from edge_sam.eval.metrics import mask_iou
 from edge_sam.transforms import upscale_logits
 from edge_sam.visualize import draw_prompts, overlay_masks
 
-from .base import Runner, TorchRunner
-from .calibration import ImageSource
-from .prompts import Prompt, prompts_for
+from edge_sam.runner import Runner, TorchRunner
+from edge_sam.targets.core.calibration import ImageSource
+from edge_sam.targets.core.prompts import Prompt, prompts_for
 
 WORST_KEPT = 3
 LAYER_DRIFT_IMAGES = 2
@@ -305,7 +305,7 @@ def _score_ground_truth(drift: RunnerDrift, sample, prompt: Prompt, masks: np.nd
 
 
 def _measure_memory(image, drift: RunnerDrift, checkpoint, img_size) -> dict[str, float]:
-    from .memory import measure_peak_rss
+    from edge_sam.targets.validation.subprocess_rss import measure_peak_rss
 
     if drift.artifact_dir:
         return measure_peak_rss(image, artifact_dir=drift.artifact_dir)

@@ -19,9 +19,11 @@ from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
 from edge_sam.transforms import image_to_tensor, preprocess
 
-from . import onnx_graphs
-from .base import DeployFormRunner, ExportRequest, Runner, Target
-from .manifest import ArtifactError, GraphSpec, Manifest, TensorSpec, artifact_label
+from edge_sam.targets.onnx import graphs as onnx_graphs
+from edge_sam.runner import Runner
+from edge_sam.targets.core.runner import ArtifactRunner, DeployFormRunner
+from edge_sam.targets.core.target import ExportRequest, Target, TargetOption
+from edge_sam.targets.core.manifest import ArtifactError, GraphSpec, Manifest, TensorSpec, artifact_label
 
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
@@ -70,7 +72,7 @@ def select_providers(providers: str | list[str] | None) -> list[str]:
     available = ort.get_available_providers()
     if providers is None:
         return ["CPUExecutionProvider"]
-    if providers == "auto":
+    if providers == "auto" or providers == ["auto"]:
         return [p for p in PROVIDER_PREFERENCE if p in available]
     wanted = [providers] if isinstance(providers, str) else list(providers)
     wanted = [p if p.endswith("ExecutionProvider") else f"{p}ExecutionProvider" for p in wanted]
@@ -121,7 +123,7 @@ class OnnxDeployRunner(DeployFormRunner):
         return low_res, iou
 
 
-class OnnxOfficialRunner(Runner):
+class OnnxOfficialRunner(ArtifactRunner):
     """Official-interface artifact: raw [0, 1] image and image-pixel prompts go straight in."""
 
     def __init__(self, manifest: Manifest, encoder, decoder, label: str) -> None:
@@ -150,9 +152,14 @@ class OnnxTarget(Target):
     extra = "onnx"
     distributions = ("onnx", "onnxscript", "onnxruntime")
     interfaces = ("deploy", "official")
-
-    def toolchain_modules(self) -> tuple[str, ...]:
-        return ("onnx", "onnxscript", "onnxruntime")
+    export_modules = ("onnx", "onnxscript", "onnxruntime")
+    runtime_modules = ("onnxruntime",)
+    runtime_options = (
+        TargetOption("providers", "onnxruntime execution providers in order, comma-separated (e.g. CUDA,CPU; 'auto' = "
+                     "every installed one)", separator=","),
+        TargetOption("threads", "runtime threads (default: the runtime's own choice)", int),
+        TargetOption("spinning", "let idle onnxruntime worker threads spin (lower latency on an idle CPU)", bool),
+    )
 
     # -- export -------------------------------------------------------------------------------
     def write_graphs(self, model: EfficientSam, request: ExportRequest, out_dir: Path, **opts: Any) -> list[GraphSpec]:
@@ -170,7 +177,7 @@ class OnnxTarget(Target):
 
     def _convert(self, model, request: ExportRequest, role: str, src: Path, dst: Path, work: Path) -> None:
         """fp32 -> the requested precision (a component a recipe leaves float is copied as fp32)."""
-        from .onnx_quantize import convert_fp16, quantize_int8
+        from edge_sam.targets.onnx.quantize import convert_fp16, quantize_int8
 
         if request.precision == "fp16":
             convert_fp16(src, dst)
@@ -183,7 +190,7 @@ class OnnxTarget(Target):
             shutil.copyfile(src, dst)
 
     def _calibration_feeds(self, model: EfficientSam, request: ExportRequest, role: str):
-        from .onnx_quantize import FeedReader
+        from edge_sam.targets.onnx.quantize import FeedReader
 
         if role != "encoder":
             raise EdgeSamError(f"recipe {request.recipe.name}: static calibration of the {role} is not supported")
@@ -209,7 +216,7 @@ class OnnxTarget(Target):
 
     def layer_drift(self, artifact_dir, runner, model, images):
         """Per-node SQNR of the artifact's encoder against a fresh fp32 export of the same graph."""
-        from .onnx_layers import compare_layers
+        from edge_sam.targets.onnx.layers import compare_layers
 
         manifest = runner.manifest
         if manifest.precision == "fp32":

@@ -22,9 +22,9 @@ import numpy as np
 
 from edge_sam.errors import EdgeSamError
 
-from . import coreml_quant_ops  # noqa: F401  (registers the compressed-weight and quantization ops)
-from .coreml_ops import OPS, OpArgumentError
-from .coreml_program import MilProgram, Operation, Ref, load_program
+from edge_sam.targets.coreml.host_executor import quant_ops as coreml_quant_ops  # noqa: F401  (registers the compressed-weight and quantization ops)
+from edge_sam.targets.coreml.host_executor.ops import OPS, OpArgumentError
+from edge_sam.targets.coreml.program import MilProgram, Operation, Ref, load_program
 
 
 class ExecutorError(EdgeSamError, ValueError):

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from . import tflite_graphs
+from edge_sam.targets.tflite import graphs as tflite_graphs
 
 _BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 _LAYOUT_OPS = frozenset({"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS"})
@@ -85,7 +85,7 @@ def _analyse(content: bytes) -> _Graph:
 
 def _run(content: bytes, tensors: list[int], feeds: list[np.ndarray]):
     """Yield, per feed, the float values of ``tensors`` (dequantized where int8)."""
-    from .tflite import dequantize_output, open_interpreter, quantize_input
+    from edge_sam.targets.tflite.target import dequantize_output, open_interpreter, quantize_input
 
     interpreter = open_interpreter(tflite_graphs.with_extra_outputs(content, tensors))
     (input_detail,) = interpreter.get_input_details()

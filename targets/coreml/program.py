@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .manifest import ArtifactError
+from edge_sam.targets.core.manifest import ArtifactError
 
 MODEL_SPEC = Path("Data") / "com.apple.CoreML" / "model.mlmodel"
 

@@ -33,10 +33,8 @@ from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
 from edge_sam.quantize.weight_only import WeightOnlyRecipe
 from edge_sam.transforms import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, preprocess
 
-from .coreml_program import import_coremltools, quiet_toolchain
+from edge_sam.targets.coreml.program import import_coremltools, quiet_toolchain
 
-ENCODER_IO = (("image",), ("image_embeddings",))
-DECODER_IO = (("image_embeddings", "point_coords", "point_labels"), ("low_res_masks", "iou_predictions"))
 DEPLOYMENT_TARGETS = ("iOS17", "iOS18", "macOS14", "macOS15")
 DEFAULT_DEPLOYMENT_TARGET = "iOS17"
 # Core ML op types each recipe op class covers (weights of these ops are compressed).

@@ -36,7 +36,7 @@ def measure_peak_rss(image: np.ndarray, artifact_dir: str | os.PathLike | None =
         job = {"image": str(image_path), "artifact": str(artifact_dir) if artifact_dir else None,
                "checkpoint": str(checkpoint) if checkpoint else None, "img_size": img_size,
                "runtime_opts": runtime_opts or {}}
-        done = subprocess.run([sys.executable, "-m", "edge_sam.targets.memory"], input=json.dumps(job),
+        done = subprocess.run([sys.executable, "-m", "edge_sam.targets.validation.subprocess_rss"], input=json.dumps(job),
                               capture_output=True, text=True, timeout=_TIMEOUT_S)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -47,13 +47,13 @@ def measure_peak_rss(image: np.ndarray, artifact_dir: str | os.PathLike | None =
 def _probe(job: dict[str, Any]) -> dict[str, float]:
     from edge_sam.checkpoint import load_model
 
-    from .base import TorchRunner
-    from .manifest import read_manifest
-    from .registry import get_target, load_runner
+    from edge_sam.runner import TorchRunner
+    from edge_sam.targets.core.manifest import read_manifest
+    from edge_sam.targets.core.registry import get_target, load_runner
 
     image = np.load(job["image"])
     if job["artifact"]:
-        get_target(read_manifest(job["artifact"]).target).check_toolchain()  # runtime imports count as baseline
+        get_target(read_manifest(job["artifact"]).target).check_toolchain("runtime")  # runtime imports count as baseline
     baseline = peak_rss_mb()
     if job["artifact"]:
         runner = load_runner(job["artifact"], **job["runtime_opts"])

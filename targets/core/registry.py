@@ -12,14 +12,15 @@ from typing import Any
 
 from edge_sam.errors import EdgeSamError
 
-from .base import Runner, Target
-from .manifest import read_manifest
+from edge_sam.runner import Runner
+from edge_sam.targets.core.target import Target
+from edge_sam.targets.core.manifest import read_manifest
 
 TARGETS: dict[str, str] = {
-    "coreml": "edge_sam.targets.coreml:CoreMLTarget",
-    "executorch": "edge_sam.targets.executorch:ExecuTorchTarget",
-    "onnx": "edge_sam.targets.onnx:OnnxTarget",
-    "tflite": "edge_sam.targets.tflite:TfliteTarget",
+    "coreml": "edge_sam.targets.coreml.target:CoreMLTarget",
+    "executorch": "edge_sam.targets.executorch.target:ExecuTorchTarget",
+    "onnx": "edge_sam.targets.onnx.target:OnnxTarget",
+    "tflite": "edge_sam.targets.tflite.target:TfliteTarget",
 }
 
 

@@ -31,10 +31,13 @@ from edge_sam.quantize.recipes import QuantRecipe, RecipeError
 from edge_sam.quantize.weight_only import WEIGHT_ONLY_RECIPES, WeightOnlyRecipe
 from edge_sam.transforms import image_to_tensor, preprocess
 
-from . import coreml_convert as convert
-from .base import DeployFormRunner, ExportRequest, Runner, Target, decoder_calibration_batches
-from .coreml_program import import_coremltools, quiet_toolchain
-from .manifest import ArtifactError, GraphSpec, Manifest, TensorSpec, artifact_label
+from edge_sam.targets.coreml import convert
+from edge_sam.targets.core.contract import IO_NAMES, decoder_calibration_batches
+from edge_sam.runner import Runner
+from edge_sam.targets.core.runner import DeployFormRunner
+from edge_sam.targets.core.target import ExportRequest, Target, TargetOption
+from edge_sam.targets.coreml.program import import_coremltools, quiet_toolchain
+from edge_sam.targets.core.manifest import ArtifactError, GraphSpec, Manifest, TensorSpec, artifact_label
 
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 ENGINES = ("mlmodel", "host")
@@ -52,7 +55,7 @@ class HostEngine:
     """The saved ML program executed with NumPy (:class:`~.coreml_executor.MilExecutor`)."""
 
     def __init__(self, package: Path) -> None:
-        from .coreml_executor import MilExecutor, host_label
+        from edge_sam.targets.coreml.host_executor.executor import MilExecutor, host_label
 
         self.executor = MilExecutor.from_package(package)
         self.inputs = self.executor.program.inputs
@@ -67,7 +70,7 @@ class MLModelEngine:
     """Core ML's own ``MLModel.predict`` (macOS only) on the chosen compute units."""
 
     def __init__(self, package: Path, compute_units: str) -> None:
-        from .coreml_program import read_io
+        from edge_sam.targets.coreml.program import read_io
 
         ct = import_coremltools()
         self.inputs, outputs = read_io(package)
@@ -130,8 +133,19 @@ class CoreMLTarget(Target):
     extra = "coreml"
     distributions = ("coremltools", "executorch", "torchao")
 
-    def toolchain_modules(self) -> tuple[str, ...]:
-        return ("coremltools",)
+    export_modules = ("coremltools",)
+    runtime_modules = ("coremltools",)
+    export_options = (
+        TargetOption("deployment_target", "the OS the ML program is built for (default iOS17)",
+                     choices=convert.DEPLOYMENT_TARGETS),
+        TargetOption("image_input", "give the encoder a Core ML image input (0-255 RGB; normalization in the "
+                     "program) for Swift/Vision callers", bool),
+    )
+    runtime_options = (
+        TargetOption("engine", "mlmodel: Core ML itself (macOS); host: our NumPy executor of the saved program "
+                     "(default off macOS)", choices=ENGINES),
+        TargetOption("compute_units", "Core ML hardware for engine mlmodel", choices=COMPUTE_UNITS),
+    )
 
     def require(self, module: str):
         with quiet_toolchain():  # the Linux wheel logs one line per macOS-only binding
@@ -155,8 +169,8 @@ class CoreMLTarget(Target):
         _check_recipe(request.recipe)
         encoder = EncoderGraph(model, request.img_size)
         jobs = [
-            ("encoder", convert.ImageInputEncoder(encoder) if image_input else encoder, convert.ENCODER_IO),
-            ("decoder", DecoderGraph(model, request.img_size), convert.DECODER_IO),
+            ("encoder", convert.ImageInputEncoder(encoder) if image_input else encoder, IO_NAMES["encoder"]),
+            ("decoder", DecoderGraph(model, request.img_size), IO_NAMES["decoder"]),
         ]
         specs = []
         for role, module, io_names in tqdm(jobs, desc=f"Core ML {request.precision}", unit="graph", leave=False):
@@ -227,7 +241,7 @@ def _check_recipe(recipe: QuantRecipe | None) -> None:
 
 def graph_spec(role: str, package: Path) -> GraphSpec:
     """The I/O a saved package declares, as the manifest records it."""
-    from .coreml_program import read_io
+    from edge_sam.targets.coreml.program import read_io
 
     model_inputs, model_outputs = read_io(package)
     inputs = tuple(TensorSpec(i.name, i.shape, IMAGE_DTYPE if i.kind == "image" else i.dtype.name) for i in model_inputs)

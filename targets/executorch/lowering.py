@@ -1,12 +1,13 @@
 """From a deploy-form graph to ExecuTorch program bytes (.pte), for one delegate.
 
-Three things here are not what a plain ``to_edge_transform_and_lower`` call gives:
+What this adds to a plain ``to_edge_transform_and_lower`` call, and why:
 
-- Constants are made contiguous first. In ExecuTorch 1.5.1 a constant buffer with permuted
-  strides (the decoder's dense position encoding comes out of ``permute`` channels-last) gives
-  wrong results with no error, portable kernels and XNNPACK alike: on a tiny model the decoder
-  logits were off by 0.03 where their largest magnitude was 0.18, and match to 1e-7 with this
-  (the same class of bug as pytorch/executorch#14644).
+- Constants arrive contiguous (:func:`edge_sam.targets.core.contract.deploy_graph`). In
+  ExecuTorch 1.5.1 a constant buffer with permuted strides (the decoder's dense position
+  encoding comes out of ``permute`` channels-last) gives wrong results with no error, portable
+  kernels and XNNPACK alike: on a tiny model the decoder logits were off by 0.03 where their
+  largest magnitude was 0.18, and match to 1e-7 with contiguous constants (the same class of bug
+  as pytorch/executorch#14644).
 - Two edge-dialect rewrites keep more of the graph in XNNPACK: the no-op ``expand_copy`` that
   ``torch.matmul`` decomposes into (on a 3 x 4096 x 4096 attention map at 1024 it is a 200 MB
   copy per block in a portable kernel) is dropped, and ``split_with_sizes_copy`` (the qkv
@@ -97,15 +98,6 @@ class StageBar:
     def close(self) -> None:
         self.bar.set_description(self.description)
         self.bar.close()
-
-
-def make_constants_contiguous(module: torch.nn.Module) -> torch.nn.Module:
-    """Give every parameter and buffer standard strides (see the module docstring for why)."""
-    with torch.no_grad():
-        for tensor in [*module.parameters(), *module.buffers()]:
-            if not tensor.is_contiguous():
-                tensor.data = tensor.data.contiguous()
-    return module
 
 
 # -- edge-dialect rewrites for XNNPACK ---------------------------------------------------------------

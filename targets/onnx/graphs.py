@@ -28,15 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_sam.deploy import DecoderGraph, EncoderGraph
 from edge_sam.modeling import EfficientSam
 from edge_sam.transforms import preprocess
+from edge_sam.targets.core.contract import IO_NAMES, deploy_graph
 
 OPSET = 18
-ATTENTION = "matmul"  # matmul + softmax: the ops every ONNX runtime has (ORT fuses no SDPA here)
 
-DEPLOY_ENCODER_IO = (["image"], ["image_embeddings"])
-DEPLOY_DECODER_IO = (["image_embeddings", "point_coords", "point_labels"], ["low_res_masks", "iou_predictions"])
 OFFICIAL_ENCODER_IO = (["batched_images"], ["image_embeddings"])
 OFFICIAL_DECODER_INPUTS = ["image_embeddings", "batched_point_coords", "batched_point_labels", "orig_im_size"]
 OFFICIAL_DECODER_OUTPUTS = ["output_masks", "iou_predictions", "low_res_masks"]
@@ -47,7 +44,7 @@ class OfficialEncoder(nn.Module):
 
     def __init__(self, model: EfficientSam, img_size: int) -> None:
         super().__init__()
-        self.deploy_encoder = EncoderGraph(model, img_size, attention=ATTENTION)
+        self.deploy_encoder = deploy_graph(model, img_size, "encoder")
         self.img_size = img_size
 
     def forward(self, batched_images: torch.Tensor) -> torch.Tensor:
@@ -63,7 +60,7 @@ class OfficialDecoder(nn.Module):
 
     def __init__(self, model: EfficientSam, img_size: int) -> None:
         super().__init__()
-        self.deploy_decoder = DecoderGraph(model, img_size, multimask=True, attention=ATTENTION)
+        self.deploy_decoder = deploy_graph(model, img_size, "decoder")
         self.img_size = img_size
         self.slots = model.decoder_max_num_input_points
 
@@ -102,13 +99,13 @@ def _export(module: nn.Module, args: tuple, path: Path, names: tuple[list[str], 
 
 
 def export_deploy_encoder(model: EfficientSam, img_size: int, path: Path) -> None:
-    graph = EncoderGraph(model, img_size, attention=ATTENTION)
-    _export(graph, graph.example_inputs(), path, DEPLOY_ENCODER_IO)
+    graph = deploy_graph(model, img_size, "encoder")
+    _export(graph, graph.example_inputs(), path, IO_NAMES["encoder"])
 
 
 def export_deploy_decoder(model: EfficientSam, img_size: int, path: Path) -> None:
-    graph = DecoderGraph(model, img_size, multimask=True, attention=ATTENTION)
-    _export(graph, graph.example_inputs(), path, DEPLOY_DECODER_IO)
+    graph = deploy_graph(model, img_size, "decoder")
+    _export(graph, graph.example_inputs(), path, IO_NAMES["decoder"])
 
 
 def export_official_encoder(model: EfficientSam, img_size: int, path: Path) -> None:

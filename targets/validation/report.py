@@ -18,7 +18,7 @@ from typing import Any
 from edge_sam.errors import EdgeSamError
 from edge_sam.staging import staged_dir
 
-from .drift import DriftReport
+from edge_sam.targets.validation.drift import DriftReport
 
 LAYER_ROWS = 12
 COLUMNS = (

@@ -29,26 +29,13 @@ from collections.abc import Iterable
 
 import torch
 
-from edge_sam.deploy import DecoderGraph, EncoderGraph
 from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
+from edge_sam.targets.core.contract import IO_NAMES, deploy_graph
 
-# matmul + softmax: the ops the recipes' op classes name (litert-torch lowers SDPA to the same
-# BATCH_MATMUL + SOFTMAX ops, so nothing is lost).
-ATTENTION = "matmul"
-IO_NAMES = {
-    "encoder": (("image",), ("image_embeddings",)),
-    "decoder": (("image_embeddings", "point_coords", "point_labels"), ("low_res_masks", "iou_predictions")),
-}
 SIGNATURE = "serving_default"
 _FLOAT_CACHE_SIZE = 4
 _float_cache: OrderedDict[tuple, bytes] = OrderedDict()
-
-
-def deploy_graph(model: EfficientSam, img_size: int, role: str) -> torch.nn.Module:
-    if role == "encoder":
-        return EncoderGraph(model, img_size, attention=ATTENTION).eval()
-    return DecoderGraph(model, img_size, multimask=True, attention=ATTENTION).eval()
 
 
 def first_line(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .coreml_ops import MIL_DTYPES, OpArgumentError, op
+from edge_sam.targets.coreml.host_executor.ops import MIL_DTYPES, OpArgumentError, op
 
 
 def _along(param: np.ndarray | None, axis, rank: int) -> np.ndarray | float:

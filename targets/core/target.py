@@ -1,10 +1,9 @@
-"""What every target implements, and everything targets share.
+"""What every target implements: export to an artifact folder, load it back as a runner.
 
-A target module is only its export and runner glue: it subclasses :class:`Target` (write the
-graph files, build a runner from a verified manifest) and :class:`DeployFormRunner` (run the
-encoder and decoder graphs on already prepared arrays). Staging the artifact in a temp
-directory, hashing, the manifest, resolving the precision and recipe, preprocessing and prompt
-padding all live here, once.
+A runtime package subclasses :class:`Target` (write the graph files, build a runner from a
+verified manifest) and :class:`~edge_sam.targets.core.runner.DeployFormRunner` (run the encoder
+and decoder graphs on already prepared arrays). Staging the artifact in a temp directory,
+hashing, the manifest and resolving the precision and recipe live here, once.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import dataclasses
 import hashlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,16 +20,15 @@ import numpy as np
 import torch
 
 from edge_sam.checkpoint import resolve_checkpoint
-from edge_sam.deploy import pad_prompts
 from edge_sam.errors import EdgeSamError, require
 from edge_sam.staging import staged_dir
-from edge_sam.modeling import EfficientSam, build_efficient_sam
-from edge_sam.transforms import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, preprocess
+from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.recipes import DEFAULT_RECIPE, QuantRecipe, RecipeError, get_recipe
 
-from .calibration import ImageSource
-from .prompts import grid_prompts
-from .manifest import (
+from edge_sam.targets.core.calibration import ImageSource
+from edge_sam.targets.core.contract import preprocessing_contract, prompt_contract
+from edge_sam.runner import Runner
+from edge_sam.targets.core.manifest import (
     ArtifactError,
     GraphSpec,
     Manifest,
@@ -44,34 +41,6 @@ from .manifest import (
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INTERFACES = ("deploy", "official")
-
-
-def preprocessing_contract(in_graph: bool) -> dict[str, Any]:
-    """The preprocessing every artifact expects, as data a runner in any language can follow.
-
-    The numbers come from the same constants :func:`edge_sam.transforms.preprocess` uses, and a
-    runner refuses an artifact whose recorded contract differs from this one.
-    """
-    return {
-        "in_graph": in_graph,
-        "color": "RGB",
-        "layout": "NCHW",
-        "input_range": [0.0, 1.0],
-        "input_scale": "uint8 / 255",
-        "resize": "bilinear, align_corners=False, no antialias, stretched to a square (no aspect padding)",
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-    }
-
-
-def prompt_contract(model: EfficientSam, in_graph: bool) -> dict[str, Any]:
-    return {
-        "coordinates": "image pixels (x, y)" if in_graph else "model pixels: x * img_size / W, y * img_size / H",
-        "slots": model.decoder_max_num_input_points,
-        "padding": {"point": [-1.0, -1.0], "label": -1},
-        "labels": {"0": "background point", "1": "foreground point", "2": "box top-left", "3": "box bottom-right"},
-        "multimask_outputs": model.config.num_multimask_outputs,
-    }
 
 
 def state_dict_sha256(model: torch.nn.Module) -> str:
@@ -105,15 +74,6 @@ def check_source(manifest: Manifest, model: EfficientSam, artifact_dir: str | os
         )
 
 
-def model_at_size(model: EfficientSam, img_size: int) -> EfficientSam:
-    """The same weights at another input size (the position table is resized on the fly)."""
-    if model.image_encoder.img_size == img_size:
-        return model
-    resized = build_efficient_sam(dataclasses.replace(model.config, img_size=img_size))
-    resized.load_state_dict(model.state_dict())
-    return resized.eval()
-
-
 def resolve_recipe(precision: str, recipe: str | QuantRecipe | None) -> QuantRecipe | None:
     """fp32/fp16 take no recipe; int8 takes the named recipe or the default static one."""
     if precision not in PRECISIONS:
@@ -128,6 +88,36 @@ def resolve_recipe(precision: str, recipe: str | QuantRecipe | None) -> QuantRec
 
 
 @dataclass(frozen=True)
+class TargetOption:
+    """One option a target takes at export or at load time. The CLI turns every declared option
+    into a flag (``--<name with dashes>``), so a new runtime's options need no change in apps/."""
+
+    name: str  # the keyword argument of export() / load(); the flag is --name-with-dashes
+    help: str
+    kind: type = str  # str, int, float, or bool for a switch
+    choices: tuple[str, ...] | None = None
+    separator: str | None = None  # "," for a comma-separated list of values
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def parse(self, text: str) -> Any:
+        """A command-line value as the keyword argument takes it."""
+        if self.separator is None:
+            return self.kind(text)
+        return [self.kind(part) for part in text.split(self.separator) if part]
+
+
+def check_options(target: str, stage: str, given: dict[str, Any], declared: tuple[TargetOption, ...]) -> None:
+    """One error naming every option ``target`` does not declare for ``stage`` (export or runtime)."""
+    unknown = sorted(set(given) - {option.name for option in declared})
+    if unknown:
+        known = ", ".join(option.name for option in declared) or "none"
+        raise EdgeSamError(f"target {target} takes no {stage} option {', '.join(unknown)} (its {stage} options: {known})")
+
+
+@dataclass(frozen=True)
 class ExportRequest:
     """The validated options of one export, handed to the target's graph writer."""
 
@@ -137,115 +127,6 @@ class ExportRequest:
     interface: str
     calibration: ImageSource | None
 
-
-class Runner(ABC):
-    """Runs one artifact (or the PyTorch model) behind the same two calls.
-
-    ``encode`` takes an HxWx3 uint8 RGB image and returns the image embedding [1, C, h, w];
-    ``decode`` takes that embedding and prompts in image pixels and returns the low-res mask
-    logits [1, 3, 4h, 4w] and IoU predictions [1, 3]. The drift report only sees these calls.
-    """
-
-    label: str
-    img_size: int
-    manifest: Manifest | None = None
-
-    @abstractmethod
-    def encode(self, image: np.ndarray) -> np.ndarray: ...
-
-    @abstractmethod
-    def decode(
-        self, embedding: np.ndarray, points: np.ndarray, labels: np.ndarray, image_hw: tuple[int, int]
-    ) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def describe(self) -> dict[str, Any]:
-        """What the report prints about this runner."""
-        if self.manifest is None:
-            return {"label": self.label, "img_size": self.img_size}
-        m = self.manifest
-        return {
-            "label": self.label,
-            "target": m.target,
-            "backend": m.backend,
-            "interface": m.interface,
-            "precision": m.precision,
-            "recipe": m.recipe["name"] if m.recipe else None,
-            "img_size": m.img_size,
-            "bytes": sum(f["bytes"] for f in m.files.values()),
-        }
-
-
-class TorchRunner(Runner):
-    """The fp32 PyTorch model through its own public methods: the reference every number uses."""
-
-    def __init__(self, model: EfficientSam, img_size: int | None = None, label: str = "pytorch-fp32") -> None:
-        self.model = model_at_size(model, img_size or model.image_encoder.img_size)
-        self.img_size = self.model.image_encoder.img_size
-        self.label = label
-
-    @torch.inference_mode()
-    def encode(self, image: np.ndarray) -> np.ndarray:
-        return self.model.get_image_embeddings(image_to_tensor(image)).numpy()
-
-    @torch.inference_mode()
-    def decode(self, embedding, points, labels, image_hw):
-        points = torch.as_tensor(np.asarray(points, np.float32)).reshape(1, 1, -1, 2)
-        labels = torch.as_tensor(np.asarray(labels, np.float32)).reshape(1, 1, -1)
-        masks, iou = self.model.predict_masks(
-            torch.as_tensor(embedding), points, labels, True, input_h=image_hw[0], input_w=image_hw[1]
-        )
-        return masks[:, 0].numpy(), iou[:, 0].numpy()
-
-    def describe(self) -> dict[str, Any]:
-        params = sum(p.numel() for p in self.model.parameters())
-        return {"label": self.label, "target": "pytorch", "backend": f"torch {torch.__version__}", "interface": "eager",
-                "precision": "fp32", "recipe": None, "img_size": self.img_size, "bytes": params * 4}
-
-
-def decoder_calibration_batches(
-    model: EfficientSam, source: ImageSource, img_size: int
-) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], int]:
-    """Decoder calibration inputs and their count: the fp32 embedding of each image with the
-    validation grid prompts (what the decoder sees in the drift report), for PT2E quantizers."""
-    reference = TorchRunner(model, img_size)
-    slots = model.decoder_max_num_input_points
-
-    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        for image in source.images():
-            embedding = torch.from_numpy(reference.encode(image))
-            for prompt in grid_prompts(image.shape[:2]):
-                coords, labels = pad_prompts(prompt.points, prompt.labels, image.shape[:2], img_size, slots)
-                yield embedding, torch.from_numpy(coords[None]), torch.from_numpy(labels[None])
-
-    return batches(), len(source) * len(grid_prompts((1, 1)))
-
-
-class DeployFormRunner(Runner):
-    """A runner for deploy-form graphs: the host resizes and normalizes the image and pads the
-    prompts to the decoder's slots (both via edge_sam, so every target preprocesses the same way);
-    a target only runs the two graphs."""
-
-    def __init__(self, manifest: Manifest, label: str) -> None:
-        self.manifest = manifest
-        self.img_size = manifest.img_size
-        self.slots = manifest.prompts["slots"]
-        self.label = label
-
-    def encode(self, image: np.ndarray) -> np.ndarray:
-        x = preprocess(image_to_tensor(image), self.img_size).numpy()
-        return self.run_encoder(np.ascontiguousarray(x, dtype=np.float32))
-
-    def decode(self, embedding, points, labels, image_hw):
-        coords, padded = pad_prompts(points, labels, image_hw, self.img_size, self.slots)
-        return self.run_decoder(np.asarray(embedding, np.float32), coords[None], padded[None])
-
-    @abstractmethod
-    def run_encoder(self, image: np.ndarray) -> np.ndarray:
-        """[1, 3, S, S] normalized float32 -> [1, C, S/16, S/16]."""
-
-    @abstractmethod
-    def run_decoder(self, embedding: np.ndarray, coords: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """[1, C, h, w], [1, slots, 2] model px, [1, slots] -> ([1, 3, 4h, 4w], [1, 3])."""
 
 
 class Target(ABC):
@@ -257,6 +138,13 @@ class Target(ABC):
     distributions: ClassVar[tuple[str, ...]]  # recorded in the manifest's toolchain versions
     precisions: ClassVar[tuple[str, ...]] = PRECISIONS
     interfaces: ClassVar[tuple[str, ...]] = ("deploy",)
+    # What the target takes, declared so the CLI and checks are built from it (see TargetOption).
+    export_options: ClassVar[tuple[TargetOption, ...]] = ()
+    runtime_options: ClassVar[tuple[TargetOption, ...]] = ()
+    # Python modules export imports (converters, quantizers) and what loading an artifact needs
+    # (the runtime alone: a device needs no converter).
+    export_modules: ClassVar[tuple[str, ...]] = ()
+    runtime_modules: ClassVar[tuple[str, ...]] = ()
 
     def require(self, module: str):
         """Import a toolchain module, or raise one line naming ``pip install 'edge-sam[<extra>]'``."""
@@ -298,8 +186,9 @@ class Target(ABC):
             calibration = calibration.limited(calibration_images or resolved.calibration_images)
         else:
             calibration = None
+        check_options(self.name, "export", opts, self.export_options)
         request = ExportRequest(precision, resolved, size, interface, calibration)
-        self.check_toolchain()
+        self.check_toolchain("export")
         fingerprint = source_fingerprint(model, checkpoint)
         with staged_dir(out_dir, overwrite) as tmp:
             graphs = self.write_graphs(model.eval(), request, tmp, **opts)
@@ -321,29 +210,29 @@ class Target(ABC):
             write_manifest(tmp, manifest)
         return Path(out_dir)
 
-    def check_toolchain(self) -> None:
-        """Import every toolchain module up front, so a missing one fails before any work."""
-        for module in self.toolchain_modules():
+    def check_toolchain(self, stage: str = "export") -> None:
+        """Import the modules ``stage`` ("export" or "runtime") needs up front, so a missing one
+        fails in one line before any work."""
+        modules = self.export_modules if stage == "export" else self.runtime_modules
+        for module in modules:
             self.require(module)
-
-    @abstractmethod
-    def toolchain_modules(self) -> tuple[str, ...]:
-        """Python modules this target's export and runner import."""
 
     @abstractmethod
     def write_graphs(self, model: EfficientSam, request: ExportRequest, out_dir: Path, **opts: Any) -> list[GraphSpec]:
         """Write the encoder and decoder files into ``out_dir`` and describe their I/O."""
 
     # -- load ---------------------------------------------------------------------------------
-    def load(self, artifact_dir: str | os.PathLike, **runtime_opts: Any) -> Runner:
-        """Verify an artifact against its manifest and return a runner for it."""
+    def load(self, artifact_dir: str | os.PathLike, *, label: str | None = None, **runtime_opts: Any) -> Runner:
+        """Verify an artifact against its manifest and return a runner for it (``label`` names it
+        in reports; the default says target, interface or delegate, precision and recipe)."""
         manifest = verify_artifact(artifact_dir, expected_target=self.name)
-        self.check_toolchain()
-        return self.make_runner(Path(artifact_dir), manifest, **runtime_opts)
+        check_options(self.name, "runtime", runtime_opts, self.runtime_options)
+        self.check_toolchain("runtime")
+        return self.make_runner(Path(artifact_dir), manifest, label=label, **runtime_opts)
 
     @abstractmethod
-    def make_runner(self, artifact_dir: Path, manifest: Manifest, **runtime_opts: Any) -> Runner:
-        """A runner for a verified artifact."""
+    def make_runner(self, artifact_dir: Path, manifest: Manifest, label: str | None = None, **runtime_opts: Any) -> Runner:
+        """A runner for a verified artifact, taking the declared runtime options."""
 
     def layer_drift(self, artifact_dir: Path, runner: Runner, model: EfficientSam, images: list[np.ndarray]) -> list[dict] | None:
         """Per-layer SQNR between the artifact and an fp32 export of ``model``; None where the

@@ -27,40 +27,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge_sam.deploy import DecoderGraph, EncoderGraph
 from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
 from edge_sam.transforms import image_to_tensor, preprocess
 
-from .base import DeployFormRunner, ExportRequest, Runner, Target, verify_artifact
-from .calibration import open_source
-from .executorch_lowering import (
+from edge_sam.targets.core.contract import IO_NAMES, calibration_batches, deploy_graph
+from edge_sam.runner import Runner
+from edge_sam.targets.core.runner import DeployFormRunner
+from edge_sam.targets.core.target import ExportRequest, Target, TargetOption, verify_artifact
+from edge_sam.targets.core.calibration import open_source
+from edge_sam.targets.executorch.lowering import (
+    DELEGATES,
     XNNPACK,
     Delegate,
     StageBar,
     delegate_for_backend,
     get_delegate,
     lower_to_pte,
-    make_constants_contiguous,
 )
-from .manifest import ArtifactError, GraphSpec, Manifest, TensorSpec, artifact_label
+from edge_sam.targets.core.manifest import ArtifactError, GraphSpec, Manifest, TensorSpec, artifact_label
 
 FILES = {"encoder": "encoder.pte", "decoder": "decoder.pte"}
-IO_NAMES = {
-    "encoder": (("image",), ("image_embeddings",)),
-    "decoder": (("image_embeddings", "point_coords", "point_labels"), ("low_res_masks", "iou_predictions")),
-}
-ATTENTION = "matmul"  # XNNPACK has no SDPA kernel; matmul + softmax is delegated whole
 EXTRA = "executorch"
 _SCALAR_TYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 7: "float64", 11: "bool"}
-
-
-def deploy_graph(model: EfficientSam, img_size: int, role: str) -> torch.nn.Module:
-    """The deploy-form graph of one component, ready for torch.export and lowering."""
-    graph = EncoderGraph(model, img_size, attention=ATTENTION) if role == "encoder" else DecoderGraph(
-        model, img_size, multimask=True, attention=ATTENTION
-    )
-    return make_constants_contiguous(graph.eval())
 
 
 def runtime():
@@ -134,7 +123,7 @@ class ExecuTorchRunner(DeployFormRunner):
 
     def operator_profile(self, role: str) -> list[dict]:
         """Per-operator times of every run so far of one program (needs ``profile=True``)."""
-        from .executorch_profile import operator_table
+        from edge_sam.targets.executorch.profile import operator_table
 
         return operator_table(self.methods[role].program)
 
@@ -153,7 +142,18 @@ class ExecuTorchTarget(Target):
         self.backend = self.delegate.manifest_backend
         self.precisions = self.delegate.precisions
 
-    def toolchain_modules(self) -> tuple[str, ...]:
+    export_options = (
+        TargetOption("delegate", "the backend the .pte is lowered to (default xnnpack; coreml artifacts run on Apple "
+                     "devices and macOS only)", choices=tuple(sorted(DELEGATES))),
+    )
+    runtime_options = (
+        TargetOption("threads", "runtime threads (default: the runtime's own choice)", int),
+        TargetOption("profile", "record an ETDump per run (per-operator times: edge-sam bench --profile)", bool),
+    )
+    runtime_modules = ("executorch.runtime",)
+
+    @property
+    def export_modules(self) -> tuple[str, ...]:  # type: ignore[override]
         modules = ("executorch.exir", "executorch.runtime", "torchao.quantization.pt2e")
         return (*modules, "coremltools") if self.delegate.name == "coreml" else modules
 
@@ -220,7 +220,7 @@ class ExecuTorchTarget(Target):
             print(f"per-layer drift skipped for {artifact_dir}: its calibration images "
                   f"({manifest.calibration['path']}) are not available as recorded", file=sys.stderr)
             return None
-        from edge_sam.quantize.pt2e_layers import compare_layers
+        from edge_sam.targets.validation.pt2e_layers import compare_layers
         from edge_sam.quantize.recipes import get_recipe
 
         size = manifest.img_size
@@ -237,8 +237,7 @@ def quantized_graph(model: EfficientSam, graph: torch.nn.Module, recipe, calibra
     """``graph`` PT2E-quantized with the recipe's XNNPACK quantizer (calibrated when static)."""
     from edge_sam.quantize.pt2e import quantize_pt2e
 
-    from .executorch_quantize import recipe_quantizer
-    from .tflite import calibration_batches
+    from edge_sam.targets.executorch.quantize import recipe_quantizer
 
     if recipe.needs_calibration:
         batches, total = calibration_batches(model, calibration, img_size, role)

@@ -1,0 +1,105 @@
+"""The deploy contract, defined once for every target: the deploy-form graphs and their I/O
+names, the preprocessing and prompt encoding an artifact expects (as manifest data a runner in
+any language can follow), and the calibration inputs each graph sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from edge_sam.deploy import DecoderGraph, EncoderGraph, pad_prompts
+from edge_sam.modeling import EfficientSam
+from edge_sam.transforms import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, preprocess
+
+from edge_sam.targets.core.calibration import ImageSource
+from edge_sam.targets.core.prompts import grid_prompts
+from edge_sam.runner import TorchRunner
+
+ROLES = ("encoder", "decoder")
+# Input and output names of the deploy-form graphs, the same in every runtime's files.
+IO_NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "encoder": (("image",), ("image_embeddings",)),
+    "decoder": (("image_embeddings", "point_coords", "point_labels"), ("low_res_masks", "iou_predictions")),
+}
+# matmul + softmax: the attention every runtime has a kernel for (XNNPACK takes no SDPA op, ONNX
+# Runtime fuses none here, litert-torch lowers SDPA to the same BATCH_MATMUL + SOFTMAX anyway).
+DEPLOY_ATTENTION = "matmul"
+
+
+def deploy_graph(model: EfficientSam, img_size: int, role: str, attention: str = DEPLOY_ATTENTION) -> torch.nn.Module:
+    """The deploy-form graph of one component, in eval mode with contiguous constants.
+
+    Contiguous constants: ExecuTorch 1.5.1 silently miscomputes a constant with permuted strides,
+    and no runtime is worse for standard strides.
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown graph role {role!r} (choose from {', '.join(ROLES)})")
+    graph = EncoderGraph(model, img_size, attention=attention) if role == "encoder" else DecoderGraph(
+        model, img_size, multimask=True, attention=attention
+    )
+    with torch.no_grad():
+        for tensor in [*graph.parameters(), *graph.buffers()]:
+            if not tensor.is_contiguous():
+                tensor.data = tensor.data.contiguous()
+    return graph.eval()
+
+
+def preprocessing_contract(in_graph: bool) -> dict[str, Any]:
+    """The preprocessing every artifact expects, as data a runner in any language can follow.
+
+    The numbers come from the same constants :func:`edge_sam.transforms.preprocess` uses, and a
+    runner refuses an artifact whose recorded contract differs from this one.
+    """
+    return {
+        "in_graph": in_graph,
+        "color": "RGB",
+        "layout": "NCHW",
+        "input_range": [0.0, 1.0],
+        "input_scale": "uint8 / 255",
+        "resize": "bilinear, align_corners=False, no antialias, stretched to a square (no aspect padding)",
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+    }
+
+
+def prompt_contract(model: EfficientSam, in_graph: bool) -> dict[str, Any]:
+    return {
+        "coordinates": "image pixels (x, y)" if in_graph else "model pixels: x * img_size / W, y * img_size / H",
+        "slots": model.decoder_max_num_input_points,
+        "padding": {"point": [-1.0, -1.0], "label": -1},
+        "labels": {"0": "background point", "1": "foreground point", "2": "box top-left", "3": "box bottom-right"},
+        "multimask_outputs": model.config.num_multimask_outputs,
+    }
+
+
+
+def decoder_calibration_batches(
+    model: EfficientSam, source: ImageSource, img_size: int
+) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], int]:
+    """Decoder calibration inputs and their count: the fp32 embedding of each image with the
+    validation grid prompts (what the decoder sees in the drift report), for PT2E quantizers."""
+    reference = TorchRunner(model, img_size)
+    slots = model.decoder_max_num_input_points
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        for image in source.images():
+            embedding = torch.from_numpy(reference.encode(image))
+            for prompt in grid_prompts(image.shape[:2]):
+                coords, labels = pad_prompts(prompt.points, prompt.labels, image.shape[:2], img_size, slots)
+                yield embedding, torch.from_numpy(coords[None]), torch.from_numpy(labels[None])
+
+    return batches(), len(source) * len(grid_prompts((1, 1)))
+
+
+
+
+def calibration_batches(model: EfficientSam, source: ImageSource, img_size: int, role: str):
+    """Calibration inputs for one graph and their count: preprocessed images for the encoder; for
+    the decoder, the fp32 embedding of each image with the validation grid prompts."""
+    if role == "encoder":
+        batches = ((preprocess(image_to_tensor(image), img_size),) for image in source.images())
+        return batches, len(source)
+    return decoder_calibration_batches(model, source, img_size)
