@@ -1,4 +1,7 @@
-"""``edge-sam segment``, ``edge-sam everything`` and ``edge-sam demo``: the model on an image."""
+"""``edge-sam segment``, ``edge-sam everything`` and ``edge-sam demo``: the model on an image.
+
+``segment`` and ``everything`` run the PyTorch model of ``--checkpoint`` by default, or with
+``--artifact DIR`` an exported artifact through its runtime (same prompts, same checks)."""
 
 from __future__ import annotations
 
@@ -10,13 +13,16 @@ from pathlib import Path
 import numpy as np
 
 import edge_sam
+from edge_sam.errors import EdgeSamError
 from edge_sam.staging import staged_dir
 from edge_sam.everything import EverythingConfig, EverythingGenerator
 from edge_sam.predictor import Predictor, Prompt, prompt_to_points
+from edge_sam.targets.core.registry import load_runner
 from edge_sam.transforms import read_image, write_image
 from edge_sam.visualize import draw_prompts, overlay_masks
 
 from .common import (
+    DEFAULT_CHECKPOINT,
     add_checkpoint_argument,
     add_image_argument,
     image_path,
@@ -35,7 +41,7 @@ DEMO_EVERYTHING = EverythingConfig(points_per_side=16, pred_iou_thresh=0.2, stab
 def register(subparsers: argparse._SubParsersAction) -> None:
     seg = subparsers.add_parser("segment", help="segment an object from point and/or box prompts")
     add_image_argument(seg)
-    add_checkpoint_argument(seg)
+    add_model_arguments(seg)
     seg.add_argument("--point", action="append", type=parse_point, metavar="X,Y[,LABEL]",
                      help="prompt point in image pixels; LABEL 1 foreground (default), 0 background; repeatable")
     seg.add_argument("--box", type=parse_box, metavar="X0,Y0,X1,Y1", help="box prompt in image pixels")
@@ -45,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     every = subparsers.add_parser("everything", help="segment everything in an image (point-grid prompts)")
     add_image_argument(every)
-    add_checkpoint_argument(every)
+    add_model_arguments(every)
     every.add_argument("--out", required=True, help="new folder for masks.json, overlay.png and one PNG per mask")
     every.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     every.add_argument("--points-per-side", type=int, default=32)
@@ -58,6 +64,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", default="demo_out", help="new folder for the results (default: demo_out)")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     demo.set_defaults(run=run_demo)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    add_checkpoint_argument(parser)
+    parser.add_argument("--artifact", metavar="DIR",
+                        help="run an exported artifact folder (edge-sam export) instead of the PyTorch model")
+
+
+def load_predictor(args: argparse.Namespace) -> Predictor:
+    """The PyTorch model of --checkpoint, or the runner of --artifact (its manifest names the runtime)."""
+    if args.artifact is None:
+        return Predictor(edge_sam.load_model(args.checkpoint))
+    if args.checkpoint != DEFAULT_CHECKPOINT:
+        raise EdgeSamError("--artifact runs the weights it was exported with: give --artifact or --checkpoint, not both")
+    return Predictor(load_runner(args.artifact))
 
 
 def segment_to_files(
@@ -83,10 +104,9 @@ def run_segment(args: argparse.Namespace) -> int:
     points, labels = points_and_labels(args.point)
     box = np.asarray(args.box, np.float32) if args.box else None
     image = read_image(image_path(args.image))
-    model = edge_sam.load_model(args.checkpoint)
+    predictor = load_predictor(args)
     # Refuse a bad prompt before spending seconds on the encoder.
-    prompt_to_points(Prompt(points, labels, box), image.shape[:2], model.decoder_max_num_input_points)
-    predictor = Predictor(model)
+    prompt_to_points(Prompt(points, labels, box), image.shape[:2], predictor.max_slots)
     predictor.set_image(image)
     mask, score = segment_to_files(
         predictor, image, points, labels, box, Path(args.out), Path(args.overlay) if args.overlay else None
@@ -113,7 +133,7 @@ def run_everything(args: argparse.Namespace) -> int:
         pred_iou_thresh=args.pred_iou_thresh,
         stability_score_thresh=args.stability_thresh,
     )
-    generator = EverythingGenerator(Predictor(edge_sam.load_model(args.checkpoint)), config)
+    generator = EverythingGenerator(load_predictor(args), config)
     with staged_dir(args.out, args.overwrite) as tmp:
         records = generator.generate(image)
         write_everything(records, image, tmp)

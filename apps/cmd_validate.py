@@ -1,4 +1,5 @@
-"""``edge-sam validate``: artifacts vs the fp32 PyTorch model on the same images and prompts."""
+"""``edge-sam validate``: artifacts vs the fp32 PyTorch model on the same images and prompts
+(a thin command over :func:`edge_sam.targets.validate`)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import edge_sam
-from edge_sam.errors import EdgeSamError
-from edge_sam.runner import TorchRunner
-from edge_sam.targets.core.target import check_source, verify_artifact
-from edge_sam.targets.core.calibration import dataset_source, image_folder
-from edge_sam.targets.validation.drift import measure_drift
-from edge_sam.targets.core.registry import get_target
-from edge_sam.targets.validation.report import markdown_table, write_report
+from edge_sam.targets.core.manifest import read_manifest
+from edge_sam.targets.validation.drift import DriftReport
+from edge_sam.targets.validation.report import markdown_table
+from edge_sam.targets.validation.validate import FidelityGateError, validate
 
 from .common import add_checkpoint_argument
+from .device_flags import add_device_flags, add_torch_flags, device_settings, torch_runs
 from .target_flags import add_target_flags, given_options
 
 
@@ -23,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "validate", help="drift of exported artifacts vs the fp32 model: mask IoU, SQNR, latency, size, memory"
     )
-    parser.add_argument("artifacts", nargs="+", metavar="ARTIFACT_DIR", help="artifact folders written by export")
+    parser.add_argument("artifacts", nargs="*", metavar="ARTIFACT_DIR",
+                        help="artifact folders written by export (none: only --torch-device rows)")
     add_checkpoint_argument(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", metavar="DIR", help="folder of images (grid-point and box prompts are generated)")
@@ -36,39 +35,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocess probes")
     parser.add_argument("--no-layers", action="store_true", help="skip per-layer drift")
     add_target_flags(parser, "runtime")
+    add_torch_flags(parser)
+    add_device_flags(parser)
     parser.set_defaults(run=run_validate)
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    if args.max_images is not None and args.max_images < 1:
-        raise EdgeSamError(f"--max-images must be at least 1, got {args.max_images}")
-    model = edge_sam.load_model(args.checkpoint)
-    manifests = [verify_artifact(path) for path in args.artifacts]
-    sizes = sorted({m.img_size for m in manifests})
-    if len(sizes) > 1:
-        raise EdgeSamError(f"validate artifacts of one img_size per run (got {', '.join(map(str, sizes))})")
-    for path, manifest in zip(args.artifacts, manifests):
-        check_source(manifest, model, path)
-    targets = [get_target(m.target) for m in manifests]
-    options = given_options(args, "runtime", [m.target for m in manifests])
-    runners = [t.load(path, **options[t.name]) for t, path in zip(targets, args.artifacts)]
-    source = image_folder(args.images, args.max_images) if args.images else dataset_source(args.dataset, args.max_images)
-
-    def layer_drift(index: int, images):
-        return targets[index].layer_drift(Path(args.artifacts[index]), runners[index], model, images)
-
-    report = measure_drift(
-        TorchRunner(model, sizes[0]), runners, source, artifact_dirs=list(args.artifacts),
-        max_objects=args.max_objects, measure_memory=not args.no_memory, checkpoint=args.checkpoint,
-        layer_drift=None if args.no_layers else layer_drift,
+    options = given_options(args, "runtime", [read_manifest(path).target for path in args.artifacts])
+    return report_and_gate(
+        lambda: validate(
+            args.artifacts, checkpoint=args.checkpoint, images=args.images, dataset=args.dataset,
+            report_dir=args.report, runtime_options=options, max_images=args.max_images,
+            max_objects=args.max_objects, measure_memory=not args.no_memory, layers=not args.no_layers,
+            fail_under_mask_iou=args.fail_under_mask_iou, torch_runs=torch_runs(args), on=args.on or (),
+            device_settings=device_settings(args),
+        ),
+        Path(args.report),
     )
-    out = write_report(report, args.report)
+
+
+def report_and_gate(run, report_dir: Path) -> int:
+    """Run a validation, print its table and where the report is; exit 1 (one line on stderr)
+    when the mask-IoU gate fails, the table still printed."""
+    try:
+        report: DriftReport = run()
+        failure = None
+    except FidelityGateError as exc:
+        report, failure = exc.report, exc
     print(markdown_table(report))
-    print(f"report: {out / 'report.html'}")
-    if args.fail_under_mask_iou is not None:
-        failing = report.below(args.fail_under_mask_iou)
-        if failing:
-            names = ", ".join(f"{r.info['label']} ({r.summary()['mask_iou_mean']:.4f})" for r in failing)
-            print(f"edge-sam: mask IoU vs fp32 below {args.fail_under_mask_iou}: {names}", file=sys.stderr)
-            return 1
+    print(f"report: {report_dir / 'report.html'}")
+    if failure is not None:
+        print(f"edge-sam: {failure}", file=sys.stderr)
+        return 1
     return 0

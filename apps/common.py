@@ -37,10 +37,13 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return values  # type: ignore[return-value]
 
 
+DEFAULT_CHECKPOINT = "reference"
+
+
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
-        default="reference",
+        default=DEFAULT_CHECKPOINT,
         help="checkpoint path (.pt, .pt.zip, .safetensors) or 'reference' for the bundled model (default)",
     )
 

@@ -25,13 +25,20 @@ NAMED_CHECKPOINTS: dict[str, Path] = {
     "reference": WEIGHTS_DIR / "reference_vitt_256.safetensors",
 }
 CONFIG_METADATA_KEY = "edge_sam_config"
+# The model file a training or QAT run folder holds: the folder itself works as a checkpoint path.
+RUN_MODEL_FILE = "model.safetensors"
 _SHOWN_KEYS = 5
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
-    """A checkpoint name (``reference``) or path -> an existing file, or one clear error."""
+    """A checkpoint name (``reference``), file, or run folder (its ``model.safetensors``) -> an
+    existing file, or one clear error."""
     text = str(name_or_path)
     path = NAMED_CHECKPOINTS.get(text, Path(text))
+    if path.is_dir():
+        if not (path / RUN_MODEL_FILE).is_file():
+            raise CheckpointError(f"{path} is a folder without {RUN_MODEL_FILE} (not a finished training or QAT run)")
+        return path / RUN_MODEL_FILE
     if not path.is_file():
         if text in NAMED_CHECKPOINTS:
             raise CheckpointError(f"the '{text}' model is missing from this install (expected {path})")

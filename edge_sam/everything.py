@@ -4,12 +4,13 @@ The reference tiles the image embedding once per query and upsamples every candi
 size, which is why a 32x32 grid needs > 20 GB there. Here the grid is decoded in chunks, IoU and
 stability filtering happen on the low-res logits, and only the survivors are upsampled, one
 chunk at a time, so peak memory is bounded by the chunk size, not the grid.
+
+It runs over any runner the Predictor takes: in PyTorch each chunk is one decoder call; an
+exported artifact decodes a chunk's queries one by one (``Runner.decode_batch``'s default).
 """
 
 from __future__ import annotations
 
-import ctypes
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -19,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.codec import encode_rle
+from .memory import release_freed_memory
 from .predictor import Predictor, Prompt
 from .transforms import upscale_logits
 
@@ -86,30 +88,6 @@ def mask_to_box(masks: torch.Tensor) -> torch.Tensor:
     return torch.where(masks.flatten(1).any(dim=1)[:, None], boxes, torch.zeros_like(boxes))
 
 
-def _release_freed_memory() -> None:
-    """Hand freed heap pages back to the OS between chunks.
-
-    Each chunk allocates and frees a few hundred MB of decoder activations; glibc keeps freed
-    blocks in its arenas, and over a 32x32 grid the process grew to 1.3 GB peak RSS although
-    one chunk needs about 0.6 GB. ``malloc_trim`` returns them; elsewhere this is a no-op.
-    """
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _load_libc():
-    if sys.platform != "linux":
-        return None
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-_LIBC = _load_libc()
-
-
 def _chunks(items: np.ndarray, size: int) -> Iterator[np.ndarray]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -126,7 +104,7 @@ class EverythingGenerator:
     def _candidates(self, progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Low-res logits, IoU, stability and grid point of every candidate that passes the filters."""
         cfg = self.config
-        threshold = self.predictor.model.mask_threshold
+        threshold = self.predictor.mask_threshold
         grid = point_grid(cfg.points_per_side, self.predictor.image_hw)
         kept_logits, kept_iou, kept_stability, kept_points = [], [], [], []
         batches = tqdm(
@@ -144,14 +122,14 @@ class EverythingGenerator:
             kept_stability.append(stability[keep])
             kept_points.append(torch.from_numpy(points).repeat_interleave(repeats, dim=0)[keep])
             del low_res, logits
-            _release_freed_memory()
+            release_freed_memory()
         return torch.cat(kept_logits), torch.cat(kept_iou), torch.cat(kept_stability), torch.cat(kept_points)
 
     def _full_masks(self, logits: torch.Tensor, image_hw: tuple[int, int], threshold: float) -> Iterator[torch.Tensor]:
         step = self.config.points_per_batch
         for start in range(0, len(logits), step):
             yield upscale_logits(logits[start : start + step], image_hw) > threshold
-            _release_freed_memory()
+            release_freed_memory()
 
     @torch.inference_mode()
     def generate(self, image: np.ndarray | None = None, progress: bool = True) -> list[dict]:
@@ -165,7 +143,7 @@ class EverythingGenerator:
         cfg = self.config
         logits, iou, stability, points = self._candidates(progress)
         image_hw = self.predictor.image_hw
-        threshold = self.predictor.model.mask_threshold
+        threshold = self.predictor.mask_threshold
 
         # Pass 1: boxes and areas only (full-size masks of every candidate would not fit).
         boxes, areas = [], []

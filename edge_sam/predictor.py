@@ -1,4 +1,10 @@
-"""Predictor: encode an image once, then answer any number of point/box prompts against it."""
+"""Predictor: encode an image once, then answer any number of point/box prompts against it.
+
+It runs over any :class:`~edge_sam.runner.Runner`: the PyTorch model (``Predictor(model)``
+wraps it in a :class:`~edge_sam.runner.TorchRunner`) or an exported artifact
+(``Predictor(edge_sam.targets.load_runner("out/onnx-fp32"))``). Every prompt goes through the
+same checks, :func:`prompt_to_points`, whatever runs it.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +16,60 @@ import torch
 
 from .errors import PromptError
 from .modeling import EfficientSam
-from .transforms import check_image, image_to_tensor, upscale_logits
+from .runner import Runner, TorchRunner
+from .transforms import check_image, upscale_logits
 
 VALID_LABELS = (-1, 0, 1, 2, 3)
+BOX_CORNER_LABELS = (2.0, 3.0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Prompt:
-    """One query: points with labels, and/or a box (xyxy, image pixels)."""
+    """One query in image pixels: points with labels, and/or a box (x0, y0, x1, y1).
+
+    The one prompt type of edge_sam: the Predictor, everything-mode and the drift report take
+    it. ``object_index`` ties a validation prompt to the annotated object it was made from (the
+    report scores the mask against that object's); interactive prompts leave it None.
+    """
 
     point_coords: np.ndarray | None = None
     point_labels: np.ndarray | None = None
     box: np.ndarray | None = None
+    object_index: int | None = None
+
+    @property
+    def points(self) -> np.ndarray:
+        """[N, 2] float32: the points, then the box's two corners (what the decoder takes).
+        Unchecked: :func:`prompt_to_points` validates."""
+        parts = [np.zeros((0, 2), np.float32)]
+        if self.point_coords is not None:
+            parts.append(np.asarray(self.point_coords, np.float32).reshape(-1, 2))
+        if self.box is not None:
+            parts.append(np.asarray(self.box, np.float32).reshape(2, 2))
+        return np.concatenate(parts)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """[N] float32 labels of :attr:`points`: the point labels, then 2 and 3 for a box."""
+        parts = [np.zeros((0,), np.float32)]
+        if self.point_labels is not None:
+            parts.append(np.asarray(self.point_labels, np.float32).reshape(-1))
+        if self.box is not None:
+            parts.append(np.array(BOX_CORNER_LABELS, np.float32))
+        return np.concatenate(parts)
+
+    @property
+    def kind(self) -> str:
+        """"box", "click" (one point), "points" or "points+box": how reports name it."""
+        n_points = 0 if self.point_coords is None else len(np.asarray(self.point_coords).reshape(-1, 2))
+        if self.box is not None:
+            return "points+box" if n_points else "box"
+        return "click" if n_points == 1 else "points"
+
+    def describe(self) -> dict:
+        """JSON-ready: kind, points and labels (as the decoder takes them), object index."""
+        return {"kind": self.kind, "points": self.points.round(1).tolist(), "labels": self.labels.tolist(),
+                "object_index": self.object_index}
 
 
 def prompt_to_points(
@@ -30,27 +78,24 @@ def prompt_to_points(
     """Validate a prompt and flatten it to (points [N, 2], labels [N]); a box becomes labels 2, 3.
 
     Every rule the model silently breaks on in the reference (too many points, points off the
-    image, unknown labels, nothing to segment) is one clear PromptError here.
+    image, unknown labels, nothing to segment) is one clear PromptError here, for every runner.
     """
     h, w = image_hw
-    points = np.zeros((0, 2), np.float32)
-    labels = np.zeros((0,), np.float32)
     if prompt.point_coords is not None or prompt.point_labels is not None:
         if prompt.point_coords is None or prompt.point_labels is None:
             raise PromptError("point_coords and point_labels must be given together")
-        points = np.asarray(prompt.point_coords, dtype=np.float32).reshape(-1, 2)
-        labels = np.asarray(prompt.point_labels, dtype=np.float32).reshape(-1)
-        if len(points) != len(labels):
-            raise PromptError(f"{len(points)} points but {len(labels)} labels")
-        bad = sorted({float(v) for v in labels if v not in VALID_LABELS})
+        n_points = np.asarray(prompt.point_coords).size // 2
+        n_labels = np.asarray(prompt.point_labels).size
+        if np.asarray(prompt.point_coords).size % 2 or n_points != n_labels:
+            raise PromptError(f"{n_points} points but {n_labels} labels")
+        bad = sorted({float(v) for v in np.asarray(prompt.point_labels, np.float32).reshape(-1) if v not in VALID_LABELS})
         if bad:
             raise PromptError(f"point labels must be in {VALID_LABELS} (1 fg, 0 bg, 2/3 box corners, -1 pad), got {bad}")
     if prompt.box is not None:
         box = np.asarray(prompt.box, dtype=np.float32).reshape(-1)
         if box.shape != (4,) or not (box[0] < box[2] and box[1] < box[3]):
             raise PromptError(f"box must be x0,y0,x1,y1 with x0 < x1 and y0 < y1, got {box.tolist()}")
-        points = np.concatenate([points, box.reshape(2, 2)])
-        labels = np.concatenate([labels, np.array([2, 3], np.float32)])
+    points, labels = prompt.points, prompt.labels
     active = labels != -1
     if not active.any():
         raise PromptError("empty prompt: give at least one point or a box")
@@ -66,17 +111,25 @@ def prompt_to_points(
 
 
 class Predictor:
-    """``set_image`` once (the encoder runs there), then ``predict`` as often as needed."""
+    """``set_image`` once (the encoder runs there), then ``predict`` as often as needed.
 
-    def __init__(self, model: EfficientSam) -> None:
-        self.model = model.eval()
-        self.device = next(model.parameters()).device
-        self._embedding: torch.Tensor | None = None
+    ``source`` is an :class:`EfficientSam` (run in PyTorch on the device its weights are on) or
+    any :class:`Runner`. Exported artifacts return the three multimask outputs only:
+    ``multimask_output=False`` on one is a clear error rather than a silently different mask.
+    """
+
+    def __init__(self, source: EfficientSam | Runner) -> None:
+        self.runner = source if isinstance(source, Runner) else TorchRunner(source.eval())
+        self._embedding: np.ndarray | None = None
         self._image_hw: tuple[int, int] | None = None
 
     @property
     def max_slots(self) -> int:
-        return self.model.decoder_max_num_input_points
+        return self.runner.max_prompt_points
+
+    @property
+    def mask_threshold(self) -> float:
+        return self.runner.mask_threshold
 
     @property
     def image_hw(self) -> tuple[int, int]:
@@ -85,21 +138,22 @@ class Predictor:
         return self._image_hw
 
     @property
-    def image_embedding(self) -> torch.Tensor:
+    def image_embedding(self) -> np.ndarray:
         """[1, C, h, w] embedding of the current image."""
         self.image_hw  # noqa: B018 - raises when no image is set
         return self._embedding
 
-    @torch.inference_mode()
     def set_image(self, image: np.ndarray) -> None:
         """Encode an HxWx3 uint8 RGB image and cache its embedding."""
         check_image(image)
-        self._embedding = self.model.get_image_embeddings(image_to_tensor(image).to(self.device))
-        self._image_hw = image.shape[:2]
+        self._embedding = self.runner.encode(image)
+        self._image_hw = tuple(image.shape[:2])
 
-    def set_embedding(self, embedding: torch.Tensor, image_hw: tuple[int, int]) -> None:
+    def set_embedding(self, embedding: np.ndarray | torch.Tensor, image_hw: tuple[int, int]) -> None:
         """Reuse an embedding computed elsewhere (a stored one, or another runtime's)."""
-        self._embedding = embedding.to(self.device)
+        if isinstance(embedding, torch.Tensor):
+            embedding = embedding.detach().cpu().numpy()
+        self._embedding = np.asarray(embedding, np.float32)
         self._image_hw = tuple(image_hw)
 
     def predict(
@@ -125,23 +179,23 @@ class Predictor:
         """Several queries at once: masks [Q, M, H, W], IoU [Q, M], low-res logits [Q, M, h, w]."""
         low_res, iou = self.decode_low_res(prompts, multimask_output)
         full = upscale_logits(low_res, self.image_hw)
-        masks = full if return_logits else full > self.model.mask_threshold
-        return masks.cpu().numpy(), iou.cpu().numpy(), low_res.cpu().numpy()
+        masks = full if return_logits else full > self.mask_threshold
+        return masks.numpy(), iou.numpy(), low_res.numpy()
 
-    @torch.inference_mode()
     def decode_low_res(self, prompts: Sequence[Prompt], multimask_output: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Queries -> low-res logits [Q, M, h, w] and IoU [Q, M], without upscaling."""
+        """Queries -> low-res logits [Q, M, h, w] and IoU [Q, M] (CPU tensors), without upscaling.
+
+        All queries go to the runner's ``decode_batch`` at once (one decoder call in PyTorch),
+        padded to the longest with point (-1, -1), label -1.
+        """
         if not prompts:
             raise PromptError("no prompts given")
         flat = [prompt_to_points(p, self.image_hw, self.max_slots) for p in prompts]
         n = max(len(points) for points, _ in flat)
-        coords = torch.full((1, len(flat), n, 2), -1.0)
-        labels = torch.full((1, len(flat), n), -1.0)
+        coords = np.full((len(flat), n, 2), -1.0, np.float32)
+        labels = np.full((len(flat), n), -1.0, np.float32)
         for q, (points, point_labels) in enumerate(flat):
-            coords[0, q, : len(points)] = torch.from_numpy(points)
-            labels[0, q, : len(point_labels)] = torch.from_numpy(point_labels)
-        h, w = self.image_hw
-        low_res, iou = self.model.predict_masks(
-            self.image_embedding, coords.to(self.device), labels.to(self.device), multimask_output, h, w
-        )
-        return low_res[0], iou[0]
+            coords[q, : len(points)] = points
+            labels[q, : len(point_labels)] = point_labels
+        low_res, iou = self.runner.decode_batch(self.image_embedding, coords, labels, self.image_hw, multimask_output)
+        return torch.from_numpy(np.asarray(low_res, np.float32)), torch.from_numpy(np.asarray(iou, np.float32))

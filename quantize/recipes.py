@@ -1,19 +1,32 @@
 """Quantization recipes: which parts of EfficientSAM become INT8 and which stay float.
 
-A recipe is target-neutral data. Each target maps the op classes named here onto its own
-quantizer (onnxruntime op types, XNNPACK/LiteRT quantizer annotations, Core ML op configs), so
-"static-conv-linear" means the same thing on every runtime and drift numbers compare across
-them. The defaults follow what the ViT/SAM quantization literature and our own drift runs say:
-the weight layers (conv, linear) quantize well; the attention score matmuls, softmax,
-LayerNorm, GELU and the residual adds carry the outliers and stay float; the mask decoder is
-small and sensitive, so it stays float unless a recipe says otherwise.
+One registry (:data:`RECIPES`) holds every named recipe, whatever its scheme:
+
+- ``static``: weights and activations INT8, activation ranges from calibration images;
+- ``dynamic``: INT8 weights, activation ranges computed per run (no calibration set);
+- ``weight-only``: weights stored compressed (int8 or palettized), activations float.
+
+A recipe is target-neutral data. Each target declares the schemes it takes (``Target.schemes``)
+and maps the op classes named here onto its own quantizer (onnxruntime node lists,
+XNNPACK/LiteRT/Core ML PT2E annotations, Core ML compression passes), so "static-conv-linear"
+means the same thing on every runtime and drift numbers compare across them. A recipe can also
+make per-layer choices (``layers``: a model module name -> the recipe's scheme or ``"float"``),
+which is what ``edge-sam quantize mixed`` writes into a recipe file (:mod:`.recipe_file`);
+:func:`get_recipe` takes a registry name or such a file.
+
+The defaults follow what the ViT/SAM quantization literature and our own drift runs say: the
+weight layers (conv, linear) quantize well; the attention score matmuls, softmax, LayerNorm,
+GELU and the residual adds carry the outliers and stay float; the mask decoder is small and
+sensitive, so static recipes keep it float.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, Literal
 
 from edge_sam.errors import EdgeSamError
@@ -31,18 +44,27 @@ class OpClass(str, Enum):
     ELEMENTWISE = "elementwise"  # residual adds, scale muls, position-embedding add
 
 
-Scheme = Literal["static", "dynamic"]
+Scheme = Literal["static", "dynamic", "weight-only"]
+SCHEMES: tuple[str, ...] = ("static", "dynamic", "weight-only")
+FLOAT = "float"  # a per-layer choice: this layer stays float whatever its op class
 Component = Literal["encoder", "decoder"]
 CalibrationMethod = Literal["minmax", "percentile", "entropy"]
+Codec = Literal["linear", "palette"]
+
+
+class RecipeError(EdgeSamError, ValueError):
+    """An unknown recipe, a malformed recipe file, or a recipe the chosen target cannot take."""
 
 
 @dataclass(frozen=True)
 class QuantRecipe:
-    """One named quantization recipe.
+    """One quantization recipe.
 
-    ``static``: weights and activations INT8, activation ranges from calibration images.
-    ``dynamic``: weights INT8, activation ranges computed per run (no calibration set).
     Everything not in ``quantized_ops`` and every component not in ``components`` stays float.
+    ``layers`` refines that per layer of the image encoder (names from
+    :func:`edge_sam.quantize.layers.quantizable_layers`): a layer named with ``"float"`` stays
+    float, one named with the recipe's scheme is INT8 as its op class says, an unnamed layer
+    follows the op classes.
     """
 
     name: str
@@ -57,17 +79,49 @@ class QuantRecipe:
     symmetric_activations: bool = False
     calibration_method: CalibrationMethod = "minmax"
     calibration_images: int = 8
+    layers: tuple[tuple[str, str], ...] = ()  # (layer, scheme or "float"), in model order
+    base: str | None = None  # the registry recipe a per-layer recipe refines
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise RecipeError(f"recipe '{self.name}': unknown scheme '{self.scheme}' (choose from {', '.join(SCHEMES)})")
+        if self.layers and self.scheme == "weight-only":
+            raise RecipeError(f"recipe '{self.name}': per-layer choices apply to static and dynamic recipes, not weight-only")
+        wrong = sorted({choice for _, choice in self.layers} - {self.scheme, FLOAT})
+        if wrong:
+            raise RecipeError(f"recipe '{self.name}': a layer is {self.scheme} or {FLOAT} in a {self.scheme} recipe, "
+                              f"not {', '.join(wrong)} (one INT8 scheme per recipe)")
+        names = [layer for layer, _ in self.layers]
+        if len(set(names)) != len(names):
+            raise RecipeError(f"recipe '{self.name}' names a layer twice")
 
     @property
     def needs_calibration(self) -> bool:
         return self.scheme == "static"
 
     @property
+    def schemes(self) -> frozenset[str]:
+        """Every INT8 scheme the recipe uses, its per-layer choices included (float is not one)."""
+        return frozenset({self.scheme} | {choice for _, choice in self.layers if choice != FLOAT})
+
+    @property
     def float_ops(self) -> tuple[OpClass, ...]:
         return tuple(op for op in OpClass if op not in self.quantized_ops)
 
+    @property
+    def float_layers(self) -> tuple[str, ...]:
+        """The layers this recipe keeps float by name (its per-layer choices)."""
+        return tuple(layer for layer, choice in self.layers if choice == FLOAT)
+
     def quantizes(self, component: Component) -> bool:
         return component in self.components
+
+    def with_layers(self, layers: Mapping[str, str], name: str, summary: str | None = None) -> "QuantRecipe":
+        """This recipe with per-layer choices, under a new name (it becomes the ``base``)."""
+        return dataclasses.replace(
+            self, name=name, summary=summary or f"{self.name} with per-layer choices", layers=tuple(layers.items()),
+            base=self.base or self.name,
+        )
 
     def describe(self) -> dict[str, Any]:
         """The recipe as plain JSON data, for manifests and reports."""
@@ -75,10 +129,28 @@ class QuantRecipe:
         data["quantized_ops"] = sorted(op.value for op in self.quantized_ops)
         data["float_ops"] = [op.value for op in self.float_ops]
         data["components"] = list(self.components)
+        data["layers"] = dict(self.layers)
         return data
 
 
+@dataclass(frozen=True)
+class WeightOnlyRecipe(QuantRecipe):
+    """Weights stored compressed, activations float, no calibration set.
+
+    A runtime that decompresses weights at load time (Core ML's ``constexpr_*`` ops) or in its
+    kernels gets a smaller file for little drift, because activations keep full float range.
+    ``codec`` ``linear``: int8 per output channel, symmetric; ``palette``: each weight an
+    ``weight_bits``-bit index into a table of 2**n values fitted by k-means (6 bits keep the
+    drift close to int8 at 3/4 of the size, 4 bits halve it again at a visible cost).
+    """
+
+    codec: Codec = "linear"
+    weight_bits: int = 8
+
+
 _WEIGHT_LAYERS = frozenset({OpClass.CONV, OpClass.LINEAR})
+# Weight-only drift is small enough that the decoder, which static recipes keep float, is compressed too.
+_BOTH = ("encoder", "decoder")
 
 RECIPES: dict[str, QuantRecipe] = {
     recipe.name: recipe
@@ -97,20 +169,75 @@ RECIPES: dict[str, QuantRecipe] = {
             scheme="dynamic",
             quantized_ops=frozenset({OpClass.LINEAR}),
         ),
+        QuantRecipe(
+            name="naive-all-int8",
+            summary="everything LiteRT's PT2E quantizer can make INT8 in the encoder, attention matmuls and "
+            "softmax included (a cautionary baseline: the drift report should flag it)",
+            scheme="static",
+            quantized_ops=frozenset(
+                {OpClass.CONV, OpClass.LINEAR, OpClass.ATTENTION_MATMUL, OpClass.SOFTMAX, OpClass.ELEMENTWISE}
+            ),
+        ),
+        WeightOnlyRecipe(
+            name="w8-conv-linear",
+            summary="int8 per-channel weights on every conv and linear layer (encoder and decoder); "
+            "activations stay float; no calibration",
+            scheme="weight-only",
+            quantized_ops=_WEIGHT_LAYERS,
+            components=_BOTH,
+        ),
+        WeightOnlyRecipe(
+            name="palettize-6bit",
+            summary="6-bit k-means palettized conv and linear weights (a 64-entry table per tensor), "
+            "encoder and decoder; activations stay float; no calibration",
+            scheme="weight-only",
+            quantized_ops=_WEIGHT_LAYERS,
+            components=_BOTH,
+            codec="palette",
+            weight_bits=6,
+        ),
+        WeightOnlyRecipe(
+            name="palettize-4bit",
+            summary="4-bit k-means palettized conv and linear weights (a 16-entry table per tensor), "
+            "encoder and decoder; activations stay float; no calibration",
+            scheme="weight-only",
+            quantized_ops=_WEIGHT_LAYERS,
+            components=_BOTH,
+            codec="palette",
+            weight_bits=4,
+        ),
     )
 }
 
-class RecipeError(EdgeSamError, ValueError):
-    """An unknown recipe name, or a recipe the chosen target or precision cannot take."""
-
-
 # What ``--precision int8`` means without ``--recipe``.
 DEFAULT_RECIPE = "static-conv-linear"
+RECIPE_FILE_SUFFIX = ".json"
 
 
-def get_recipe(name: str) -> QuantRecipe:
-    """A recipe by name, or one RecipeError listing the names that exist."""
-    try:
-        return RECIPES[name]
-    except KeyError:
-        raise RecipeError(f"unknown quantization recipe '{name}' (known: {', '.join(sorted(RECIPES))})") from None
+def recipe_names(scheme: str | None = None) -> list[str]:
+    """Registry names, sorted; only those of ``scheme`` when given."""
+    return sorted(name for name, recipe in RECIPES.items() if scheme is None or recipe.scheme == scheme)
+
+
+def get_recipe(name_or_file: str | Path) -> QuantRecipe:
+    """A registry recipe by name, or the recipe in a recipe file (``*.json``, see
+    :mod:`.recipe_file`); anything else is one RecipeError listing the names that exist."""
+    text = str(name_or_file)
+    if text in RECIPES:
+        return RECIPES[text]
+    if text.endswith(RECIPE_FILE_SUFFIX) or Path(text).is_file():
+        from edge_sam.quantize.recipe_file import read_recipe_file
+
+        return read_recipe_file(text)
+    raise RecipeError(f"unknown quantization recipe '{text}' (known: {', '.join(recipe_names())}; or a recipe file "
+                      f"*{RECIPE_FILE_SUFFIX} from edge-sam quantize mixed)")
+
+
+def check_schemes(recipe: QuantRecipe, target: str, schemes: tuple[str, ...]) -> None:
+    """One RecipeError when ``recipe`` uses a scheme ``target`` does not take."""
+    refused = sorted(recipe.schemes - set(schemes))
+    if refused:
+        takes = ", ".join(schemes)
+        fitting = ", ".join(n for n in recipe_names() if RECIPES[n].scheme in schemes)
+        raise RecipeError(f"target {target} takes {takes} recipes; '{recipe.name}' is {', '.join(refused)} "
+                          f"(recipes it takes: {fitting})")

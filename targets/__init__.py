@@ -2,8 +2,10 @@
 
 ``get_target("onnx").export(model, "int8", None, "out/onnx-int8", calibration=image_folder("calib"))``
 writes an artifact directory; ``load_runner("out/onnx-int8")`` verifies it against its manifest
-and returns a :class:`Runner`; :func:`edge_sam.targets.validation.drift.measure_drift` compares runners
-with the fp32 :class:`TorchRunner`. Toolchains are imported only when a target needs them.
+and returns a :class:`Runner` (``edge_sam.predictor.Predictor(runner)`` prompts it like the PyTorch
+model); ``validate(["out/onnx-int8"], checkpoint=..., images="val/", report_dir="out/report")``
+compares artifacts with the fp32 :class:`TorchRunner` and writes the drift report. Toolchains are
+imported only when a target needs them.
 """
 
 from edge_sam.runner import Runner, TorchRunner
@@ -12,10 +14,12 @@ from edge_sam.targets.core.target import Target
 from edge_sam.targets.core.calibration import ImageSource, dataset_source, image_folder, open_source
 from edge_sam.targets.core.manifest import ArtifactError, Manifest, read_manifest
 from edge_sam.targets.core.registry import get_target, load_runner, target_names
+from edge_sam.targets.validation.validate import FidelityGateError, validate
 
 __all__ = [
     "ArtifactError",
     "DeployFormRunner",
+    "FidelityGateError",
     "ImageSource",
     "Manifest",
     "Runner",
@@ -28,4 +32,5 @@ __all__ = [
     "open_source",
     "read_manifest",
     "target_names",
+    "validate",
 ]

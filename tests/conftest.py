@@ -1,7 +1,12 @@
-"""Shared fixtures: the parity checkpoint and its reference outputs, tiny models, the sample photo."""
+"""Shared fixtures: the parity checkpoint and its reference outputs, tiny models, the sample photo;
+and how a test asks for a toolchain (``require_toolchain``, ``require_programs``)."""
 
 from __future__ import annotations
 
+import importlib
+import os
+import shutil
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +22,68 @@ PARITY_DIR = DATA / "parity"
 PARITY_CKPT = PARITY_DIR / "efficient_sam_vitt_random_seed1234.pt"
 PARITY_OUTPUTS = PARITY_DIR / "efficient_sam_vitt_random_seed1234_outputs.npz"
 SAMPLE_IMAGE = Path(edge_sam.__file__).parent / "assets" / "dogs.jpg"
+# CI sets it (.ci/run): every extra is installed there, so a missing toolchain is a broken install,
+# and a test that would skip for it fails instead, naming what is missing.
+STRICT_TOOLCHAINS = "EDGE_SAM_REQUIRE_TOOLCHAINS"
+
+
+def strict_toolchains() -> bool:
+    return os.environ.get(STRICT_TOOLCHAINS, "") not in ("", "0")
+
+
+def toolchain_missing(what: str) -> None:
+    """Skip the test (or the whole module, when called at import), or fail it in strict mode."""
+    if strict_toolchains():
+        pytest.fail(f"{STRICT_TOOLCHAINS}=1 and {what}", pytrace=False)
+    raise pytest.skip.Exception(what, allow_module_level=True)
+
+
+@cache
+def _extras() -> dict[str, str]:
+    """Top-level toolchain module -> the pip extra that installs it, from what the targets declare."""
+    from edge_sam.targets.core.registry import get_target, target_names
+
+    extras = {}
+    for name in target_names():
+        target = get_target(name)
+        for module in (*target.export_modules, *target.runtime_modules):
+            extras.setdefault(module.split(".")[0], target.extra)
+    return extras
+
+
+def require_toolchain(module: str):
+    """``module`` imported, for a test that needs a toolchain; else skip, naming the extra to install
+    (fail under EDGE_SAM_REQUIRE_TOOLCHAINS=1). Use it instead of ``pytest.importorskip``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        extra = _extras().get(module.split(".")[0], "all")
+        toolchain_missing(f"{module} is not importable: pip install 'edge-sam[{extra}]' ({exc})")
+
+
+def pytest_configure(config) -> None:
+    """In strict mode a stray ``pytest.importorskip`` fails too, like :func:`require_toolchain`."""
+    if strict_toolchains() and not getattr(pytest.importorskip, "strict", False):
+        skip_if_missing = pytest.importorskip
+
+        def strict_importorskip(modname: str, *args, **kwargs):
+            try:
+                return skip_if_missing(modname, *args, **kwargs)
+            except pytest.skip.Exception as exc:
+                pytest.fail(f"{STRICT_TOOLCHAINS}=1 and {exc.msg}", pytrace=False)
+
+        strict_importorskip.strict = True
+        pytest.importorskip = strict_importorskip
+
+
+def require_programs(*alternatives: tuple[str, ...]) -> list[str]:
+    """One program on PATH from each group of alternatives (e.g. ("cmake",), ("c++", "g++")), their
+    paths; else skip naming the missing ones (fail under EDGE_SAM_REQUIRE_TOOLCHAINS=1)."""
+    found = [next((shutil.which(name) for name in group if shutil.which(name)), None) for group in alternatives]
+    missing = [" or ".join(group) for group, path in zip(alternatives, found) if path is None]
+    if missing:
+        toolchain_missing(f"{', '.join(missing)} not found on PATH")
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -2,18 +2,18 @@
 executor, and compare with PyTorch; clear errors for broken packages, unknown ops and options.
 
 Tiny model (img_size 64) everywhere except the accuracy thresholds, which use the reference
-model (EfficientSAM-Ti at 256) and skip only when its weights are absent.
+model (EfficientSAM-Ti at 256, bundled).
 """
 
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_toolchain
 
-pytest.importorskip("coremltools")
+require_toolchain("coremltools")
 
 import edge_sam  # noqa: E402
 from edge_sam.errors import EdgeSamError  # noqa: E402
@@ -22,12 +22,12 @@ from edge_sam.runner import TorchRunner
 from edge_sam.targets.core.calibration import image_folder  # noqa: E402
 from edge_sam.targets.coreml.host_executor.executor import MilExecutor, UnsupportedOpError  # noqa: E402
 from edge_sam.targets.coreml.program import load_program  # noqa: E402
-from edge_sam.targets.validation.drift import cosine, measure_drift, sqnr_db  # noqa: E402
+from edge_sam.eval.metrics import sqnr_db  # noqa: E402
+from edge_sam.targets.validation.drift import cosine, measure_drift  # noqa: E402
 from edge_sam.targets.core.manifest import ArtifactError  # noqa: E402
 from edge_sam.targets.core.registry import get_target, load_runner  # noqa: E402
 from edge_sam.transforms import write_image  # noqa: E402
 
-REFERENCE_WEIGHTS = Path(edge_sam.__file__).parent / "weights" / "reference_vitt_256.safetensors"
 HOST_LABEL = "CoreML program executed on the host"
 
 
@@ -157,7 +157,7 @@ def test_validate_reports_host_execution(exported, model, image, tmp_path):
 
 def test_dynamic_recipe_and_bad_options_are_clear_errors(model, exported, tmp_path):
     target = get_target("coreml")
-    with pytest.raises(RecipeError, match="Core ML cannot"):
+    with pytest.raises(RecipeError, match="target coreml takes static, weight-only recipes; 'dynamic-linear' is dynamic"):
         target.export(model, "int8", "dynamic-linear", tmp_path / "dynamic")
     with pytest.raises(EdgeSamError, match="deployment target"):
         target.export(model, "fp16", None, tmp_path / "bad-target", deployment_target="iOS9")
@@ -166,7 +166,7 @@ def test_dynamic_recipe_and_bad_options_are_clear_errors(model, exported, tmp_pa
         target.load(exported["fp16"], engine="mlmodel")
     with pytest.raises(EdgeSamError, match="compute_units"):
         target.load(exported["fp16"], compute_units="CPU_AND_NE")
-    with pytest.raises(EdgeSamError, match="runner options are"):
+    with pytest.raises(EdgeSamError, match="target coreml takes no runtime option providers"):
         target.load(exported["fp16"], providers=["CPU"])
 
 
@@ -204,8 +204,6 @@ def test_unknown_op_is_named(tmp_path):
 @pytest.mark.slow
 def test_reference_model_mask_iou_thresholds(tmp_path, dogs):
     """fp32 program >= 0.999 and fp16 >= 0.995 mean mask IoU vs PyTorch on the trained reference model."""
-    if not REFERENCE_WEIGHTS.is_file():
-        pytest.skip(f"reference weights not trained yet ({REFERENCE_WEIGHTS.name} absent)")
     model = edge_sam.load_model("reference")
     folder = tmp_path / "images"
     folder.mkdir()

@@ -9,6 +9,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from conftest import require_programs, require_toolchain
 
 from edge_sam.eval.metrics import mask_iou
 from edge_sam.targets import get_target, image_folder, load_runner
@@ -16,10 +17,9 @@ from edge_sam.targets.validation.drift import full_size_masks
 from edge_sam.targets.core.manifest import MANIFEST_NAME
 from edge_sam.transforms import write_image
 
-pytest.importorskip("executorch.runtime")
-pytest.importorskip("torchao")
-if shutil.which("cmake") is None or not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
-    pytest.skip("the native runner needs cmake and a C++17 compiler on PATH", allow_module_level=True)
+require_toolchain("executorch.runtime")
+require_toolchain("torchao")
+require_programs(("cmake",), ("c++", "g++", "clang++"))  # the native runner needs CMake and a C++17 compiler
 
 from edge_sam.targets.executorch.native import NativeRunnerError, build_runner, run_runner, write_ppm  # noqa: E402
 

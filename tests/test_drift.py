@@ -8,13 +8,15 @@ import math
 import cv2
 import numpy as np
 import pytest
+from conftest import require_toolchain
 import torch
 
 import edge_sam
 from edge_sam.apps import cli
 from edge_sam.data import generate_synthetic
 from edge_sam.targets import TorchRunner, dataset_source, image_folder
-from edge_sam.targets.validation.drift import cosine, measure_drift, sqnr_db
+from edge_sam.eval.metrics import sqnr_db
+from edge_sam.targets.validation.drift import cosine, measure_drift
 from edge_sam.targets.validation.subprocess_rss import measure_peak_rss
 from edge_sam.targets.validation.report import markdown_table, write_report
 from edge_sam.transforms import write_image
@@ -120,7 +122,7 @@ def _error_lines(capsys) -> list[str]:
 
 
 def test_export_then_validate_fails_under_threshold(checkpoint, images, tmp_path, capsys):
-    pytest.importorskip("onnxruntime")
+    require_toolchain("onnxruntime")
     calibration = images.path
     assert cli.main(["export", "--target", "onnx", "--precision", "fp32", "--checkpoint", str(checkpoint),
                      "--out", str(tmp_path / "fp32")]) == 0
@@ -142,7 +144,7 @@ def test_export_then_validate_fails_under_threshold(checkpoint, images, tmp_path
 
 
 def test_export_errors_are_one_line(checkpoint, tmp_path, capsys):
-    pytest.importorskip("onnxruntime")
+    require_toolchain("onnxruntime")
     code = cli.main(["export", "--target", "onnx", "--precision", "int8", "--checkpoint", str(checkpoint),
                      "--out", str(tmp_path / "int8")])
     err = _error_lines(capsys)
@@ -151,7 +153,7 @@ def test_export_errors_are_one_line(checkpoint, tmp_path, capsys):
 
 
 def test_validate_refuses_an_artifact_from_other_weights(checkpoint, make_tiny_model, images, tmp_path, capsys):
-    pytest.importorskip("onnxruntime")
+    require_toolchain("onnxruntime")
     other = edge_sam.save_model(make_tiny_model(seed=5), tmp_path / "other.safetensors")
     assert cli.main(["export", "--target", "onnx", "--checkpoint", str(other), "--out", str(tmp_path / "other")]) == 0
     code = cli.main(["validate", str(tmp_path / "other"), "--checkpoint", str(checkpoint), "--images", str(images.path),

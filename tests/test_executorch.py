@@ -15,21 +15,22 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from conftest import require_toolchain
 
 import edge_sam
 from edge_sam.errors import EdgeSamError
-from edge_sam.eval.metrics import mask_iou
+from edge_sam.eval.metrics import mask_iou, sqnr_db
 from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
 from edge_sam.data import generate_synthetic
 from edge_sam.targets import ArtifactError, TorchRunner, dataset_source, get_target, image_folder, load_runner
 from edge_sam.targets.core.target import check_source
-from edge_sam.targets.validation.drift import full_size_masks, measure_drift, sqnr_db
+from edge_sam.targets.validation.drift import full_size_masks, measure_drift
 from edge_sam.targets.core.manifest import MANIFEST_NAME, read_manifest, sha256_file
 from edge_sam.targets.core.prompts import grid_prompts
 from edge_sam.transforms import write_image
 
-pytest.importorskip("executorch.runtime")
-pytest.importorskip("torchao")
+require_toolchain("executorch.runtime")
+require_toolchain("torchao")
 
 RECOMMENDED = "static-conv-linear"
 
@@ -130,13 +131,13 @@ def test_etdump_profile_lists_xnnpack_operators(artifacts, dogs):
 
 
 def test_coreml_delegate_lowers_on_linux_and_refuses_to_run_here(model, tmp_path):
-    pytest.importorskip("coremltools")
+    require_toolchain("coremltools")
     out = get_target("executorch").export(model, "fp32", None, tmp_path / "coreml", delegate="coreml")
     manifest = read_manifest(out)
     assert manifest.backend.startswith("CoreMLBackend") and "macOS" in manifest.backend
     assert (out / "encoder.pte").stat().st_size > 0 and manifest.graph("decoder").outputs[0].shape == (1, 3, 16, 16)
     if sys.platform == "darwin":
-        pytest.skip("Core ML runs here; the refusal is for runtimes without it")
+        pytest.skip("macOS only: Core ML runs here, and the refusal is for runtimes without it")
     with pytest.raises(EdgeSamError) as error:
         load_runner(out)
     message = str(error.value)
@@ -194,7 +195,7 @@ def test_bad_options_fail_before_writing_anything(model, tmp_path):
         target.export(model, "fp32", None, tmp_path / "a", delegate="vulkan")
     with pytest.raises(EdgeSamError, match="exports fp32, int8, not fp16"):
         target.export(model, "fp16", None, tmp_path / "b")
-    with pytest.raises(EdgeSamError, match="unknown ExecuTorch export option"):
+    with pytest.raises(EdgeSamError, match="target executorch takes no export option colour"):
         target.export(model, "fp32", None, tmp_path / "c", colour="blue")
     assert not any(tmp_path.iterdir())
 
@@ -205,10 +206,7 @@ def test_recommended_int8_mask_iou_on_the_reference_model(tmp_path):
     own domain: calibrated on 8 synthetic images, measured on 8 others (a box and a centre click per
     object), none of them seen in training. On crops of the real dogs photo, outside that domain,
     the trained model measured 0.9485 (docs/executorch.md): calibrate on the images you deploy on."""
-    try:
-        model = edge_sam.load_model("reference")
-    except EdgeSamError as exc:
-        pytest.skip(f"reference model not installed ({exc})")
+    model = edge_sam.load_model("reference")
     synth = tmp_path / "synth"
     generate_synthetic(synth, {"train": 8, "val": 8}, img_size=model.config.img_size, seed=1, progress=False)
     artifact = get_target("executorch").export(model, "int8", RECOMMENDED, tmp_path / "ref-int8",

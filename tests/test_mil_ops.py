@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import require_toolchain
 import torch
 import torch.nn.functional as F
 
-pytest.importorskip("coremltools")
+require_toolchain("coremltools")
 
 from edge_sam.targets.coreml.host_executor.executor import MilExecutor  # noqa: E402  (registers every op)
 from edge_sam.targets.coreml.host_executor.ops import OPS, OpArgumentError  # noqa: E402

@@ -106,3 +106,26 @@ def test_predict_before_set_image(tiny_model):
 def test_bad_images(tiny_model, image, message):
     with pytest.raises(ImageError, match=message):
         Predictor(tiny_model).set_image(image)
+
+
+def test_one_prompt_type_for_the_predictor_and_validation(predictor):
+    """Validation prompts are predictor Prompts: the drift report's prompts replay here as they are."""
+    from edge_sam.targets.core.prompts import box_prompt, click_prompt, grid_prompts
+
+    click, box = click_prompt([10, 20], object_index=4), box_prompt([5, 5, 70, 40])
+    both = Prompt(np.array([[1, 1], [2, 2]]), np.array([1, 0]), box=np.array([0, 0, 9, 9]))
+    assert (click.kind, box.kind, both.kind, Prompt(np.zeros((2, 2)), np.ones(2)).kind) == ("click", "box", "points+box", "points")
+    np.testing.assert_array_equal(both.points, [[1, 1], [2, 2], [0, 0], [9, 9]])
+    np.testing.assert_array_equal(both.labels, [1, 0, 2, 3])
+    assert click.describe() == {"kind": "click", "points": [[10.0, 20.0]], "labels": [1.0], "object_index": 4}
+    _, iou, _ = predictor.predict_batch([click, box])
+    np.testing.assert_allclose(iou[1], predictor.predict(box=np.array([5, 5, 70, 40]))[1], atol=1e-6)
+    assert predictor.predict_batch(grid_prompts((48, 80)))[0].shape == (12, 3, 48, 80)
+
+
+def test_embedding_from_elsewhere(tiny_model, predictor, image):
+    """set_embedding takes a stored embedding (numpy or torch) and answers as set_image does."""
+    expected = predictor.predict(np.array([[10, 10]]), np.array([1]))[1]
+    other = Predictor(tiny_model)
+    other.set_embedding(torch.from_numpy(predictor.image_embedding.copy()), image.shape[:2])
+    np.testing.assert_allclose(other.predict(np.array([[10, 10]]), np.array([1]))[1], expected, atol=1e-6)

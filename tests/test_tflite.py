@@ -18,10 +18,10 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from conftest import require_toolchain
 
 import edge_sam
 from edge_sam.apps import cmd_export
-from edge_sam.checkpoint import CheckpointError
 from edge_sam.errors import EdgeSamError, MissingToolchainError
 from edge_sam.eval.metrics import mask_iou
 from edge_sam.quantize.recipes import OpClass, RecipeError, get_recipe
@@ -31,10 +31,8 @@ from edge_sam.targets.core.manifest import MANIFEST_NAME, read_manifest, write_m
 from edge_sam.targets.core.prompts import grid_prompts
 from edge_sam.transforms import write_image
 
-pytest.importorskip("litert_torch")
-interpreter_lib = pytest.importorskip("ai_edge_litert.interpreter")
-
-from edge_sam.targets.tflite.quantize import NAIVE_ALL_INT8  # noqa: E402  (imports litert-torch lazily, but after the skip)
+require_toolchain("litert_torch")
+interpreter_lib = require_toolchain("ai_edge_litert.interpreter")
 
 IMG_SIZE = 512
 GATE = 0.95
@@ -68,7 +66,7 @@ def artifacts(tmp_path_factory, model, calibration):
         "fp16": ("fp16", None, {}),
         "int8-dynamic": ("int8", "dynamic-linear", {}),
         "int8-static": ("int8", RECOMMENDED, {}),
-        "int8-naive": ("int8", NAIVE_ALL_INT8, {}),
+        "int8-naive": ("int8", "naive-all-int8", {}),
         "int8-io": ("int8", RECOMMENDED, {"int8_io": True}),
     }
     return {
@@ -197,10 +195,7 @@ def test_int8_io_keeps_the_integer_boundary_and_records_its_quantization(artifac
 @pytest.mark.slow
 def test_recommended_int8_mask_iou_on_the_reference_model(tmp_path, calibration):
     """The recommended INT8 recipe keeps mean mask IoU >= 0.95 against fp32 on the reference model."""
-    try:
-        model = edge_sam.load_model("reference")
-    except CheckpointError as exc:
-        pytest.skip(f"reference model not installed ({exc})")
+    model = edge_sam.load_model("reference")
     img_size = model.image_encoder.img_size
     artifact = get_target("tflite").export(model, "int8", RECOMMENDED, tmp_path / "reference-int8", calibration=calibration)
     report = measure_drift(TorchRunner(model, img_size), [load_runner(artifact)], calibration, measure_memory=False)
@@ -285,7 +280,7 @@ def test_tflite_runtime_is_used_where_it_is_the_only_interpreter(artifacts, mode
 
 def test_bad_options_fail_before_writing_anything(model, tmp_path):
     target = get_target("tflite")
-    with pytest.raises(EdgeSamError, match="unknown LiteRT export option"):
+    with pytest.raises(EdgeSamError, match="target tflite takes no export option opset"):
         target.export(model, "fp32", None, tmp_path / "art", opset=11)
     norm = dataclasses.replace(get_recipe("dynamic-linear"), name="with-norm", quantized_ops=frozenset({OpClass.NORM}))
     with pytest.raises(RecipeError, match="quantizes norm, which LiteRT's dynamic quantization cannot make INT8"):
@@ -296,5 +291,5 @@ def test_bad_options_fail_before_writing_anything(model, tmp_path):
 def test_unknown_runtime_options_are_refused(artifacts):
     with pytest.raises(EdgeSamError, match="unknown LiteRT delegate 'gpu'"):
         get_target("tflite").load(artifacts["fp32"], delegate="gpu")
-    with pytest.raises(EdgeSamError, match="unknown LiteRT runtime option"):
+    with pytest.raises(EdgeSamError, match="target tflite takes no runtime option providers"):
         get_target("tflite").load(artifacts["fp32"], providers=["CUDA"])

@@ -1,12 +1,14 @@
 // edge_sam_runner: EfficientSAM on the ExecuTorch C++ runtime, from a deploy-form artifact.
 //
 //   edge_sam_runner --encoder encoder.pte --decoder decoder.pte --image photo.ppm \
-//       --point 580,350 [--point X,Y[,LABEL] ...] [--box X0,Y0,X1,Y1] --out mask.pgm [--runs N] [--warmup W]
+//       --point 580,350 [--point X,Y[,LABEL] ...] [--box X0,Y0,X1,Y1] --out mask.pgm [--runs N] [--warmup W] \
+//       [--dump DIR]
 //
 // Preprocesses the image the way the artifact's manifest.json says (read from beside the
 // encoder, or --manifest), runs both programs, upsamples the mask with the highest predicted
 // IoU to the image size, writes it as a PGM and prints encoder/decoder latency over N runs (after
-// W untimed ones).
+// W untimed ones). --dump DIR also writes the raw outputs as float32 .npy files (embedding.npy,
+// low_res.npy [1,3,h,w] logits, iou.npy [1,3]), so a host can compare them with its own runs.
 // Errors are one line on stderr and exit status 2.
 #include <algorithm>
 #include <chrono>
@@ -36,10 +38,10 @@ using Clock = std::chrono::steady_clock;
 
 constexpr const char* kUsage =
     "usage: edge_sam_runner --encoder ENCODER.pte --decoder DECODER.pte --image IMAGE.ppm --point X,Y[,LABEL] "
-    "[--point ...] [--box X0,Y0,X1,Y1] --out MASK.pgm [--runs N] [--warmup W] [--manifest manifest.json]";
+    "[--point ...] [--box X0,Y0,X1,Y1] --out MASK.pgm [--runs N] [--warmup W] [--manifest manifest.json] [--dump DIR]";
 
 struct Options {
-  std::string encoder, decoder, image, out, manifest;
+  std::string encoder, decoder, image, out, manifest, dump;
   std::vector<edge_sam::Prompt> prompts;
   int runs = 1;
   int warmup = 0;
@@ -83,6 +85,8 @@ Options parse_args(int argc, char** argv) {
       options.out = value;
     } else if (flag == "--manifest") {
       options.manifest = value;
+    } else if (flag == "--dump") {
+      options.dump = value;
     } else if (flag == "--runs") {
       options.runs = static_cast<int>(parse_floats(value, "--runs").at(0));
       if (options.runs < 1) throw std::runtime_error("--runs must be at least 1");
@@ -145,6 +149,24 @@ class Program {
   std::string path_;
   Module module_;
 };
+
+// A float32 array as a NumPy .npy file (format 1.0, little-endian: every platform the runner targets).
+void write_npy(const std::string& path, const std::vector<int>& shape, const std::vector<float>& values) {
+  std::string dims;
+  for (const int d : shape) dims += std::to_string(d) + ",";
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + dims + "), }";
+  header.append(63 - (10 + header.size()) % 64, ' ');  // magic + version + length + header + '\n' -> 64-byte multiple
+  header += '\n';
+  std::FILE* file = std::fopen(path.c_str(), "wb");
+  if (file == nullptr) throw std::runtime_error("cannot write " + path);
+  const uint16_t length = static_cast<uint16_t>(header.size());
+  const unsigned char preamble[] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, static_cast<unsigned char>(length & 0xff),
+                                    static_cast<unsigned char>(length >> 8)};
+  const bool ok = std::fwrite(preamble, 1, sizeof(preamble), file) == sizeof(preamble) &&
+                  std::fwrite(header.data(), 1, header.size(), file) == header.size() &&
+                  std::fwrite(values.data(), sizeof(float), values.size(), file) == values.size();
+  if (std::fclose(file) != 0 || !ok) throw std::runtime_error("cannot write " + path);
+}
 
 double milliseconds_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
@@ -224,6 +246,12 @@ int run(const Options& options) {
   }
   print_latency("encoder", encoder_ms);
   print_latency("decoder", decoder_ms);
+  if (!options.dump.empty()) {
+    const std::filesystem::path dump(options.dump);
+    write_npy((dump / "embedding.npy").string(), embedding_shape, embedding);
+    write_npy((dump / "low_res.npy").string(), {1, static_cast<int>(iou.size()), mask_h, mask_w}, low_res);
+    write_npy((dump / "iou.npy").string(), {1, static_cast<int>(iou.size())}, iou);
+  }
 
   const int best = static_cast<int>(std::max_element(iou.begin(), iou.end()) - iou.begin());
   const std::vector<float> full = edge_sam::upsample_bicubic(low_res.data() + static_cast<size_t>(best) * mask_h * mask_w,

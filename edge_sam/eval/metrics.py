@@ -1,6 +1,9 @@
-"""Mask metrics shared by the evaluator and the drift report."""
+"""Metrics shared by the evaluator, the drift report and quantization: mask IoU, size buckets,
+SQNR (the one definition every per-tensor and per-layer comparison uses)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -23,3 +26,24 @@ def size_bucket(area: int) -> str:
     if area < SMALL_MAX_AREA:
         return "small"
     return "medium" if area < MEDIUM_MAX_AREA else "large"
+
+
+def signal_and_noise(reference: np.ndarray, test: np.ndarray) -> tuple[float, float]:
+    """(|ref|^2, |ref - test|^2) in float64: the two energies an SQNR compares. Summing them over
+    several images before taking the ratio weighs each image by its energy, as one long signal."""
+    reference = np.asarray(reference, np.float64)
+    error = reference - np.asarray(test, np.float64)
+    return float(np.vdot(reference, reference)), float(np.vdot(error, error))
+
+
+def energy_ratio_db(signal: float, noise: float) -> float:
+    """10 log10(signal / noise): inf when there is no noise, -inf when there is no signal."""
+    if noise == 0.0:
+        return math.inf
+    return 10.0 * math.log10(signal / noise) if signal else -math.inf
+
+
+def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio of ``test`` against ``reference`` in dB,
+    10 log10(|ref|^2 / |ref - test|^2); inf when identical."""
+    return energy_ratio_db(*signal_and_noise(reference, test))

@@ -15,6 +15,7 @@ from .config import EfficientSamConfig
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
+from .transformer import ImageContext
 
 
 class EfficientSam(nn.Module):
@@ -36,6 +37,12 @@ class EfficientSam(nn.Module):
     def get_image_embeddings(self, batched_images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] RGB in [0, 1], any size -> [B, neck_dim, S/16, S/16]."""
         return self.image_encoder(self.preprocess(batched_images))
+
+    def decoder_context(self, image_embeddings: torch.Tensor) -> ImageContext:
+        """The decoder's prompt-independent work on [B, C, h, w] embeddings (image tokens, their
+        position encoding, the first layer's image-side projections), for :meth:`predict_masks`."""
+        grid = image_embeddings.shape[-1]
+        return self.mask_decoder.image_context(image_embeddings, self.prompt_encoder.get_dense_pe(grid))
 
     def get_rescaled_pts(self, batched_points: torch.Tensor, input_h: int, input_w: int) -> torch.Tensor:
         """Image pixels -> model pixels; negative coordinates (padding) become -1."""
@@ -66,19 +73,25 @@ class EfficientSam(nn.Module):
         input_w: int,
         output_h: int = -1,
         output_w: int = -1,
+        image_context: ImageContext | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode [B, Q, N, 2] prompts (image pixels) against [B, C, h, w] embeddings.
 
         Returns mask logits [B, Q, M, h', w'] (low-res unless output_h/w > 0, then bicubic to
         that size) and IoU predictions [B, Q, M]; M is 3 with multimask_output, else 1.
+        ``image_context`` (from :meth:`decoder_context` on the same embeddings) skips the
+        decoder's prompt-independent work: keep it per image when decoding many prompts.
         """
         b, q = batched_points.shape[:2]
         points = self.get_rescaled_pts(batched_points, input_h, input_w)
         points, labels = self.pad_prompt_slots(points, batched_point_labels)
         sparse = self.prompt_encoder(points.reshape(b * q, -1, 2), labels.reshape(b * q, -1))
         sparse = sparse.reshape(b, q, sparse.shape[1], sparse.shape[2])
+        if image_context is None:
+            image_context = self.decoder_context(image_embeddings) if b == 1 or q == 1 else None
+        image_pe = self.prompt_encoder.get_dense_pe() if image_context is None else None
         low_res, iou = self.mask_decoder(
-            image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, multimask_output=multimask_output
+            image_embeddings, image_pe, sparse, multimask_output=multimask_output, context=image_context
         )
         m = low_res.shape[1]
         if output_h > 0 and output_w > 0:

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import Subset
 from tqdm import tqdm
 
-from edge_sam.checkpoint import save_model
+from edge_sam.checkpoint import RUN_MODEL_FILE, save_model
 from edge_sam.data import open_dataset
 from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
@@ -42,7 +42,7 @@ from .optim import build_optimizer, warmup_cosine
 from .sampling import training_loader
 from .state import load_state, save_state
 
-MODEL_FILE = "model.safetensors"
+MODEL_FILE = RUN_MODEL_FILE
 VAL_MODES = ("box", "1-click")
 
 

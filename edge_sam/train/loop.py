@@ -84,12 +84,15 @@ def run_steps(
     validate: Callable[[int], None] | None = None,
     val_every: int = 0,
     desc: str = "train",
+    after_step: Callable[[int], None] | None = None,
 ) -> int:
     """Train from ``start_step`` to ``config.steps`` (or ``stop_after_steps`` / ``stop_after_minutes``);
     returns the step reached.
 
     ``save(step)`` runs on rank 0 every ``checkpoint_minutes`` and when the loop ends;
-    ``validate(step)`` runs on every rank every ``val_every`` steps (it decides who works).
+    ``validate(step)`` runs on every rank every ``val_every`` steps (it decides who works);
+    ``after_step(step)`` runs on every rank after each optimizer step (schedules beyond the lr,
+    such as QAT freezing its quantization ranges). Rank 0 prints one throughput line at the end.
     """
     end = min(config.steps, config.stop_after_steps or config.steps)
     deadline = time.monotonic() + config.stop_after_minutes * 60 if config.stop_after_minutes else None
@@ -103,6 +106,7 @@ def run_steps(
     # between log steps (``log_every`` 1 writes every step, as on a CPU nothing is lost).
     window: list[dict[str, torch.Tensor]] = []
     window_started = time.perf_counter()
+    session_started, steps_timed = time.perf_counter(), 0
     while step < end:
         batch = batch_to_device(next(batches), ctx.device)
         with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
@@ -113,6 +117,9 @@ def run_steps(
         optimizer.step()
         scheduler.step()
         step += 1
+        steps_timed += 1
+        if after_step is not None:
+            after_step(step)
         window.append({**{k: v.detach() for k, v in outputs.items()}, "grad_norm": grad_norm.detach()})
         at_log_step = step % config.log_every == 0 or step == end
         # The clock is read at log steps only: deciding costs a host sync (and, with DDP, a collective).
@@ -133,12 +140,20 @@ def run_steps(
             validate(step)
             objective.train()
             window_started += time.perf_counter() - paused  # validation time is not step time
+            session_started += time.perf_counter() - paused
         if ctx.is_main and time.monotonic() - last_save >= config.checkpoint_minutes * 60:
             save(step)
             last_save = time.monotonic()
         if out_of_time:
             break
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize(ctx.device)  # queued steps count toward the throughput line
+    seconds = time.perf_counter() - session_started
     if ctx.is_main:
         save(step)
     bar.close()
+    if ctx.is_main and steps_timed:
+        tqdm.write(f"{desc}: {steps_timed} steps x {images_per_step} images in {seconds:.1f} s: "
+                   f"{steps_timed * images_per_step / seconds:.2f} images/s ({ctx.device.type}, {config.precision}, "
+                   f"{ctx.world_size} process{'es' if ctx.world_size > 1 else ''}, batch {config.batch_size} per process)")
     return step

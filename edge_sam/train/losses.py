@@ -68,3 +68,13 @@ def multimask_loss(
         "train_iou": mean(actual_iou.gather(-1, best).squeeze(-1)),
     }
     return mean(per_query), stats
+
+
+def binary_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Per-pixel KL(teacher || student) of the mask probabilities, averaged over the last two dims
+    (0 where they agree; weighted toward pixels the teacher is unsure of, the mask boundary):
+    the distillation loss on masks."""
+    target = torch.sigmoid(teacher_logits)
+    cross = F.binary_cross_entropy_with_logits(student_logits, target, reduction="none")
+    entropy = F.binary_cross_entropy_with_logits(teacher_logits, target, reduction="none")
+    return (cross - entropy).mean(dim=(-2, -1))

@@ -65,6 +65,12 @@ class ImageSource:
         count = self.count if limit is None else min(self.count, limit)
         return ImageSource(self.kind, self.path, count, self._read, self._ids)
 
+    def skipped(self, start: int) -> "ImageSource":
+        """The images from index ``start`` on: a held-out split disjoint from ``limited(start)``."""
+        start = min(start, self.count)
+        read = self._read
+        return ImageSource(self.kind, self.path, self.count - start, lambda index: read(start + index), self._ids[start:])
+
 
 def image_folder(path: str | os.PathLike, limit: int | None = None) -> ImageSource:
     """Every image file directly in ``path``, sorted by name."""
@@ -98,6 +104,18 @@ def open_source(path: str | os.PathLike, limit: int | None = None) -> ImageSourc
     if path.is_dir() and not any(path.glob("*.json")) and not (path / "annotations").is_dir():
         return image_folder(path, limit)
     return dataset_source(path, limit)
+
+
+def recorded_source(record: dict[str, Any] | None) -> ImageSource | None:
+    """The calibration images a manifest records (``manifest.calibration``), if they are still
+    at the recorded path and still the same images (same ids digest); None otherwise."""
+    if not record:
+        return None
+    try:
+        source = open_source(record["path"], record["count"])
+    except EdgeSamError:
+        return None
+    return source if source.describe()["ids_sha256"] == record["ids_sha256"] else None
 
 
 def photo_crops(image: np.ndarray, folder: str | os.PathLike, count: int = 8) -> ImageSource:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
 from edge_sam.deploy import DecoderGraph, EncoderGraph, pad_prompts
@@ -96,10 +97,15 @@ def decoder_calibration_batches(
 
 
 
+def encoder_input(image: np.ndarray, img_size: int) -> torch.Tensor:
+    """The deploy-form encoder's input for an HxWx3 uint8 image: [1, 3, S, S] float32, resized
+    and normalized as the manifest's preprocessing contract says."""
+    return preprocess(image_to_tensor(image), img_size)
+
+
 def calibration_batches(model: EfficientSam, source: ImageSource, img_size: int, role: str):
     """Calibration inputs for one graph and their count: preprocessed images for the encoder; for
     the decoder, the fp32 embedding of each image with the validation grid prompts."""
     if role == "encoder":
-        batches = ((preprocess(image_to_tensor(image), img_size),) for image in source.images())
-        return batches, len(source)
+        return ((encoder_input(image, img_size),) for image in source.images()), len(source)
     return decoder_calibration_batches(model, source, img_size)

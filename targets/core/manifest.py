@@ -30,6 +30,12 @@ class ArtifactError(EdgeSamError, ValueError):
     """An artifact that is missing, tampered with, or does not match what its manifest says."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of a toolchain's error (they carry pages of MLIR or C++ context), or its
+    type when it says nothing: what a one-line ArtifactError or EdgeSamError quotes."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -122,6 +128,8 @@ class Manifest:
     source_checkpoint: dict[str, Any]
     toolchain: dict[str, str]
     calibration: dict[str, Any] | None
+    # The target's declared export options as applied (defaults it filled in included).
+    export_options: dict[str, Any] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     created_at: str = ""
     format_version: int = FORMAT_VERSION
@@ -141,6 +149,18 @@ class Manifest:
         values = {k: v for k, v in data.items() if k in known}
         values["graphs"] = tuple(GraphSpec.from_dict(g) for g in data["graphs"])
         return cls(**values)
+
+
+def check_io_names(
+    path: str | os.PathLike, spec: "GraphSpec", inputs: list[str], outputs: list[str], ordered: bool = True
+) -> None:
+    """Refuse a graph file whose input and output names (as its runtime lists them) are not the
+    ones its manifest records; ``ordered=False`` where the runtime binds them by name only."""
+    actual = (list(inputs), list(outputs))
+    recorded = ([t.name for t in spec.inputs], [t.name for t in spec.outputs])
+    same = actual == recorded if ordered else all(sorted(a) == sorted(r) for a, r in zip(actual, recorded))
+    if not same:
+        raise ArtifactError(f"{path} has inputs/outputs {actual}, but its manifest records {recorded}")
 
 
 def artifact_label(artifact_dir: str | os.PathLike, manifest: Manifest, variant: str | None = None) -> str:

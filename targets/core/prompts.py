@@ -3,42 +3,29 @@
 Plain images get a grid of single foreground clicks plus a few boxes; dataset samples get,
 per annotated object, its box and a click at its centre (the point farthest from the mask
 boundary, the 1-click protocol of the EfficientSAM paper), tied to the object's mask so the
-report can score both against ground truth.
+report can score both against ground truth. Each is an :class:`edge_sam.predictor.Prompt`,
+the same type the Predictor takes, so a validation prompt can be replayed there as it is.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from edge_sam.data.prompts import mask_center_point
 from edge_sam.data.types import Sample
+from edge_sam.predictor import Prompt
 
-BOX_LABELS = np.array([2.0, 3.0], np.float32)
-CLICK_LABEL = np.array([1.0], np.float32)
 # Boxes as fractions of the image (x0, y0, x1, y1): centre, left-top quadrant-ish, a wide strip.
 _FOLDER_BOXES = ((0.25, 0.25, 0.75, 0.75), (0.05, 0.1, 0.5, 0.6), (0.3, 0.55, 0.95, 0.9))
 
 
-@dataclass(frozen=True)
-class Prompt:
-    kind: str  # "click" or "box"
-    points: np.ndarray  # [N, 2] image pixels (x, y)
-    labels: np.ndarray  # [N]
-    object_index: int | None = None  # the annotation this prompt came from, if any
-
-    def describe(self) -> dict:
-        return {"kind": self.kind, "points": self.points.round(1).tolist(), "labels": self.labels.tolist(),
-                "object_index": self.object_index}
-
-
 def box_prompt(box_xyxy: np.ndarray, object_index: int | None = None) -> Prompt:
-    return Prompt("box", np.asarray(box_xyxy, np.float32).reshape(2, 2), BOX_LABELS, object_index)
+    return Prompt(box=np.asarray(box_xyxy, np.float32).reshape(4), object_index=object_index)
 
 
 def click_prompt(point_xy: np.ndarray, object_index: int | None = None) -> Prompt:
-    return Prompt("click", np.asarray(point_xy, np.float32).reshape(1, 2), CLICK_LABEL, object_index)
+    """One foreground click."""
+    return Prompt(np.asarray(point_xy, np.float32).reshape(1, 2), np.ones(1, np.float32), object_index=object_index)
 
 
 def grid_prompts(image_hw: tuple[int, int], grid: int = 3) -> list[Prompt]:

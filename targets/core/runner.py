@@ -4,6 +4,7 @@ runtime package builds on (the :class:`~edge_sam.runner.Runner` interface lives 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,11 @@ class ArtifactRunner(Runner):
     """A runner over an exported artifact: its manifest says what it is."""
 
     manifest: Manifest
+
+    @property
+    def max_prompt_points(self) -> int:
+        """The decoder's prompt slots, as the manifest records them."""
+        return self.manifest.prompts["slots"]
 
     def describe(self) -> dict[str, Any]:
         """What the report prints about this runner."""
@@ -63,3 +69,21 @@ class DeployFormRunner(ArtifactRunner):
         """[1, C, h, w], [1, slots, 2] model px, [1, slots] -> ([1, 3, 4h, 4w], [1, 3])."""
 
 
+GraphCall = Callable[..., Sequence[np.ndarray]]
+
+
+class GraphPairRunner(DeployFormRunner):
+    """A deploy-form runner over two graph calls, ``encoder(image)`` and ``decoder(embedding,
+    coords, labels)``, each returning its outputs in the manifest's order: a runtime package
+    only wraps one of its files behind such a call."""
+
+    def __init__(self, manifest: Manifest, encoder: GraphCall, decoder: GraphCall, label: str) -> None:
+        super().__init__(manifest, label)
+        self.encoder, self.decoder = encoder, decoder
+
+    def run_encoder(self, image: np.ndarray) -> np.ndarray:
+        return self.encoder(image)[0]
+
+    def run_decoder(self, embedding, coords, labels):
+        low_res, iou = self.decoder(embedding, coords, labels)
+        return low_res, iou

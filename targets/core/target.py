@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -23,10 +24,13 @@ from edge_sam.checkpoint import resolve_checkpoint
 from edge_sam.errors import EdgeSamError, require
 from edge_sam.staging import staged_dir
 from edge_sam.modeling import EfficientSam
-from edge_sam.quantize.recipes import DEFAULT_RECIPE, QuantRecipe, RecipeError, get_recipe
+from edge_sam.quantize.layers import check_layers
+from edge_sam.quantize.qat_checkpoint import QatCheckpoint, read_qat_checkpoint
+from edge_sam.quantize.recipes import DEFAULT_RECIPE, QuantRecipe, RecipeError, check_schemes, get_recipe
 
 from edge_sam.targets.core.calibration import ImageSource
 from edge_sam.targets.core.contract import preprocessing_contract, prompt_contract
+from edge_sam.targets.core.toolchain_log import export_log
 from edge_sam.runner import Runner
 from edge_sam.targets.core.manifest import (
     ArtifactError,
@@ -38,6 +42,9 @@ from edge_sam.targets.core.manifest import (
     verify_files,
     write_manifest,
 )
+
+if TYPE_CHECKING:
+    from edge_sam.targets.validation.layers import LayerRow
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INTERFACES = ("deploy", "official")
@@ -60,14 +67,18 @@ def source_fingerprint(model: EfficientSam, checkpoint: str | os.PathLike | None
     if checkpoint is not None:
         path = resolve_checkpoint(checkpoint)
         record.update(name=str(checkpoint), file=path.name, sha256=sha256_file(path))
+        qat = read_qat_checkpoint(checkpoint)
+        if qat is not None:  # the fp32 model the QAT weights were distilled from, also a valid reference
+            record["qat_teacher_state_dict_sha256"] = qat.teacher_sha256
     return record
 
 
 def check_source(manifest: Manifest, model: EfficientSam, artifact_dir: str | os.PathLike) -> None:
-    """Refuse to compare an artifact against a model it was not exported from."""
+    """Refuse to compare an artifact against a model it was not exported from (or, for an export
+    of QAT weights, the fp32 model they were distilled from)."""
     recorded = manifest.source_checkpoint.get("state_dict_sha256")
     actual = state_dict_sha256(model)
-    if recorded != actual:
+    if actual not in (recorded, manifest.source_checkpoint.get("qat_teacher_state_dict_sha256")):
         raise ArtifactError(
             f"{artifact_dir} was exported from different weights (state dict sha256 {str(recorded)[:12]}... "
             f"vs {actual[:12]}... for the given checkpoint)"
@@ -75,7 +86,7 @@ def check_source(manifest: Manifest, model: EfficientSam, artifact_dir: str | os
 
 
 def resolve_recipe(precision: str, recipe: str | QuantRecipe | None) -> QuantRecipe | None:
-    """fp32/fp16 take no recipe; int8 takes the named recipe or the default static one."""
+    """fp32/fp16 take no recipe; int8 takes a registry name, a recipe file, or the default static one."""
     if precision not in PRECISIONS:
         raise EdgeSamError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
     if precision != "int8":
@@ -126,6 +137,8 @@ class ExportRequest:
     img_size: int
     interface: str
     calibration: ImageSource | None
+    # Set when the encoder takes a QAT checkpoint's learned ranges instead of calibrating.
+    qat: QatCheckpoint | None = None
 
 
 
@@ -137,6 +150,8 @@ class Target(ABC):
     extra: ClassVar[str]  # the pip extra that installs the toolchain
     distributions: ClassVar[tuple[str, ...]]  # recorded in the manifest's toolchain versions
     precisions: ClassVar[tuple[str, ...]] = PRECISIONS
+    # The recipe schemes its int8 export takes (edge_sam.quantize.recipes.SCHEMES); others are refused.
+    schemes: ClassVar[tuple[str, ...]] = ()
     interfaces: ClassVar[tuple[str, ...]] = ("deploy",)
     # What the target takes, declared so the CLI and checks are built from it (see TargetOption).
     export_options: ClassVar[tuple[TargetOption, ...]] = ()
@@ -176,28 +191,38 @@ class Target(ABC):
             raise EdgeSamError(f"target {self.name} exports {', '.join(self.precisions)}, not {precision}")
         if interface not in self.interfaces:
             raise EdgeSamError(f"target {self.name} has interfaces {', '.join(self.interfaces)}, not {interface}")
+        qat = read_qat_checkpoint(checkpoint)
+        if qat is not None and precision == "int8" and recipe is None:
+            recipe = qat.recipe  # a QAT checkpoint exports the recipe it was trained for
         resolved = resolve_recipe(precision, recipe)
-        if resolved is not None and resolved.needs_calibration and calibration is None:
-            raise EdgeSamError(f"int8 recipe '{resolved.name}' is static: it needs calibration images (--calibration DIR)")
+        if resolved is not None:
+            check_schemes(resolved, self.name, self.schemes)
+            check_layers(resolved, model)
         size = img_size or model.image_encoder.img_size
+        learned = qat is not None and resolved is not None and resolved.needs_calibration and qat.simulated(
+            resolved, size) and self.takes_learned_ranges(resolved)
+        if resolved is not None and resolved.needs_calibration and calibration is None and not learned:
+            raise EdgeSamError(f"int8 recipe '{resolved.name}' is static: it needs calibration images (--calibration DIR)")
         if size % model.image_encoder.patch_size:
             raise EdgeSamError(f"img_size {size} is not a multiple of the patch size {model.image_encoder.patch_size}")
-        if resolved is not None and resolved.needs_calibration:
+        if resolved is not None and resolved.needs_calibration and not learned:
             calibration = calibration.limited(calibration_images or resolved.calibration_images)
         else:
             calibration = None
         check_options(self.name, "export", opts, self.export_options)
-        request = ExportRequest(precision, resolved, size, interface, calibration)
+        request = ExportRequest(precision, resolved, size, interface, calibration, qat if learned else None)
+        opts = self.resolve_export_options(request, opts)
         self.check_toolchain("export")
         fingerprint = source_fingerprint(model, checkpoint)
-        with staged_dir(out_dir, overwrite) as tmp:
+        # What the converters print goes to <artifact>/toolchain.log (not in the manifest: a diagnostic).
+        with staged_dir(out_dir, overwrite) as tmp, export_log(self.name, out_dir, tmp):
             graphs = self.write_graphs(model.eval(), request, tmp, **opts)
             manifest = Manifest(
                 target=self.name,
                 backend=self.backend,
                 interface=interface,
                 precision=precision,
-                recipe=resolved.describe() if resolved else None,
+                recipe=_recipe_record(resolved, qat, size, learned),
                 img_size=size,
                 model_config=dataclasses.replace(model.config, img_size=size).to_dict(),
                 preprocessing=preprocessing_contract(in_graph=interface == "official"),
@@ -206,9 +231,20 @@ class Target(ABC):
                 source_checkpoint=fingerprint,
                 toolchain=toolchain_versions("edge-sam", "torch", *self.distributions),
                 calibration=request.calibration.describe() if request.calibration else None,
+                export_options=opts,
             )
             write_manifest(tmp, manifest)
         return Path(out_dir)
+
+    def takes_learned_ranges(self, recipe: QuantRecipe) -> bool:
+        """Whether this target's export of ``recipe`` can use a QAT checkpoint's learned activation
+        ranges as they are (its quantizer is the one QAT simulated); others re-calibrate."""
+        return False
+
+    def resolve_export_options(self, request: ExportRequest, opts: dict[str, Any]) -> dict[str, Any]:
+        """The declared export options as this export applies them, defaults a target fills in
+        included (the manifest records them); one EdgeSamError for an option ``request`` cannot take."""
+        return dict(opts)
 
     def check_toolchain(self, stage: str = "export") -> None:
         """Import the modules ``stage`` ("export" or "runtime") needs up front, so a missing one
@@ -234,10 +270,37 @@ class Target(ABC):
     def make_runner(self, artifact_dir: Path, manifest: Manifest, label: str | None = None, **runtime_opts: Any) -> Runner:
         """A runner for a verified artifact, taking the declared runtime options."""
 
-    def layer_drift(self, artifact_dir: Path, runner: Runner, model: EfficientSam, images: list[np.ndarray]) -> list[dict] | None:
-        """Per-layer SQNR between the artifact and an fp32 export of ``model``; None where the
-        target has no per-layer tool or the artifact is fp32 already."""
+    def layer_drift(self, artifact_dir: str | os.PathLike, runner: Runner, model: EfficientSam,
+                    images: list[np.ndarray]) -> list[LayerRow] | None:
+        """Per-layer SQNR of the artifact's encoder against an fp32 export of ``model``
+        (:mod:`edge_sam.targets.validation.layers` rows); None where the target has no per-layer
+        tool or the artifact is fp32 already."""
+        if runner.manifest.precision == "fp32":
+            return None
+        if state_dict_sha256(model) != runner.manifest.source_checkpoint.get("state_dict_sha256"):
+            # An export of QAT weights compared with the fp32 model they were distilled from: the
+            # per-layer tools re-quantize the given model, which is not the artifact's.
+            print(f"per-layer drift skipped for {artifact_dir}: it holds QAT weights; validate it with "
+                  f"--checkpoint <the QAT checkpoint> for per-layer rows", file=sys.stderr)
+            return None
+        return self.compare_layers(Path(artifact_dir), runner, model, images)
+
+    def compare_layers(self, artifact_dir: Path, runner: Runner, model: EfficientSam,
+                       images: list[np.ndarray]) -> list[LayerRow] | None:
+        """The target's per-layer tool for a non-fp32 artifact (its runtime adapter of
+        :func:`edge_sam.targets.validation.layers.layer_rows`); None where it has none."""
         return None
+
+
+def _recipe_record(recipe: QuantRecipe | None, qat: QatCheckpoint | None, img_size: int, learned: bool):
+    """The manifest's recipe: the recipe's own description, plus for QAT weights where they and
+    their activation ranges came from (``qat``)."""
+    if recipe is None:
+        return None
+    record = recipe.describe()
+    if qat is not None:
+        record["qat"] = qat.manifest_note(recipe, img_size, learned)
+    return record
 
 
 def verify_artifact(artifact_dir: str | os.PathLike, expected_target: str | None = None) -> Manifest:

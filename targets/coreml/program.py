@@ -10,9 +10,6 @@ output names, dtypes and shapes), and the I/O the model description declares.
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edge_sam.targets.core.manifest import ArtifactError
+from edge_sam.targets.core.toolchain_log import capture
 
 MODEL_SPEC = Path("Data") / "com.apple.CoreML" / "model.mlmodel"
 
@@ -45,6 +43,11 @@ class Operation:
     name: str
     inputs: dict[str, Ref | tuple[Ref, ...]]
     outputs: tuple[ValueInfo, ...]
+
+    def operands(self) -> Iterator[Ref]:
+        """Every value the op reads, list-valued inputs flattened."""
+        for ref in self.inputs.values():
+            yield from ref if isinstance(ref, tuple) else (ref,)
 
 
 @dataclass(frozen=True)
@@ -181,21 +184,11 @@ def load_program(package: str | Path) -> MilProgram:
     )
 
 
-@contextlib.contextmanager
-def quiet_toolchain() -> Iterator[None]:
+def quiet_toolchain() -> contextlib.AbstractContextManager[None]:
     """coremltools logs one line per macOS-only binding and version check on Linux, and
-    torch.export/ct.convert print per-pass progress; keep edge_sam's output to its own bars."""
-    loggers = [logging.getLogger(name) for name in ("coremltools", "torch._export", "torch.export", "torch.utils._pytree")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+    torch.export / ct.convert print per-pass progress bars: all of it goes to the export's
+    toolchain log (:func:`~edge_sam.targets.core.toolchain_log.capture`), off the terminal."""
+    return capture("coremltools")
 
 
 def import_coremltools():

@@ -22,53 +22,16 @@ ExecuTorch's optimized CPU kernel: 2% of the encoder's time at 1024 in an ETDump
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
 import operator
 import threading
-import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 from torch.fx.passes.infra.pass_base import PassResult
 from tqdm import tqdm
 
-from edge_sam.errors import EdgeSamError
-
-
-@dataclass(frozen=True)
-class Delegate:
-    """One ExecuTorch backend a .pte can be lowered to."""
-
-    name: str  # the export option: delegate="xnnpack" | "coreml"
-    backend_id: str  # the name ExecuTorch's backend registry knows it by
-    manifest_backend: str  # what the manifest records (and the report prints)
-    precisions: tuple[str, ...]
-    runs_on: str  # where its programs can execute, for error messages
-
-
-XNNPACK = Delegate("xnnpack", "XnnpackBackend", "XnnpackBackend", ("fp32", "int8"), "any CPU (Linux, Android, iOS, macOS)")
-COREML = Delegate(
-    "coreml", "CoreMLBackend", "CoreMLBackend (runs on macOS 14+ / iOS 17+ only)", ("fp32", "fp16"), "macOS 14+ / iOS 17+"
-)
-DELEGATES = {d.name: d for d in (XNNPACK, COREML)}
-
-
-def get_delegate(name: str) -> Delegate:
-    try:
-        return DELEGATES[name]
-    except KeyError:
-        raise EdgeSamError(f"unknown ExecuTorch delegate '{name}' (choose from {', '.join(DELEGATES)})") from None
-
-
-def delegate_for_backend(manifest_backend: str) -> Delegate:
-    """The delegate an artifact's manifest names, or one error."""
-    for delegate in DELEGATES.values():
-        if delegate.manifest_backend == manifest_backend:
-            return delegate
-    known = ", ".join(d.manifest_backend for d in DELEGATES.values())
-    raise EdgeSamError(f"manifest names ExecuTorch backend '{manifest_backend}', which this edge_sam does not know ({known})")
+from edge_sam.targets.core.toolchain_log import capture
+from edge_sam.targets.executorch.runtime import XNNPACK, Delegate
 
 
 class StageBar:
@@ -169,20 +132,10 @@ def _partitioner(delegate: Delegate, precision: str):
     return CoreMLPartitioner(compile_specs=specs)
 
 
-@contextlib.contextmanager
-def quiet_toolchain() -> Iterator[None]:
-    """The lowering stack prints per-pass progress and warnings; keep the terminal for our stages."""
-    loggers = [logging.getLogger(name) for name in ("executorch", "coremltools", "torch._export", "root")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+def quiet_toolchain() -> contextlib.AbstractContextManager[None]:
+    """The lowering stack prints per-pass progress and warnings: into the export's toolchain log
+    (:func:`~edge_sam.targets.core.toolchain_log.capture`), keeping the terminal for our stages."""
+    return capture("executorch lowering")
 
 
 def lower_to_pte(

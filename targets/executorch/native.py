@@ -119,8 +119,13 @@ def run_runner(
     if done.returncode != 0:
         message = [line for line in done.stderr.splitlines() if line.startswith(f"{RUNNER_NAME}: error:")]
         raise NativeRunnerError((message or [done.stderr.strip() or f"exit status {done.returncode}"])[-1])
-    latency = {name: (float(mean), float(low)) for name, mean, low, _ in _LATENCY.findall(done.stdout)}
+    latency = parse_latency(done.stdout)
     return NativeRun(read_pgm(out_pgm) > 0, latency["encoder"], latency["decoder"], done.stdout)
+
+
+def parse_latency(stdout: str) -> dict[str, tuple[float, float]]:
+    """The runner's "encoder: mean X ms, min Y ms over N runs" lines -> {role: (mean, min)} ms."""
+    return {name: (float(mean), float(low)) for name, mean, low, _ in _LATENCY.findall(stdout)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,16 +5,22 @@ get annotated: ``static-conv-linear`` quantizes conv and linear (per-channel int
 per-tensor int8 activations) and leaves the attention matmuls, softmax, LayerNorm, GELU and
 the residual adds float, which XNNPACK then runs in fp32 inside the same delegate.
 XNNPACK's quantizer has no int8 pattern for matmuls of two activations, softmax, norms or GELU;
-a recipe asking for those is refused rather than silently left float.
+a recipe asking for those is refused rather than silently left float. A per-layer recipe's float
+layers are kept out by the quantizer's node filter (``set_filter_function``; its
+``set_module_name`` takes no "leave float" config).
 """
 
 from __future__ import annotations
 
-
 import torch
 
-from edge_sam.quantize.pt2e import with_recipe_activations
+from edge_sam.modeling import EfficientSam
+from edge_sam.quantize.layers import float_layer_filter
+from edge_sam.quantize.pt2e import quantize_pt2e, with_recipe_activations
 from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
+
+from edge_sam.targets.core.calibration import ImageSource
+from edge_sam.targets.core.contract import calibration_batches
 
 # The aten ops whose XNNPACKQuantizer patterns quantize each op class.
 _XNNPACK_OPS: dict[OpClass, tuple] = {
@@ -35,27 +41,48 @@ def _check_supported(recipe: QuantRecipe) -> None:
         )
 
 
-def _quantization_config(recipe: QuantRecipe):
+def _quantization_config(recipe: QuantRecipe, qat: bool = False):
     """XNNPACK's symmetric config (per-channel weights if the recipe says so), with the recipe's
-    calibration observer and activation symmetry for static schemes."""
+    calibration observer and activation symmetry for static schemes; ``qat``: fake quantizers
+    (quantization-aware training, :mod:`edge_sam.quantize.qat`) instead of observers."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
 
     config = get_symmetric_quantization_config(
-        is_per_channel=recipe.per_channel_weights, is_dynamic=recipe.scheme == "dynamic"
+        is_per_channel=recipe.per_channel_weights, is_dynamic=recipe.scheme == "dynamic", is_qat=qat
     )
     if recipe.scheme == "dynamic":
         return config
+    if qat:
+        from edge_sam.quantize.qat_graph import with_qat_activations
+
+        return with_qat_activations(config, recipe)
     return with_recipe_activations(config, recipe)
 
 
-def recipe_quantizer(recipe: QuantRecipe):
-    """An ``XNNPACKQuantizer`` that annotates exactly the recipe's op classes."""
+def recipe_quantizer(recipe: QuantRecipe, qat: bool = False):
+    """An ``XNNPACKQuantizer`` that annotates exactly the recipe's op classes, outside its float layers."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
 
     _check_supported(recipe)
-    config = _quantization_config(recipe)
+    config = _quantization_config(recipe, qat)
     quantizer = XNNPACKQuantizer()
     for op_class in recipe.quantized_ops:
         for op in _XNNPACK_OPS[op_class]:
             quantizer.set_operator_type(op, config)
+    keep = float_layer_filter(recipe)
+    if keep is not None:
+        quantizer.set_filter_function(keep)
     return quantizer
+
+
+def quantized_graph(
+    model: EfficientSam, graph: torch.nn.Module, recipe: QuantRecipe, calibration: ImageSource | None, img_size: int, role: str
+) -> torch.fx.GraphModule:
+    """``graph`` PT2E-quantized with the recipe's XNNPACK quantizer (calibrated when static): what
+    export lowers, and what the per-layer drift compares with the float graph."""
+    if recipe.needs_calibration:
+        batches, total = calibration_batches(model, calibration, img_size, role)
+    else:  # dynamic: one pass so the weight observers see the weights
+        batches, total = [graph.example_inputs()], 1
+    return quantize_pt2e(graph, graph.example_inputs(), recipe_quantizer(recipe), batches, total=total,
+                         description=f"calibrating {role}")

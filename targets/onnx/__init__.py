@@ -1,2 +1,3 @@
-"""ONNX: deploy-form and official-interface graphs (graphs.py), fp16/INT8 with onnxruntime's
-tools (quantize.py), the target and onnxruntime runner (target.py), per-node drift (layers.py)."""
+"""ONNX: the target (target.py), what a device needs to run it (runtime.py: onnxruntime sessions,
+provider choice, runners), deploy-form and official-interface graphs (graphs.py), fp16/INT8 with
+onnxruntime's tools (quantize.py), per-node drift (layers.py)."""

@@ -12,16 +12,13 @@ network. Two things are written so ONNX shape inference stays exact: prompts are
 truncated to the decoder's slots by concat-then-slice (no branch on N), and embeddings are
 broadcast to the queries with expand + reshape (peers' exports used a 5-D Tile that fails the
 checker). The upsampling of masks to ``orig_im_size`` is a value-dependent size, which
-torch.export cannot trace, so it is appended to the exported graph as an ONNX Resize (cubic,
-a = -0.75, half_pixel: the arithmetic of torch's bicubic).
+torch.export cannot trace, so it is appended to the exported graph as two matmuls with
+interpolation matrices built from ``orig_im_size``: torch's bilinear (what the official ONNX
+files do, the default) or bicubic (what ``EfficientSam.predict_masks`` does), see ``UPSAMPLE``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +28,16 @@ from torch import nn
 from edge_sam.modeling import EfficientSam
 from edge_sam.transforms import preprocess
 from edge_sam.targets.core.contract import IO_NAMES, deploy_graph
+from edge_sam.targets.core.toolchain_log import capture
 
 OPSET = 18
 
 OFFICIAL_ENCODER_IO = (["batched_images"], ["image_embeddings"])
 OFFICIAL_DECODER_INPUTS = ["image_embeddings", "batched_point_coords", "batched_point_labels", "orig_im_size"]
 OFFICIAL_DECODER_OUTPUTS = ["output_masks", "iou_predictions", "low_res_masks"]
+# How the official decoder upsamples low-res logits to orig_im_size; the first is the default:
+# the reference repo's ONNX files (the ones labelme/osam replace) use bilinear.
+UPSAMPLE = ("bilinear", "bicubic")
 
 
 class OfficialEncoder(nn.Module):
@@ -83,19 +84,14 @@ class OfficialDecoder(nn.Module):
 
 
 def _export(module: nn.Module, args: tuple, path: Path, names: tuple[list[str], list[str]], dynamic_shapes=None):
-    """torch.onnx.export (dynamo) with its progress chatter kept off the user's terminal."""
+    """torch.onnx.export (dynamo); its progress chatter and warnings go to the export's toolchain log."""
     module = module.eval()
-    registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = registration_log.level
-    registration_log.setLevel(logging.ERROR)  # "torchvision is not installed" notes, irrelevant here
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-        warnings.simplefilter("ignore")
+    with capture("torch.onnx.export"), torch.no_grad():
         program = torch.onnx.export(
             module, args, dynamo=True, opset_version=OPSET, input_names=names[0], output_names=names[1],
             dynamic_shapes=dynamic_shapes, optimize=True, verbose=False,
         )
         program.save(str(path))
-    registration_log.setLevel(level)
 
 
 def export_deploy_encoder(model: EfficientSam, img_size: int, path: Path) -> None:
@@ -116,7 +112,7 @@ def export_official_encoder(model: EfficientSam, img_size: int, path: Path) -> N
     _export(OfficialEncoder(model, img_size), (example,), path, OFFICIAL_ENCODER_IO, dynamic)
 
 
-def export_official_decoder(model: EfficientSam, img_size: int, path: Path) -> None:
+def export_official_decoder(model: EfficientSam, img_size: int, path: Path, upsample: str = UPSAMPLE[0]) -> None:
     grid = img_size // model.image_encoder.patch_size
     example = (
         torch.randn(2, model.config.neck_dim, grid, grid),
@@ -127,7 +123,7 @@ def export_official_decoder(model: EfficientSam, img_size: int, path: Path) -> N
     batch, queries, points = (torch.export.Dim(n) for n in ("batch", "num_queries", "num_points"))
     dynamic = ({0: batch}, {0: batch, 1: queries, 2: points}, {0: batch, 1: queries, 2: points}, None)
     _export(OfficialDecoder(model, img_size), example, path, (OFFICIAL_DECODER_INPUTS, ["low_res_masks", "iou_predictions"]), dynamic)
-    _append_full_size_masks(path)
+    _append_full_size_masks(path, upsample)
 
 
 class _GraphBuilder:
@@ -155,6 +151,45 @@ class _GraphBuilder:
         return f"{self.prefix}_{kind}_{self.count}"
 
 
+def _source_coordinate(b: _GraphBuilder, out_len: str, in_len: int) -> str:
+    """torch's source coordinate of each output index (align_corners=False): (i + 0.5) * in/out - 0.5,
+    the scale computed in float32 from the sizes, as torch does when given an output size."""
+    from onnx import TensorProto
+
+    f32 = np.float32
+    length = b.op("Cast", out_len, to=TensorProto.FLOAT)
+    index = b.op("Range", b.const(0.0, f32), length, b.const(1.0, f32))
+    scale = b.op("Div", b.const(float(in_len), f32), length)
+    return b.op("Sub", b.op("Mul", b.op("Add", index, b.const(0.5, f32)), scale), b.const(0.5, f32))
+
+
+def _tap_matrix(b: _GraphBuilder, floor: str, weights: dict[int, str], in_len: int) -> str:
+    """[out, in] matrix with ``weights[k]`` at column clamp(floor + k) of each row (taps that
+    clamp onto the same edge column add up, as torch's kernels do)."""
+    from onnx import TensorProto
+
+    f32 = np.float32
+    columns = b.op("Unsqueeze", b.op("Range", b.const(0.0, f32), b.const(float(in_len), f32), b.const(1.0, f32)), b.const([0], np.int64))
+    matrix = None
+    for offset, weight in weights.items():
+        tap = b.op("Clip", b.op("Add", floor, b.const(float(offset), f32)), b.const(0.0, f32), b.const(in_len - 1.0, f32))
+        hit = b.op("Cast", b.op("Equal", b.op("Unsqueeze", tap, b.const([1], np.int64)), columns), to=TensorProto.FLOAT)
+        term = b.op("Mul", hit, b.op("Unsqueeze", weight, b.const([1], np.int64)))
+        matrix = term if matrix is None else b.op("Add", matrix, term)
+    return matrix
+
+
+def _bilinear_matrix(b: _GraphBuilder, out_len: str, in_len: int) -> str:
+    """[out_len, in_len] matrix M with M @ x = torch's bilinear resize of x along one axis
+    (align_corners=False, no antialias): the source coordinate clamped at 0, taps floor and
+    floor + 1 clamped to the edge, weights 1 - t and t."""
+    f32 = np.float32
+    source = b.op("Max", _source_coordinate(b, out_len, in_len), b.const(0.0, f32))
+    floor = b.op("Floor", source)
+    t = b.op("Sub", source, floor)
+    return _tap_matrix(b, floor, {0: b.op("Sub", b.const(1.0, f32), t), 1: t}, in_len)
+
+
 def _bicubic_matrix(b: _GraphBuilder, out_len: str, in_len: int) -> str:
     """[out_len, in_len] matrix M with M @ x = torch's bicubic resize of x along one axis.
 
@@ -163,14 +198,9 @@ def _bicubic_matrix(b: _GraphBuilder, out_len: str, in_len: int) -> str:
     which onnxruntime runs ~50x faster than its own cubic Resize kernel (1.2 s for 3 x 256^2 ->
     603 x 1072 on our CPU).
     """
-    from onnx import TensorProto
-
     f32 = np.float32
     a = -0.75
-    length = b.op("Cast", out_len, to=TensorProto.FLOAT)
-    index = b.op("Range", b.const(0.0, f32), length, b.const(1.0, f32))
-    scale = b.op("Div", b.const(float(in_len), f32), length)
-    source = b.op("Sub", b.op("Mul", b.op("Add", index, b.const(0.5, f32)), scale), b.const(0.5, f32))
+    source = _source_coordinate(b, out_len, in_len)
     floor = b.op("Floor", source)
     t = b.op("Sub", source, floor)
 
@@ -189,18 +219,15 @@ def _bicubic_matrix(b: _GraphBuilder, out_len: str, in_len: int) -> str:
         1: near(one_minus_t),
         2: far(b.op("Add", one_minus_t, b.const(1.0, f32))),
     }
-    columns = b.op("Unsqueeze", b.op("Range", b.const(0.0, f32), b.const(float(in_len), f32), b.const(1.0, f32)), b.const([0], np.int64))
-    matrix = None
-    for offset, weight in weights.items():
-        tap = b.op("Clip", b.op("Add", floor, b.const(float(offset), f32)), b.const(0.0, f32), b.const(in_len - 1.0, f32))
-        hit = b.op("Cast", b.op("Equal", b.op("Unsqueeze", tap, b.const([1], np.int64)), columns), to=TensorProto.FLOAT)
-        term = b.op("Mul", hit, b.op("Unsqueeze", weight, b.const([1], np.int64)))
-        matrix = term if matrix is None else b.op("Add", matrix, term)
-    return matrix
+    return _tap_matrix(b, floor, weights, in_len)
 
 
-def _append_full_size_masks(path: Path) -> None:
-    """Add ``output_masks``: low-res logits upsampled (bicubic) to ``orig_im_size``; official output order."""
+_MATRICES = {"bilinear": _bilinear_matrix, "bicubic": _bicubic_matrix}
+
+
+def _append_full_size_masks(path: Path, upsample: str) -> None:
+    """Add ``output_masks``: low-res logits upsampled (``upsample``: bilinear or bicubic) to
+    ``orig_im_size``; official output order."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -213,8 +240,9 @@ def _append_full_size_masks(path: Path) -> None:
     i64 = np.int64
     height = b.op("Slice", "orig_im_size", b.const([0], i64), b.const([1], i64))
     width = b.op("Slice", "orig_im_size", b.const([1], i64), b.const([2], i64))
-    rows = _bicubic_matrix(b, b.op("Squeeze", height), low_h)  # [H, h]
-    cols = _bicubic_matrix(b, b.op("Squeeze", width), low_w)  # [W, w]
+    matrix = _MATRICES[upsample]
+    rows = matrix(b, b.op("Squeeze", height), low_h)  # [H, h]
+    cols = matrix(b, b.op("Squeeze", width), low_w)  # [W, w]
     along_w = b.op("MatMul", "low_res_masks", b.op("Transpose", cols, perm=[1, 0]))  # [B, Q, M, h, W]
     b.op("MatMul", rows, along_w, output="output_masks")  # [B, Q, M, H, W]
     masks = helper.make_tensor_value_info("output_masks", TensorProto.FLOAT, [*dims[:3], "image_height", "image_width"])

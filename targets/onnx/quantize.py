@@ -4,22 +4,28 @@ A :class:`~edge_sam.quantize.recipes.QuantRecipe` is mapped onto onnxruntime her
 node is classified into a recipe op class (a MatMul with a constant operand is a linear
 layer, one of two activations an attention matmul) and exactly the nodes of the quantized
 classes are passed as ``nodes_to_quantize``.
+A per-layer recipe's float layers are found by name: the dynamo exporter records the module
+path each node was traced under (``pkg.torch.onnx.name_scopes``), and the nodes inside a float
+layer are left out of ``nodes_to_quantize``.
 Static recipes calibrate with QDQ, per-channel weights, S8S8 (onnxruntime's recommended
 format); dynamic recipes quantize weights only and compute activation ranges per run.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
+import ast
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from edge_sam.quantize.recipes import OpClass, QuantRecipe
+from edge_sam.errors import require
+from edge_sam.quantize.layers import float_layer_filter, layers_of_scopes
+from edge_sam.quantize.pt2e import with_recipe_activations
+from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
+from edge_sam.targets.core.toolchain_log import capture
 
 # What each op class is in an ONNX graph exported from edge_sam (linear layers on rank-3
 # activations export as MatMul + Add; attention score matmuls are MatMuls of two activations).
@@ -56,7 +62,51 @@ def nodes_to_quantize(model, recipe: QuantRecipe) -> tuple[list[str], list[str]]
     constants = {t.name for t in model.graph.initializer}
     constants |= {out for n in model.graph.node if n.op_type == "Constant" for out in n.output}
     chosen = [n for n in model.graph.node if op_class(n, constants) in recipe.quantized_ops]
+    if recipe.float_layers:
+        scopes = [node_scopes(n) for n in chosen]
+        if not any(scopes):
+            raise RecipeError(f"recipe '{recipe.name}' keeps layers float, but this ONNX graph records no module "
+                              "scopes to find them by (export it with torch.onnx's dynamo exporter)")
+        chosen = [n for n, s in zip(chosen, scopes) if not layers_of_scopes(s, recipe.float_layers)]
     return [n.name for n in chosen], sorted({n.op_type for n in chosen})
+
+
+def node_scopes(node) -> list[str]:
+    """The module paths an ONNX node was traced under (``encoder.blocks.0.attn.qkv``, ...), as
+    torch.onnx's dynamo exporter records them; [] for a node without that metadata."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                return [scope for scope in ast.literal_eval(prop.value) if isinstance(scope, str)]
+            except (ValueError, SyntaxError):
+                return []
+    return []
+
+
+_SIMULATED_OPS = {OpClass.CONV: "conv2d", OpClass.LINEAR: "linear"}
+
+
+def simulation_quantizer(recipe: QuantRecipe):
+    """A PT2E quantizer that places quantize/dequantize where :func:`quantize_int8`'s static QDQ
+    does, so the per-layer sensitivity can rank layers for ONNX in PyTorch: per-channel symmetric
+    int8 weights, per-tensor int8 inputs with the recipe's observer, outputs float unless the
+    recipe rounds them (``int8_outputs``). It uses ExecuTorch's XNNPACK quantizer patterns."""
+    import torch
+
+    xnnpack = require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", "executorch")
+    unsupported = sorted(op.value for op in recipe.quantized_ops if op not in _SIMULATED_OPS)
+    if unsupported:
+        raise RecipeError(f"recipe '{recipe.name}': the ONNX INT8 simulation covers conv and linear, not {', '.join(unsupported)}")
+    config = with_recipe_activations(xnnpack.get_symmetric_quantization_config(is_per_channel=recipe.per_channel_weights), recipe)
+    if not recipe.int8_outputs:
+        config = dataclasses.replace(config, output_activation=None)
+    quantizer = xnnpack.XNNPACKQuantizer()
+    for op_class in recipe.quantized_ops:
+        quantizer.set_operator_type(getattr(torch.ops.aten, _SIMULATED_OPS[op_class]).default, config)
+    keep = float_layer_filter(recipe)
+    if keep is not None:
+        quantizer.set_filter_function(keep)
+    return quantizer
 
 
 def ort_extra_options(recipe: QuantRecipe, op_types: list[str]) -> dict:
@@ -121,8 +171,10 @@ def quantize_int8(
     recipe: QuantRecipe,
     make_feeds: Callable[[], FeedReader] | None,
     work_dir: Path,
+    extra_options: dict | None = None,
 ) -> None:
-    """Quantize ``src`` into ``dst`` following ``recipe`` (static needs ``make_feeds``)."""
+    """Quantize ``src`` into ``dst`` following ``recipe`` (static needs ``make_feeds``);
+    ``extra_options`` override onnxruntime quantizer options (the TensorRT form's Q/DQ rules)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -132,26 +184,27 @@ def quantize_int8(
     prepared = work_dir / f"{src.stem}.prep.onnx"
     quant_pre_process(str(src), str(prepared), skip_optimization=True)
     names, op_types = nodes_to_quantize(onnx.load(str(prepared), load_external_data=False), recipe)
-    extra = ort_extra_options(recipe, op_types)
-    quiet = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime logs advice at WARNING for every call
+    extra = {**ort_extra_options(recipe, op_types), **(extra_options or {})}
+    feeds = None
+    if recipe.scheme != "dynamic":
+        if make_feeds is None:
+            raise ValueError(f"static recipe {recipe.name} needs calibration feeds")
+        feeds = make_feeds()  # made here, so its progress bar stays on the terminal
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # and its histogram calibrators print
+        # onnxruntime logs advice at WARNING for every call and its histogram calibrators print.
+        with capture("onnxruntime quantization"):
             if recipe.scheme == "dynamic":
                 quantize_dynamic(
                     str(prepared), str(dst), op_types_to_quantize=op_types, nodes_to_quantize=names,
                     per_channel=recipe.per_channel_weights, weight_type=QuantType.QInt8, extra_options=extra,
                 )
             else:
-                if make_feeds is None:
-                    raise ValueError(f"static recipe {recipe.name} needs calibration feeds")
                 quantize_static(
-                    str(prepared), str(dst), make_feeds(), quant_format=QuantFormat.QDQ,
+                    str(prepared), str(dst), feeds, quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=op_types, nodes_to_quantize=names, per_channel=recipe.per_channel_weights,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     calibrate_method=getattr(CalibrationMethod, _CALIBRATION_METHODS[recipe.calibration_method]),
                     extra_options=extra,
                 )
     finally:
-        logging.getLogger().setLevel(quiet)
         prepared.unlink(missing_ok=True)

@@ -7,7 +7,7 @@ TensorFlow), fp16 weights, PT2E INT8, and the I/O edits LiteRT's converter has n
 - fp16: ai-edge-quantizer casts the fp32 file's weights to float16 (compute stays float32; the
   file is half the size).
 - INT8: static recipes through PT2E with the recipe's quantizer, then conversion; dynamic-range
-  recipes by ai-edge-quantizer on the fp32 file (:mod:`.tflite_quantize`).
+  recipes by ai-edge-quantizer on the fp32 file (:mod:`.quantize`).
 - A static INT8 graph whose first op is quantized comes out of the converter taking int8 (the
   converter folds the input QUANTIZE into the signature); :func:`float_io` puts a QUANTIZE /
   DEQUANTIZE back at the boundary so the default artifact takes and returns float32 like every
@@ -20,10 +20,6 @@ per process, keyed by the weights' digest, size and role.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -32,28 +28,12 @@ import torch
 from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
 from edge_sam.targets.core.contract import IO_NAMES, deploy_graph
+from edge_sam.targets.core.manifest import first_line
+from edge_sam.targets.core.toolchain_log import capture
+from edge_sam.targets.tflite.runtime import SIGNATURE
 
-SIGNATURE = "serving_default"
 _FLOAT_CACHE_SIZE = 4
 _float_cache: OrderedDict[tuple, bytes] = OrderedDict()
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (toolchain errors carry pages of MLIR)."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-@contextlib.contextmanager
-def _quiet():
-    """litert-torch prints a progress tree and warnings per pass; keep the user's terminal for tqdm."""
-    root_level = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.getLogger().setLevel(root_level)
 
 
 def convert(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], role: str, quantizer=None) -> bytes:
@@ -65,7 +45,7 @@ def convert(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], r
     kwargs = dict(zip(input_names, example_inputs))
     quant_config = QuantConfig(pt2e_quantizer=quantizer) if quantizer is not None else None
     try:
-        with _quiet(), torch.no_grad():
+        with capture("litert-torch conversion"), torch.no_grad():  # a progress tree and warnings per pass
             content = litert_torch.convert(module, (), kwargs, quant_config=quant_config).model_content()
     except Exception as exc:  # torch.export, the FX passes and the MLIR converter each raise their own types
         raise EdgeSamError(f"litert-torch cannot convert the {role} graph: {first_line(exc)}") from exc
@@ -110,7 +90,7 @@ def fp16_weights(content: bytes) -> bytes:
         regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
         algorithm_key=AlgorithmName.FLOAT_CASTING,
     )
-    with _quiet():
+    with capture("ai-edge-quantizer fp16"):
         return bytes(tool.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model)
 
 

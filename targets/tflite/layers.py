@@ -9,9 +9,9 @@ The converter also rewrites differently around quantized ops (in fp32 it folds a
 scale and shift into the following linear layer, which it cannot do when that layer is int8),
 so a module is compared only where the ops in the scope of its output are the same in both
 graphs (layout ops aside); otherwise the two "outputs" are different functions.
-For each module we report the SQNR of that output against fp32, the SQNR of what enters the
-module (the nearest compared module outputs upstream; graph inputs and constants are exact),
-and the *drop* between the two, the same table as the ONNX target's per-node drift.
+The rows (output SQNR, what enters the module, the drop) come from
+:mod:`edge_sam.targets.validation.layers`, walking the artifact's graph; this module only pairs
+the tensors and runs the two graphs.
 
 Only the compared tensors are kept (added as graph outputs), and both graphs run with the
 XNNPACK delegate: preserving every tensor would hold several GB of attention maps at 1024.
@@ -19,7 +19,6 @@ XNNPACK delegate: preserving every tensor would hold several GB of attention map
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -27,6 +26,8 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_sam.targets.tflite import graphs as tflite_graphs
+from edge_sam.targets.tflite.runtime import dequantize_output, open_interpreter, quantize_input
+from edge_sam.targets.validation.layers import Layer, LayerRow, SqnrSums, layer_rows
 
 _BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 _LAYOUT_OPS = frozenset({"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS"})
@@ -85,8 +86,6 @@ def _analyse(content: bytes) -> _Graph:
 
 def _run(content: bytes, tensors: list[int], feeds: list[np.ndarray]):
     """Yield, per feed, the float values of ``tensors`` (dequantized where int8)."""
-    from edge_sam.targets.tflite.target import dequantize_output, open_interpreter, quantize_input
-
     interpreter = open_interpreter(tflite_graphs.with_extra_outputs(content, tensors))
     (input_detail,) = interpreter.get_input_details()
     quantization = {d["index"]: d["quantization"] for d in interpreter.get_tensor_details()}
@@ -96,45 +95,28 @@ def _run(content: bytes, tensors: list[int], feeds: list[np.ndarray]):
         yield {t: dequantize_output(interpreter.get_tensor(t), quantization[t]).ravel() for t in tensors}
 
 
-def _sqnr_db(signal: float, noise: float) -> float:
-    if noise == 0.0:
-        return math.inf
-    return 10.0 * math.log10(signal / noise) if signal else -math.inf
-
-
-def compare_layers(reference: bytes, artifact: bytes, feeds: list[np.ndarray]) -> list[dict]:
+def compare_layers(reference: bytes, artifact: bytes, feeds: list[np.ndarray]) -> list[LayerRow]:
     """Per-module SQNR (dB), input SQNR and drop of ``artifact`` vs ``reference``, in graph order."""
     ref_graph, art_graph = _analyse(reference), _analyse(artifact)
     scopes = [s for s in art_graph.module_outputs if s in ref_graph.module_outputs and _same_computation(ref_graph, art_graph, s)]
-    ref_tensors = {s: ref_graph.module_outputs[s][1] for s in scopes}
-    art_tensors = {s: art_graph.module_outputs[s][1] for s in scopes}
-    signal, noise = dict.fromkeys(scopes, 0.0), dict.fromkeys(scopes, 0.0)
-    runs = zip(_run(reference, sorted(set(ref_tensors.values())), feeds), _run(artifact, sorted(set(art_tensors.values())), feeds))
-    for ref_values, art_values in tqdm(runs, total=len(feeds), desc="per-layer drift", unit="img", leave=False):
-        for scope in list(scopes):
-            a, b = ref_values[ref_tensors[scope]].astype(np.float64), art_values[art_tensors[scope]].astype(np.float64)
-            if a.size != b.size:  # the two conversions ended this module differently: not comparable
-                scopes.remove(scope)
-                continue
-            signal[scope] += float(a @ a)
-            noise[scope] += float((a - b) @ (a - b))
-    sqnr = {art_tensors[s]: _sqnr_db(signal[s], noise[s]) for s in scopes}
-    upstream = _upstream(art_graph, sqnr)
     deepest: dict[int, tuple[str, ...]] = {}  # a module ending in its last child's op is one row (the child)
     for scope in scopes:
-        tensor = art_tensors[scope]
+        tensor = art_graph.module_outputs[scope][1]
         if len(scope) > len(deepest.get(tensor, ())):
             deepest[tensor] = scope
-    rows = []
-    for scope in sorted(deepest.values(), key=lambda s: art_graph.module_outputs[s][0]):
-        op_index, tensor = art_graph.module_outputs[scope]
-        entering = _inputs_entering(art_graph, scope)
-        worst_input = min((upstream(t) for t in entering), default=math.inf)
-        out = sqnr[tensor]
-        drop = 0.0 if math.isinf(out) and math.isinf(worst_input) else worst_input - out
-        rows.append({"node": "/".join(scope), "op_type": art_graph.op_types[op_index], "output": str(tensor),
-                     "sqnr_db": out, "input_sqnr_db": worst_input, "drop_db": drop})
-    return rows
+    paired = {tensor: ref_graph.module_outputs[scope][1] for tensor, scope in deepest.items()}  # artifact -> reference
+    sums = SqnrSums()
+    runs = zip(_run(reference, sorted(set(paired.values())), feeds), _run(artifact, sorted(paired), feeds))
+    for ref_values, art_values in tqdm(runs, total=len(feeds), desc="per-layer drift", unit="img", leave=False):
+        for tensor, ref_tensor in paired.items():
+            sums.add(tensor, ref_values[ref_tensor], art_values[tensor])
+    layers = [
+        Layer("/".join(scope), art_graph.op_types[art_graph.module_outputs[scope][0]], tensor,
+              tuple(_inputs_entering(art_graph, scope)))
+        for tensor, scope in sorted(deepest.items(), key=lambda item: art_graph.module_outputs[item[1]][0])
+    ]
+    producer_inputs = {tensor: art_graph.op_inputs[op] for tensor, op in art_graph.producer.items()}
+    return layer_rows(layers, sums.sqnr_db(), producer_inputs)
 
 
 def _same_computation(reference: _Graph, artifact: _Graph, scope: tuple[str, ...]) -> bool:
@@ -154,21 +136,3 @@ def _inputs_entering(graph: _Graph, scope: tuple[str, ...]) -> set[int]:
             if producer is None or graph.scopes[producer][: len(scope)] != scope:
                 entering.add(tensor)
     return entering
-
-
-def _upstream(graph: _Graph, sqnr: dict[int, float]):
-    """SQNR of a tensor, or of the nearest compared tensors upstream of it; graph inputs and
-    constants are exact."""
-    memo: dict[int, float] = {}
-
-    def upstream(tensor: int) -> float:
-        if tensor in sqnr:
-            return sqnr[tensor]
-        if tensor not in memo:
-            producer = graph.producer.get(tensor)
-            memo[tensor] = math.inf
-            if producer is not None:
-                memo[tensor] = min((upstream(t) for t in graph.op_inputs[producer]), default=math.inf)
-        return memo[tensor]
-
-    return upstream

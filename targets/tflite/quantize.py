@@ -9,11 +9,16 @@ input: the same values as float GELU between the two quantizations that happen a
 
 litert-torch has no annotator for matmuls of two activations or for ``aten.softmax.int`` (the
 form ``torch.export`` leaves softmax in), so the two are written here: they exist to build the
-naive all-INT8 variant, whose drift shows why the recipes keep attention float. LiteRT's int8
+naive all-INT8 variant (the registry's ``naive-all-int8``), whose drift shows why the recipes
+keep attention float. LiteRT's int8
 SOFTMAX kernel needs its output on a fixed 1/256 grid; with N tokens the typical attention
 weight is 1/N, so from about 512 tokens up most weights round to zero.
 
-Dynamic-range recipes: ai-edge-quantizer on the fp32 .tflite, by TFLite op type. (litert-torch's
+A per-layer recipe's float layers are kept out of every annotator by a node filter on the
+module each op was traced in (the same filter the other PT2E targets use).
+
+Dynamic-range recipes: ai-edge-quantizer on the fp32 .tflite, by TFLite op type (whole graph:
+per-layer choices are refused there). (litert-torch's
 own dynamic PT2E mode also quantizes every conv's weights whatever the quantizer annotated, so
 it cannot honour a linear-only recipe.)
 """
@@ -24,6 +29,7 @@ from collections.abc import Callable
 
 import torch
 
+from edge_sam.quantize.layers import combine_filters, float_layer_filter
 from edge_sam.quantize.pt2e import with_recipe_activations
 from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
 
@@ -40,15 +46,6 @@ DYNAMIC_TFL_OPS: dict[OpClass, tuple[str, ...]] = {
 }
 _SOFTMAX_TARGETS = (torch.ops.aten.softmax.int, torch.ops.aten._softmax.default)
 _MATMUL_TARGETS = (torch.ops.aten.matmul.default, torch.ops.aten.bmm.default)
-
-NAIVE_ALL_INT8 = QuantRecipe(
-    name="naive-all-int8",
-    summary="everything litert-torch's PT2E quantizer can make INT8 in the encoder, attention matmuls and "
-    "softmax included (a cautionary baseline: the drift report should flag it)",
-    scheme="static",
-    quantized_ops=frozenset({OpClass.CONV, OpClass.LINEAR, OpClass.ATTENTION_MATMUL, OpClass.SOFTMAX, OpClass.ELEMENTWISE}),
-)
-
 
 def _annotate_activation_matmul(gm: torch.fx.GraphModule, config, filter_fn=None) -> None:
     """int8 x int8 -> int8 for matmuls of two activations (q @ k^T, attn @ v).
@@ -118,7 +115,8 @@ def _quantization_config(recipe: QuantRecipe):
 
 
 def recipe_quantizer(recipe: QuantRecipe):
-    """A litert-torch ``PT2EQuantizer`` that annotates what the static ``recipe`` quantizes and nothing else.
+    """A litert-torch ``PT2EQuantizer`` that annotates what the static ``recipe`` quantizes (outside
+    its float layers) and nothing else.
 
     The converter reads only the quantizer's global config (static vs dynamic) back, so the
     subclass just swaps the pattern list for the recipe's annotators.
@@ -126,12 +124,13 @@ def recipe_quantizer(recipe: QuantRecipe):
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
 
     annotators = annotators_for(recipe)
+    keep = float_layer_filter(recipe)
 
     class RecipeQuantizer(PT2EQuantizer):
         def _annotate_all_static_patterns(self, model, quantization_config, filter_fn=None):
             if quantization_config is not None:
                 for annotate in annotators:
-                    annotate(model, quantization_config, filter_fn)
+                    annotate(model, quantization_config, combine_filters(filter_fn, keep))
             return model
 
     return RecipeQuantizer().set_global(_quantization_config(recipe))
@@ -142,6 +141,9 @@ def dynamic_range(content: bytes, recipe: QuantRecipe) -> bytes:
     from ai_edge_quantizer import qtyping, quantizer
 
     _check_supported(recipe, DYNAMIC_TFL_OPS)
+    if recipe.float_layers:
+        raise RecipeError(f"recipe '{recipe.name}': LiteRT's dynamic-range quantization here is by op type for the "
+                          "whole graph; it cannot keep single layers float")
     granularity = qtyping.QuantGranularity.CHANNELWISE if recipe.per_channel_weights else qtyping.QuantGranularity.TENSORWISE
     tool = quantizer.Quantizer(bytearray(content))
     for op_class in sorted(recipe.quantized_ops):

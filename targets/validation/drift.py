@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from edge_sam.eval.metrics import mask_iou
+from edge_sam.eval.metrics import mask_iou, sqnr_db
 from edge_sam.transforms import upscale_logits
 from edge_sam.visualize import draw_prompts, overlay_masks
 
@@ -38,6 +38,7 @@ from edge_sam.targets.core.calibration import ImageSource
 from edge_sam.targets.core.prompts import Prompt, prompts_for
 
 WORST_KEPT = 3
+PROMPT_GRID = 3  # grid x grid clicks on images without annotations
 LAYER_DRIFT_IMAGES = 2
 _OVERLAY_WIDTH = 360
 
@@ -46,16 +47,6 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
     denominator = np.linalg.norm(a) * np.linalg.norm(b)
     return float(a @ b / denominator) if denominator else float(np.array_equal(a, b))
-
-
-def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    """10 log10(|ref|^2 / |ref - test|^2); inf when identical."""
-    reference = reference.astype(np.float64)
-    noise = float(np.sum((reference - test.astype(np.float64)) ** 2))
-    signal = float(np.sum(reference**2))
-    if noise == 0.0:
-        return math.inf
-    return 10.0 * math.log10(signal / noise) if signal else -math.inf
 
 
 def full_size_masks(low_res: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
@@ -176,9 +167,13 @@ def machine_info() -> dict[str, Any]:
 
 
 def _timed(call, *args):
+    """(result, seconds) of a runner's bound method: the runner's own timing where it reports
+    one (a remote device), else the wall clock here."""
     start = time.perf_counter()
     result = call(*args)
-    return result, time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    reported = call.__self__.last_call_seconds() if isinstance(getattr(call, "__self__", None), Runner) else None
+    return result, elapsed if reported is None else reported
 
 
 def _focus_box(image_hw: tuple[int, int], prompt: Prompt, *masks: np.ndarray) -> tuple[int, int, int, int]:
@@ -216,10 +211,15 @@ def _short_name(info: dict[str, Any]) -> str:
     return " ".join(str(v) for v in (info.get("target"), info.get("precision"), info.get("recipe")) if v) or info["label"]
 
 
+def warm_up_prompt(image_hw: tuple[int, int]) -> Prompt:
+    """The untimed first query of every runner: a click at the image centre."""
+    h, w = image_hw
+    return Prompt(np.array([[w / 2, h / 2]], np.float32), np.array([1.0], np.float32))
+
+
 def _warm_up(runner: Runner, image: np.ndarray) -> None:
-    h, w = image.shape[:2]
-    embedding = runner.encode(image)
-    runner.decode(embedding, np.array([[w / 2, h / 2]], np.float32), np.array([1.0], np.float32), (h, w))
+    prompt = warm_up_prompt(image.shape[:2])
+    runner.decode(runner.encode(image), prompt.points, prompt.labels, image.shape[:2])
 
 
 def measure_drift(
@@ -227,7 +227,7 @@ def measure_drift(
     runners: list[Runner],
     source: ImageSource,
     artifact_dirs: list[str | None] | None = None,
-    grid: int = 3,
+    grid: int = PROMPT_GRID,
     max_objects: int | None = 8,
     measure_memory: bool = True,
     checkpoint: str | None = None,
@@ -284,8 +284,11 @@ def measure_drift(
     if first_image is None:
         raise ValueError("no images to validate on")
     if measure_memory:
-        for drift in [ref_drift, *drifts]:
-            if drift.artifact_dir or checkpoint:
+        for runner, drift in zip([reference, *runners], [ref_drift, *drifts]):
+            own = runner.measured_memory()  # GPU memory, a remote device's RSS: not this machine's
+            if own is not None:
+                drift.memory = own
+            elif drift.artifact_dir or checkpoint:
                 drift.memory = _measure_memory(first_image, drift, checkpoint, reference.img_size)
     if layer_drift is not None:
         for index, drift in enumerate(drifts):
@@ -309,4 +312,4 @@ def _measure_memory(image, drift: RunnerDrift, checkpoint, img_size) -> dict[str
 
     if drift.artifact_dir:
         return measure_peak_rss(image, artifact_dir=drift.artifact_dir)
-    return measure_peak_rss(image, checkpoint=checkpoint, img_size=img_size)
+    return measure_peak_rss(image, checkpoint=checkpoint, img_size=img_size, runtime_opts=drift.info.get("torch_options"))

@@ -1,27 +1,27 @@
-"""Per-layer drift of a PT2E-quantized graph against its float export: which ops lose SQNR.
+"""Per-layer drift of a PT2E-quantized graph against its float export: the PT2E adapter of
+:mod:`edge_sam.targets.validation.layers`.
 
 Target-neutral: any target whose INT8 path goes through :func:`~edge_sam.quantize.pt2e.quantize_pt2e`
 (ExecuTorch, LiteRT) can rank its layers here, before any lowering. ``torch.export`` names the
 nodes of one module the same way every time and ``prepare_pt2e``/``convert_pt2e`` keep those
 names (they only insert observer and quantize/dequantize nodes), so the converted graph's
-compute nodes are matched to the float graph's by name.
+compute nodes are matched to the float graph's by name, and the upstream walk follows the float
+graph.
 
-For each compared op we report the SQNR of its output against float (the error accumulated up
-to there) and the *drop*: how many dB worse its output is than the worst of its inputs. At an
-int8 op (one the quantizer annotated; its op_type says "(int8)") a large drop is error the op's
-own quantized weights or activations add. At a float op it is amplification: a sharp softmax
-turns a small absolute error in its logits into a large relative one in the attention weights.
+An op is int8 where the quantizer annotated it (its op_type says "(int8)"): there a large drop
+is error the op's own quantized weights or activations add; at a float op it is amplification.
 Both graphs run in PyTorch (the converted one as simulated quantization), so this ranks layers;
 the artifact's own end-to-end numbers come from running it.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
 from tqdm import tqdm
+
+from edge_sam.targets.validation.layers import Layer, LayerRow, SqnrSums, layer_rows
 
 # ops worth a row: weight layers, the attention matmuls, norms, activations, residual adds
 COMPARED_TARGETS = frozenset(
@@ -46,12 +46,6 @@ def _annotated(node: torch.fx.Node) -> bool:
     """Did the quantizer give this op quantized inputs (PT2E keeps its annotation in the meta)?"""
     annotation = node.meta.get("quantization_annotation")
     return annotation is not None and bool(annotation.input_qspec_map)
-
-
-def _sqnr_db(signal: float, noise: float) -> float:
-    if noise == 0.0:
-        return math.inf
-    return 10.0 * math.log10(signal / noise) if signal else -math.inf
 
 
 class _Recorder(torch.fx.Interpreter):
@@ -90,12 +84,11 @@ def compare_layers(
     quantized: torch.fx.GraphModule,
     batches: Iterable[tuple[torch.Tensor, ...]],
     total: int | None = None,
-) -> list[dict]:
+) -> list[LayerRow]:
     """Per-op SQNR (dB) and SQNR drop of ``quantized`` vs ``reference``, in graph order.
 
     ``reference`` is ``torch.export.export(module, ...).module()`` of the float module that
-    ``quantized`` was converted from; rows have the keys the drift report prints
-    (node, op_type, output, sqnr_db, input_sqnr_db, drop_db) plus ``quantized``.
+    ``quantized`` was converted from; rows carry ``quantized`` (whether the op is int8).
     """
     quantized_names = {n.name for n in quantized.graph.nodes if _compared(n)}
     int8_names = {n.name for n in quantized.graph.nodes if _annotated(n)}
@@ -105,30 +98,24 @@ def compare_layers(
     ]
     names = {n.name for n in nodes}
     taps = _output_taps(quantized, names)
-    signal = dict.fromkeys(names, 0.0)
-    noise = dict.fromkeys(names, 0.0)
+    sums = SqnrSums()
     with torch.no_grad():
         for batch in tqdm(batches, total=total, desc="per-layer drift", unit="img", leave=False):
             float_outputs: dict[str, torch.Tensor] = {}
             _Recorder(reference, {name: name for name in names}, float_outputs.__setitem__).run(*batch)
 
             def accumulate(name: str, value: torch.Tensor) -> None:
-                ref = float_outputs.pop(name).double()
-                signal[name] += float(torch.sum(ref * ref))
-                noise[name] += float(torch.sum((ref - value.double()) ** 2))
+                sums.add(name, float_outputs.pop(name).numpy(), value.numpy())
 
             _Recorder(quantized, taps, accumulate).run(*batch)
-    sqnr = {name: _sqnr_db(signal[name], noise[name]) for name in names}
-    upstream = _upstream_sqnr(sqnr)
-    rows = []
+    layers = []
     for node in nodes:
-        out = sqnr[node.name]
-        worst_input = min((upstream(i) for i in node.all_input_nodes), default=math.inf)
-        drop = 0.0 if math.isinf(out) and math.isinf(worst_input) else worst_input - out
         int8 = node.name in int8_names
-        rows.append({"node": _source_name(node), "op_type": f"{str(node.target).split('.')[1]} ({'int8' if int8 else 'float'})",
-                     "quantized": int8, "output": node.name, "sqnr_db": out, "input_sqnr_db": worst_input, "drop_db": drop})
-    return rows
+        op = str(node.target).split(".")[1]
+        layers.append(Layer(_source_name(node), f"{op} ({'int8' if int8 else 'float'})", node.name,
+                            tuple(i.name for i in node.all_input_nodes), quantized=int8))
+    producer_inputs = {n.name: [i.name for i in n.all_input_nodes] for n in reference.graph.nodes}
+    return layer_rows(layers, sums.sqnr_db(), producer_inputs)
 
 
 def _source_name(node: torch.fx.Node) -> str:
@@ -138,19 +125,3 @@ def _source_name(node: torch.fx.Node) -> str:
         return node.name
     path = list(stack.values())[-1][0]
     return path.replace("L['self'].", "").replace("L__self__.", "") or node.name
-
-
-def _upstream_sqnr(sqnr: dict[str, float]):
-    """SQNR of a node's output, or of the nearest compared nodes upstream of it (through views,
-    permutes and other uncompared ops); placeholders and constants are exact."""
-    memo: dict[str, float] = {}
-
-    def upstream(node: torch.fx.Node) -> float:
-        if node.name in sqnr:
-            return sqnr[node.name]
-        if node.name not in memo:
-            memo[node.name] = math.inf  # guards against revisits
-            memo[node.name] = min((upstream(i) for i in node.all_input_nodes), default=math.inf)
-        return memo[node.name]
-
-    return upstream

@@ -25,6 +25,7 @@ COLUMNS = (
     ("artifact", "label"),
     ("precision", "precision"),
     ("recipe", "recipe"),
+    ("device", "device"),
     ("size MB", "size_mb"),
     ("emb cos", "embedding_cosine_mean"),
     ("emb SQNR dB", "embedding_sqnr_db_mean"),
@@ -41,7 +42,9 @@ COLUMNS = (
     ("dec p90 ms", "decoder_p90_ms"),
     ("peak RSS MB", "peak_mb"),
     ("runner RSS MB", "runner_mb"),
+    ("GPU peak MB", "gpu_peak_mb"),
 )
+_TEXT_COLUMNS = 4  # the leading columns that hold text (left-aligned in Markdown)
 _DIGITS = {"embedding_cosine_mean": 6, "mask_iou_mean": 4, "mask_iou_p5": 4, "mask_iou_worst": 4,
            "top_choice_agreement": 3, "iou_prediction_delta_mean": 4, "gt_box": 4, "gt_click": 4,
            "encoder_p50_s": 3, "encoder_p90_s": 3}
@@ -60,6 +63,7 @@ def _cells(row: dict[str, Any]) -> dict[str, Any]:
         "decoder_p90_ms": row["decoder_p90_s"] * 1e3 if row.get("decoder_p90_s") is not None else None,
         "peak_mb": memory.get("peak_mb"),
         "runner_mb": memory.get("runner_mb"),
+        "gpu_peak_mb": memory.get("gpu_peak_mb"),
     }
 
 
@@ -85,7 +89,7 @@ def table_rows(report: DriftReport) -> list[list[str]]:
 
 def markdown_table(report: DriftReport) -> str:
     header = "| " + " | ".join(title for title, _ in COLUMNS) + " |"
-    rule = "| " + " | ".join("---" if i < 3 else "---:" for i in range(len(COLUMNS))) + " |"
+    rule = "| " + " | ".join("---" if i < _TEXT_COLUMNS else "---:" for i in range(len(COLUMNS))) + " |"
     return "\n".join([header, rule, *("| " + " | ".join(r) + " |" for r in table_rows(report))])
 
 
@@ -124,35 +128,49 @@ def markdown_report(report: DriftReport) -> str:
 def svg_plot(report: DriftReport, width: int = 640, height: int = 360) -> str:
     """Mean mask IoU vs fp32 (y) against encoder p50 latency (x, log scale), one dot per runner."""
     points = [(r.summary()["encoder_p50_s"], r.summary()["mask_iou_mean"], r.info["label"]) for r in report.runners]
-    reference = report.reference.summary()["encoder_p50_s"]
+    return latency_scatter(points, report.reference.summary()["encoder_p50_s"], width=width, height=height)
+
+
+def latency_scatter(
+    points: list[tuple[float | None, float | None, str]],
+    reference_s: float | None,
+    reference_label: str = "fp32 PyTorch",
+    y_label: str = "mask IoU vs fp32 (mean)",
+    y_range: tuple[float, float] | None = None,
+    width: int = 640,
+    height: int = 360,
+) -> str:
+    """(encoder seconds, y, label) dots, x on a log scale, the reference's latency as a dashed
+    line. ``y_range`` defaults to [min(0.9, lowest - 0.01), 1], the range of a mask IoU."""
     points = [p for p in points if p[0] and p[1] is not None]
     if not points:
         return ""
+    reference = reference_s
     xs = [p[0] for p in points] + ([reference] if reference else [])
     lo, hi = math.log10(min(xs)) - 0.1, math.log10(max(xs)) + 0.1
-    y_lo = min(0.9, min(p[1] for p in points) - 0.01)
+    y_lo, y_hi = y_range or (min(0.9, min(p[1] for p in points) - 0.01), 1.0)
     left, right, top, bottom = 60, 20, 20, 40
 
     def px(x: float) -> float:
         return left + (math.log10(x) - lo) / (hi - lo) * (width - left - right)
 
     def py(y: float) -> float:
-        return top + (1.0 - y) / (1.0 - y_lo) * (height - top - bottom)
+        return top + (y_hi - y) / (y_hi - y_lo) * (height - top - bottom)
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11" font-family="sans-serif">',
              f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" fill="none" stroke="#999"/>']
-    for tick in (y_lo, (1 + y_lo) / 2, 1.0):
+    for tick in (y_lo, (y_hi + y_lo) / 2, y_hi):
         parts.append(f'<text x="{left - 6}" y="{py(tick) + 4:.1f}" text-anchor="end">{tick:.3f}</text>')
     for tick in sorted(set(xs)):
         parts.append(f'<text x="{px(tick):.1f}" y="{height - bottom + 14}" text-anchor="middle">{tick:.3g}</text>')
     if reference:
         parts.append(f'<line x1="{px(reference):.1f}" y1="{top}" x2="{px(reference):.1f}" y2="{height - bottom}" stroke="#c33" stroke-dasharray="4"/>')
-        parts.append(f'<text x="{px(reference) + 4:.1f}" y="{top + 12}" fill="#c33">fp32 PyTorch</text>')
+        parts.append(f'<text x="{px(reference) + 4:.1f}" y="{top + 12}" fill="#c33">{html.escape(reference_label)}</text>')
     for x, y, label in points:
         parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="5" fill="#1f77b4"/>')
         parts.append(f'<text x="{px(x) + 7:.1f}" y="{py(y) - 7:.1f}">{html.escape(label)}</text>')
     parts.append(f'<text x="{width / 2}" y="{height - 6}" text-anchor="middle">encoder latency p50 (s, log scale)</text>')
-    parts.append(f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">mask IoU vs fp32 (mean)</text>')
+    parts.append(f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">{html.escape(y_label)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 

@@ -27,7 +27,8 @@ _TIMEOUT_S = 900
 def measure_peak_rss(image: np.ndarray, artifact_dir: str | os.PathLike | None = None,
                      checkpoint: str | os.PathLike | None = None, img_size: int | None = None,
                      runtime_opts: dict[str, Any] | None = None) -> dict[str, float]:
-    """{"baseline_mb", "peak_mb", "runner_mb"} for an artifact, or for the PyTorch model in ``checkpoint``."""
+    """{"baseline_mb", "peak_mb", "runner_mb"} for an artifact, or for the PyTorch model in ``checkpoint``
+    (``runtime_opts``: the artifact runner's options, or TorchRunner's device/precision/compile)."""
     if (artifact_dir is None) == (checkpoint is None):
         raise ValueError("measure one thing: an artifact_dir or a checkpoint")
     with tempfile.TemporaryDirectory(prefix="edge-sam-rss-") as work:
@@ -58,7 +59,7 @@ def _probe(job: dict[str, Any]) -> dict[str, float]:
     if job["artifact"]:
         runner = load_runner(job["artifact"], **job["runtime_opts"])
     else:
-        runner = TorchRunner(load_model(job["checkpoint"]), job["img_size"])
+        runner = TorchRunner(load_model(job["checkpoint"]), job["img_size"], **job["runtime_opts"])
     h, w = image.shape[:2]
     embedding = runner.encode(image)
     runner.decode(embedding, np.array([[w / 2, h / 2]], np.float32), np.array([1.0], np.float32), (h, w))

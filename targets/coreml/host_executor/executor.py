@@ -14,7 +14,7 @@ device's kernels (ANE/GPU accumulation order and precision). Reports label its r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ class MilExecutor:
         """For each op index, the non-constant values nothing after it reads."""
         last: dict[str, int] = {}
         for index, operation in enumerate(self.operations):
-            for ref in _refs(operation):
+            for ref in operation.operands():
                 if ref.name not in self.constants:
                     last[ref.name] = index
         keep = set(self.output_names)
@@ -100,8 +100,13 @@ class MilExecutor:
                 frees.setdefault(index, []).append(name)
         return frees
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Feed the model inputs by name; returns the outputs by name (in the program's dtypes)."""
+    def run(
+        self, feeds: Mapping[str, np.ndarray], observe: Callable[[str, np.ndarray], None] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Feed the model inputs by name; returns the outputs by name (in the program's dtypes).
+
+        ``observe(name, value)`` sees every op's output as it is computed (the per-layer drift
+        reads them before they are freed)."""
         values: dict[str, Any] = {}
         for spec in self.program.inputs:
             if spec.name not in feeds:
@@ -113,6 +118,9 @@ class MilExecutor:
         scope = _Scope(self.constants, values)
         for index, operation in enumerate(self.operations):
             self._execute(operation, scope)
+            if observe is not None:
+                for info in operation.outputs:
+                    observe(info.name, values[info.name])
             for name in self._last_use.get(index, ()):
                 values.pop(name, None)
         return {name: values[name] for name in self.output_names}
@@ -150,11 +158,6 @@ class _Scope:
 
     def __setitem__(self, name: str, value: Any) -> None:
         self.values[name] = value
-
-
-def _refs(operation: Operation):
-    for ref in operation.inputs.values():
-        yield from ref if isinstance(ref, tuple) else (ref,)
 
 
 def _widen(value: Any) -> Any:

@@ -1,0 +1,72 @@
+"""``edge-sam deploy``: the main job in one command (the logic is :mod:`edge_sam.targets.pipeline`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from edge_sam.targets.core.registry import target_names
+from edge_sam.targets.core.target import PRECISIONS
+from edge_sam.targets.pipeline import deploy
+from edge_sam.targets.pipeline.plan import parse_list
+from edge_sam.targets.pipeline.run import (
+    DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_GATE,
+    DEFAULT_HELD_OUT_IMAGES,
+    DEFAULT_PRECISIONS,
+)
+from edge_sam.targets.pipeline.summary import ship_table
+
+from .common import add_checkpoint_argument
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "deploy", help="export every installed target, validate on held-out images, say what to ship",
+        description="Export the checkpoint to every requested (target, precision) whose toolchain is installed, "
+        "validate each artifact against the fp32 model on held-out images (never the calibration ones), and write "
+        "OUT/<target>-<precision>/, OUT/report/ and OUT/summary.md (which artifact to ship per target and why). "
+        "Artifacts whose manifest still matches are reused. Exit 1 when a target has no artifact that passes.",
+    )
+    add_checkpoint_argument(parser)
+    parser.add_argument("--images", metavar="DIR", default=None,
+                        help="image folder, split into calibration and held-out images (default: the bundled "
+                             "synthetic scenes and photo crops)")
+    parser.add_argument("--out", default="deploy_out", metavar="OUT", help="output folder (default: deploy_out)")
+    parser.add_argument("--targets", metavar="LIST", default=None,
+                        help=f"comma-separated, from {', '.join(target_names())} (default: every installed one)")
+    parser.add_argument("--precisions", metavar="LIST", default=",".join(DEFAULT_PRECISIONS),
+                        help=f"comma-separated, from {', '.join(PRECISIONS)} (default: all)")
+    parser.add_argument("--recipe", metavar="NAME|FILE", default=None,
+                        help="int8 quantization recipe name or recipe file (default static-conv-linear)")
+    parser.add_argument("--min-mask-iou", type=float, default=DEFAULT_GATE, metavar="X",
+                        help=f"gate: mean mask IoU vs fp32 an artifact must reach (default {DEFAULT_GATE})")
+    parser.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES, metavar="N",
+                        help=f"images to calibrate int8 on (default {DEFAULT_CALIBRATION_IMAGES})")
+    parser.add_argument("--held-out-images", type=int, default=DEFAULT_HELD_OUT_IMAGES, metavar="N",
+                        help=f"images to validate on, none of them a calibration image (default {DEFAULT_HELD_OUT_IMAGES})")
+    parser.add_argument("--force", action="store_true", help="rebuild artifacts even when their manifest matches")
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure each runner's peak RSS (a subprocess per artifact; slower)")
+    parser.add_argument("--no-layers", action="store_true", help="skip per-layer drift")
+    parser.set_defaults(run=run_deploy)
+
+
+def run_deploy(args: argparse.Namespace) -> int:
+    result = deploy(
+        args.out,
+        checkpoint=args.checkpoint,
+        images=args.images,
+        targets=parse_list(args.targets, target_names(), "target"),
+        precisions=parse_list(args.precisions, PRECISIONS, "precision"),
+        recipe=args.recipe,
+        min_mask_iou=args.min_mask_iou,
+        force=args.force,
+        calibration_images=args.calibration_images,
+        held_out_images=args.held_out_images,
+        measure_memory=args.memory,
+        layers=not args.no_layers,
+    )
+    print(ship_table(result.choices))
+    print(f"summary: {result.summary_path}")
+    print(f"report: {result.report_dir / 'report.html'}")
+    return 0 if result.ok else 1

@@ -1,0 +1,196 @@
+"""Mask drift of every target's artifacts against fp32 PyTorch, on one held-out image set, in one run.
+
+    python benchmarks/cross_target_drift.py --work cross_target
+
+Exports the reference model (``--checkpoint``, default the bundled one) to ONNX, LiteRT,
+Core ML and ExecuTorch at the precisions and recipes the README compares, then measures every
+artifact against the fp32 PyTorch model with :func:`measure_drift` (what ``edge-sam validate``
+runs) on the same images and prompts:
+
+- held-out synthetic images: the first ``--test-images`` of the synthetic test split
+  (``edge-sam data synth``, seed 0: the reference model never trained on them), a box and a
+  centre click per object (up to 8 objects per image);
+- crops of the real photo ``edge_sam/assets/dogs.jpg`` (``--photo-crops``, grid and box prompts),
+  outside the model's synthetic domain.
+
+Static INT8 artifacts calibrate on the first ``--calibration-images`` of the synthetic *val*
+split, disjoint from both measured sets. Core ML artifacts are run by edge_sam's host executor
+(the saved ML program executed with NumPy, fp16 semantics), not by Core ML on a device: their
+rows say "host executor". Prints a Markdown table and the one-line summary the README quotes,
+with the machine, its CPU flags and the load average at start and end (latency is not reported:
+it is not comparable across runtimes loaded in one process on a shared CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+import torch
+
+import edge_sam
+from edge_sam.data.synthetic import generate_synthetic
+from edge_sam.runner import TorchRunner
+from edge_sam.targets import get_target, load_runner
+from edge_sam.targets.core.calibration import dataset_source, photo_crops
+from edge_sam.targets.core.manifest import read_manifest
+from edge_sam.targets.validation.drift import measure_drift
+from edge_sam.transforms import read_image
+
+SAMPLE = Path(edge_sam.__file__).parent / "assets" / "dogs.jpg"
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "asimddp", "i8mm")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One artifact to export: ``label`` is how the README names it."""
+
+    label: str
+    target: str
+    precision: str
+    recipe: str | None = None
+
+    @property
+    def folder(self) -> str:
+        return "-".join([self.target, self.precision] + ([self.recipe] if self.recipe else []))
+
+    @property
+    def runs_on(self) -> str:
+        return "host executor" if self.target == "coreml" else {
+            "onnx": "onnxruntime CPU", "tflite": "LiteRT + XNNPACK", "executorch": "ExecuTorch + XNNPACK"}[self.target]
+
+
+PLANS = (
+    Plan("ONNX fp16", "onnx", "fp16"),
+    Plan("ONNX INT8 static", "onnx", "int8", "static-conv-linear"),
+    Plan("ONNX INT8 dynamic", "onnx", "int8", "dynamic-linear"),
+    Plan("LiteRT fp16", "tflite", "fp16"),
+    Plan("LiteRT INT8 static", "tflite", "int8", "static-conv-linear"),
+    Plan("LiteRT INT8 dynamic", "tflite", "int8", "dynamic-linear"),
+    Plan("Core ML fp16", "coreml", "fp16"),
+    Plan("Core ML W8", "coreml", "int8", "w8-conv-linear"),
+    Plan("Core ML W8A8", "coreml", "int8", "static-conv-linear"),
+    Plan("Core ML 6-bit palettized", "coreml", "int8", "palettize-6bit"),
+    Plan("Core ML 4-bit palettized", "coreml", "int8", "palettize-4bit"),
+    Plan("ExecuTorch XNNPACK fp32", "executorch", "fp32"),
+    Plan("ExecuTorch XNNPACK INT8 static", "executorch", "int8", "static-conv-linear"),
+    Plan("ExecuTorch XNNPACK INT8 dynamic", "executorch", "int8", "dynamic-linear"),
+)
+
+
+def cpu_description() -> str:
+    """CPU model, core count and the SIMD flags that decide int8/fp16 kernel speed."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", platform.machine(), "x86_64"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith(("flags", "Features")):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    present = [f for f in CPU_FLAGS if f in flags]
+    return f"{model}, {os.cpu_count()} cores, flags: {' '.join(present) or 'unknown'}"
+
+
+def load_average() -> str:
+    try:
+        return " / ".join(f"{value:.1f}" for value in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def export_all(model, plans, work: Path, calibration, reuse: bool) -> dict[Plan, Path]:
+    artifacts = {}
+    for plan in plans:
+        out = work / "artifacts" / plan.folder
+        if reuse and (out / "manifest.json").is_file():
+            print(f"reusing {out}")
+        else:
+            start = time.perf_counter()
+            get_target(plan.target).export(model, plan.precision, plan.recipe, out, calibration=calibration,
+                                           overwrite=True)
+            print(f"exported {plan.label} in {time.perf_counter() - start:.0f} s -> {out}")
+        artifacts[plan] = out
+    return artifacts
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="reference")
+    parser.add_argument("--work", default="cross_target", help="folder for the data and artifacts (kept)")
+    parser.add_argument("--test-images", type=int, default=20, help="held-out synthetic test images")
+    parser.add_argument("--calibration-images", type=int, default=8, help="synthetic val images to calibrate on")
+    parser.add_argument("--photo-crops", type=int, default=6, help="crops of dogs.jpg measured too (0: none)")
+    parser.add_argument("--targets", default="onnx,tflite,coreml,executorch", help="comma-separated subset")
+    parser.add_argument("--reuse", action="store_true", help="keep artifacts already in --work")
+    args = parser.parse_args(argv)
+
+    started, load_start = time.time(), load_average()
+    wanted = set(args.targets.split(","))
+    plans = [p for p in PLANS if p.target in wanted]
+    model = edge_sam.load_model(args.checkpoint)
+    img_size = model.image_encoder.img_size
+    work = Path(args.work)
+    data = work / "synth"
+    missing = {split: n for split, n in (("val", args.calibration_images), ("test", args.test_images))
+               if not (data / split).is_dir()}
+    if missing:
+        generate_synthetic(data, missing, img_size=img_size, seed=0, progress=False)
+    calibration = dataset_source(data / "val", args.calibration_images)
+    held_out = dataset_source(data / "test", args.test_images)
+    artifacts = export_all(model, plans, work, calibration, args.reuse)
+    runners = [load_runner(path) for path in artifacts.values()]
+    reference = TorchRunner(model, img_size)
+    reports = {"synthetic": measure_drift(reference, runners, held_out, list(map(str, artifacts.values())),
+                                          measure_memory=False)}
+    if args.photo_crops:
+        crops = photo_crops(read_image(SAMPLE), work / "photo_crops", args.photo_crops)
+        reports["photo"] = measure_drift(reference, runners, crops, measure_memory=False)
+
+    rows = {name: [r.summary() for r in report.runners] for name, report in reports.items()}
+    synth = reports["synthetic"]
+    print()
+    print(f"Reference model `{args.checkpoint}` at {img_size} px; torch {torch.__version__}, {torch.get_num_threads()} "
+          f"torch threads; {cpu_description()}; load average (1/5/15 min) {load_start} at start, {load_average()} at end "
+          f"({(time.time() - started) / 60:.0f} min).")
+    print(f"Held-out set: synthetic test split images 0-{args.test_images - 1} (seed 0), {synth.n_prompts} prompts "
+          f"(box + centre click per object, up to 8 objects per image)"
+          + (f"; real photo: {args.photo_crops} crops of dogs.jpg, {reports['photo'].n_prompts} grid/box prompts"
+             if "photo" in reports else "")
+          + f". Static INT8 calibrated on synthetic val images 0-{args.calibration_images - 1}.")
+    print()
+    header = "| artifact | runs on | size MB | mask IoU mean | p5 | worst | emb SQNR dB |"
+    if "photo" in reports:
+        header += " photo crops mask IoU mean | photo p5 |"
+    print(header)
+    print("|" + " --- |" * 2 + " ---: |" * (header.count("|") - 3))
+    for index, plan in enumerate(artifacts):
+        row = rows["synthetic"][index]
+        size = sum(f["bytes"] for f in read_manifest(artifacts[plan]).files.values()) / 1e6
+        cells = [plan.label, plan.runs_on, f"{size:.1f}", _fmt(row["mask_iou_mean"]), _fmt(row["mask_iou_p5"]),
+                 _fmt(row["mask_iou_worst"]), _fmt(row["embedding_sqnr_db_mean"], 1)]
+        if "photo" in reports:
+            photo = rows["photo"][index]
+            cells += [_fmt(photo["mask_iou_mean"]), _fmt(photo["mask_iou_p5"])]
+        print("| " + " | ".join(cells) + " |")
+    print()
+    summary = "; ".join(
+        f"{plan.label}{' (host executor)' if plan.target == 'coreml' else ''} {rows['synthetic'][i]['mask_iou_mean']:.3f}"
+        for i, plan in enumerate(artifacts))
+    print(f"Mean mask IoU vs fp32 on the held-out synthetic images: {summary}.")
+    if "photo" in reports:
+        photo_summary = "; ".join(f"{plan.label} {rows['photo'][i]['mask_iou_mean']:.3f}" for i, plan in enumerate(artifacts))
+        print(f"On the dogs.jpg crops: {photo_summary}.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

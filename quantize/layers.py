@@ -1,0 +1,112 @@
+"""The layers a per-layer recipe can choose for, and how each target finds them in its graph.
+
+A layer is a module of the image encoder named as in the model (``model.named_modules()``):
+``image_encoder.patch_embed``, per block ``image_encoder.blocks.N.attn.qkv``, ``.attn.proj``,
+``.mlp.fc1``, ``.mlp.fc2``, and ``image_encoder.neck`` (both neck convs). Together they hold
+every conv and linear op of the encoder, so a static conv/linear recipe with all of them float
+is the fp32 encoder.
+
+Exported graphs wrap the encoder (the deploy graph's ``encoder``, the official ONNX
+interface's ``deploy_encoder.encoder``, Core ML's image-input wrapper), so a graph op belongs to
+a layer when one of the module paths it was traced under ends with the layer's path inside the
+encoder (``...blocks.3.attn.qkv``). PT2E graphs record those paths in ``nn_module_stack``, the
+ONNX dynamo exporter in each node's ``pkg.torch.onnx.name_scopes``; both are read here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+
+from edge_sam.modeling import EfficientSam, EfficientSamConfig
+from edge_sam.quantize.recipes import QuantRecipe, RecipeError
+
+ENCODER = "image_encoder"
+BLOCK_LAYERS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+
+
+def quantizable_layers(config: EfficientSamConfig) -> tuple[str, ...]:
+    """Every layer a recipe can name, in the order data flows through them."""
+    blocks = [f"{ENCODER}.blocks.{i}.{part}" for i in range(config.encoder_depth) for part in BLOCK_LAYERS]
+    return (f"{ENCODER}.patch_embed", *blocks, f"{ENCODER}.neck")
+
+
+def check_layers(recipe: QuantRecipe, model: EfficientSam) -> None:
+    """One RecipeError naming every layer the recipe chooses for that the model does not have."""
+    known = set(quantizable_layers(model.config))
+    unknown = [layer for layer, _ in recipe.layers if layer not in known]
+    if unknown:
+        depth = model.config.encoder_depth
+        raise RecipeError(
+            f"recipe '{recipe.name}' names layers this model does not have: {', '.join(unknown)} (it has "
+            f"{ENCODER}.patch_embed, {ENCODER}.blocks.0..{depth - 1}.{{{','.join(BLOCK_LAYERS)}}}, {ENCODER}.neck)"
+        )
+
+
+def _relative(layer: str) -> str:
+    if not layer.startswith(f"{ENCODER}."):
+        raise RecipeError(f"layer '{layer}' is not in the image encoder ({ENCODER}.*)")
+    return layer[len(ENCODER) + 1:]
+
+
+def scope_in_layer(scope: str, layer: str) -> bool:
+    """Is ``scope`` (a module path in some graph that wraps the encoder) inside ``layer``?
+    ``encoder.blocks.1.attn.qkv`` is in ``image_encoder.blocks.1.attn.qkv``; ``...blocks.11...`` is not."""
+    return f".{_relative(layer)}." in f".{scope}."
+
+
+def layers_of_scopes(scopes: Iterable[str], layers: Iterable[str]) -> set[str]:
+    """The layers any of ``scopes`` (the module paths one op was traced under) lies in."""
+    scopes = list(scopes)
+    return {layer for layer in layers if any(scope_in_layer(scope, layer) for scope in scopes)}
+
+
+def node_scopes(node: torch.fx.Node) -> list[str]:
+    """The module paths a PT2E graph node was traced under (``encoder.blocks.0.attn.qkv``, ...)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return [path.replace("L['self'].", "").replace("L__self__.", "") for path, _ in stack.values()]
+
+
+def float_layer_filter(recipe: QuantRecipe | None) -> Callable[[torch.fx.Node], bool] | None:
+    """A PT2E quantizer node filter that refuses the ops of the recipe's float layers (None when
+    it keeps none float). XNNPACK's ``set_filter_function``, LiteRT's and Core ML's annotators
+    take it alike."""
+    floats = recipe.float_layers if recipe is not None else ()
+    if not floats:
+        return None
+
+    def quantize_node(node: torch.fx.Node) -> bool:
+        return not layers_of_scopes(node_scopes(node), floats)
+
+    return quantize_node
+
+
+def combine_filters(*filters: Callable[[torch.fx.Node], bool] | None) -> Callable[[torch.fx.Node], bool] | None:
+    """True only where every given filter is (None filters are left out; None if all are)."""
+    given = [f for f in filters if f is not None]
+    if not given:
+        return None
+    return lambda node: all(f(node) for f in given)
+
+
+def layer_flops(model: EfficientSam, img_size: int) -> tuple[dict[str, int], int]:
+    """Multiply-add FLOPs of each layer in the deploy-form encoder and of the whole encoder
+    (attention matmuls included), counted by ``torch.utils.flop_counter`` on one forward pass.
+
+    A layer's share of the total is what INT8 on it can act on; it is not a timing.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from edge_sam.targets.core.contract import deploy_graph
+
+    graph = deploy_graph(model, img_size, "encoder")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        graph(*graph.example_inputs())
+    counts = counter.get_flop_counts()
+    per_layer = {}
+    for layer in quantizable_layers(model.config):
+        modules = [name for name in counts if scope_in_layer(name, layer)]
+        outermost = min(modules, key=len) if modules else None
+        per_layer[layer] = int(sum(counts[outermost].values())) if outermost else 0
+    return per_layer, int(counter.get_total_flops())

@@ -1,0 +1,157 @@
+"""Automatic mixed precision: the fewest float layers that keep the masks within a budget.
+
+The budget is stated in what users see: mask IoU vs the fp32 model on held-out images, mean
+and 5th percentile (the p5 catches the few prompts whose mask falls apart, which a mean hides).
+
+1. Greedy: starting from every layer INT8, make layers float in sensitivity order (most
+   sensitive first, :mod:`.sensitivity`) until the budget holds.
+2. Prune: try putting each float layer back to INT8, the largest (most FLOPs) first, and keep
+   it INT8 if the budget still holds. The greedy step can overshoot (a layer made float early
+   may be unneeded once later ones are float too); pruning by FLOPs gives INT8 back where it
+   buys the most speed.
+3. Verify: quantize the encoder afresh with each target's own per-layer quantizer (the
+   recipe as export will apply it) and score it on the same held-out images.
+
+With several targets, a layer set passes only if it passes on every target's simulation, so one
+recipe file serves them all. The result is a recipe file (:mod:`.recipe_file`) that
+``edge-sam export --recipe FILE`` takes for every INT8 target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from edge_sam.errors import EdgeSamError
+from edge_sam.modeling import EfficientSam
+from edge_sam.quantize.heldout import Fidelity
+from edge_sam.quantize.pt2e import quantize_pt2e
+from edge_sam.quantize.recipes import FLOAT, QuantRecipe
+from edge_sam.quantize.sensitivity import LayerStudy
+from edge_sam.quantize.simulate import target_quantizer
+
+from edge_sam.targets.core.contract import calibration_batches, deploy_graph
+
+
+class BudgetError(EdgeSamError):
+    """No set of float layers (within the allowed count) meets the mask-IoU budget."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    min_mask_iou: float = 0.98
+    min_mask_iou_p5: float = 0.95
+
+    def __post_init__(self) -> None:
+        for name, value in (("--min-mask-iou", self.min_mask_iou), ("--min-mask-iou-p5", self.min_mask_iou_p5)):
+            if not 0.0 < value <= 1.0:
+                raise EdgeSamError(f"{name} is a mask IoU, between 0 and 1; got {value}")
+
+    def met(self, fidelity: Fidelity) -> bool:
+        return fidelity.meets(self.min_mask_iou, self.min_mask_iou_p5)
+
+    def describe(self) -> str:
+        return f"mask IoU vs fp32 mean >= {self.min_mask_iou}, p5 >= {self.min_mask_iou_p5}"
+
+
+def worst_of(fidelities: Sequence[Fidelity]) -> Fidelity:
+    """Each metric at its worst over targets: a layer set passes only where it passes on all."""
+    return Fidelity(
+        embedding_sqnr_db=min(f.embedding_sqnr_db for f in fidelities),
+        mask_iou_mean=min(f.mask_iou_mean for f in fidelities),
+        mask_iou_p5=min(f.mask_iou_p5 for f in fidelities),
+        mask_iou_worst=min(f.mask_iou_worst for f in fidelities),
+        n_prompts=min(f.n_prompts for f in fidelities),
+    )
+
+
+@dataclass
+class MixedResult:
+    float_layers: list[str]
+    fidelity: Fidelity  # simulated, worst over targets
+    full_int8: Fidelity
+    int8_flop_share: float
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    verified: dict[str, Fidelity] = field(default_factory=dict)  # target -> its per-layer quantizer's score
+
+
+def _fidelity_text(fidelity: Fidelity) -> str:
+    return f"mean {fidelity.mask_iou_mean:.4f}, p5 {fidelity.mask_iou_p5:.4f}"
+
+
+def search(studies: Sequence[LayerStudy], ranking: Sequence[str], budget: Budget, max_float: int | None = None) -> MixedResult:
+    """Greedy then prune over ``ranking`` (most sensitive first), scored on every study."""
+    layers = studies[0].layers
+    unknown = [layer for layer in ranking if layer not in layers]
+    if unknown or sorted(ranking) != sorted(layers):
+        raise EdgeSamError(f"the sensitivity ranking does not match this model's layers ({', '.join(unknown[:3]) or 'missing layers'})")
+    limit = len(layers) if max_float is None else max_float
+
+    def score(float_layers: Sequence[str]) -> Fidelity:
+        return worst_of([study.score(float_layers) for study in studies])
+
+    steps: list[dict[str, Any]] = []
+
+    def record(action: str, layer: str | None, floats: Sequence[str], fidelity: Fidelity) -> None:
+        steps.append({"action": action, "layer": layer, "float_layers": len(floats), **fidelity.to_dict()})
+
+    full = score([])
+    record("all INT8", None, [], full)
+    floats: list[str] = []
+    fidelity = full
+    bar = tqdm(ranking[:limit], desc="mixed: greedy", unit="layer")
+    for layer in bar:
+        if budget.met(fidelity):
+            break
+        floats.append(layer)
+        fidelity = score(floats)
+        record("float", layer, floats, fidelity)
+        bar.set_postfix_str(_fidelity_text(fidelity))
+    bar.close()
+    if not budget.met(fidelity):
+        tried = f"{len(floats)} layers float" if floats else "every layer INT8"
+        cap = "" if limit >= len(layers) else f" with at most {limit} layers float"
+        raise BudgetError(
+            f"no recipe{cap} meets {budget.describe()} on the {fidelity.n_prompts} held-out prompts: with {tried} "
+            f"it measures {_fidelity_text(fidelity)}; the limit was the layers "
+            f"{', '.join(floats) if floats else 'it could not make float'}"
+            + (f" (next in line: {', '.join(ranking[len(floats):len(floats) + 3])})" if len(floats) < len(ranking) else "")
+        )
+    by_size = sorted(floats, key=lambda layer: (-studies[0].flops[layer], -ranking.index(layer)))
+    for layer in tqdm(by_size, desc="mixed: prune", unit="layer"):
+        trial = [f for f in floats if f != layer]
+        trial_fidelity = score(trial)
+        kept_int8 = budget.met(trial_fidelity)
+        record("INT8 again" if kept_int8 else "stays float", layer, trial, trial_fidelity)
+        if kept_int8:
+            floats, fidelity = trial, trial_fidelity
+    floats = [layer for layer in layers if layer in floats]  # model order
+    return MixedResult(floats, fidelity, full, studies[0].int8_flop_share(floats), steps)
+
+
+def mixed_recipe(base: QuantRecipe, layers: Sequence[str], float_layers: Sequence[str], name: str, budget: Budget) -> QuantRecipe:
+    """The per-layer recipe: every layer named, INT8 (the base's scheme) or float."""
+    floats = set(float_layers)
+    choices = {layer: FLOAT if layer in floats else base.scheme for layer in layers}
+    summary = (f"{base.name} with {len(floats)} of {len(layers)} encoder layers float, chosen for {budget.describe()} "
+               "on held-out images")
+    return base.with_layers(choices, name=name, summary=summary)
+
+
+def verify(model: EfficientSam, recipe: QuantRecipe, studies: Sequence[LayerStudy],
+           progress: Callable[[str], None] | None = None) -> dict[str, Fidelity]:
+    """Each study's target quantizes the encoder with the per-layer recipe itself (the export's
+    quantizer, calibrated afresh on the same images) and is scored on the same held-out set."""
+    scores = {}
+    for study in studies:
+        graph = deploy_graph(model, study.img_size, "encoder")
+        batches, total = calibration_batches(model, study.calibration, study.img_size, "encoder")
+        quantized = quantize_pt2e(graph, graph.example_inputs(), target_quantizer(study.target, recipe), batches,
+                                  fold_quantize=False, total=total, description=f"verifying ({study.target})")
+        scores[study.target] = study.held_out.score(quantized)
+        if progress:
+            progress(f"{study.target}: {_fidelity_text(scores[study.target])} with the target's per-layer quantizer")
+    return scores

@@ -1,0 +1,117 @@
+"""What a device needs to run an .onnx artifact: onnxruntime sessions and the runners over them
+(no onnx, no onnxscript, no exporter).
+
+The CPU provider is the default; ``providers="auto"`` takes the best installed accelerator
+(TensorRT, CUDA, CoreML, XNNPACK) with CPU as fallback, or name providers explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge_sam.errors import EdgeSamError
+from edge_sam.transforms import image_to_tensor
+
+from edge_sam.targets.core.manifest import ArtifactError, GraphSpec, Manifest, check_io_names, first_line
+from edge_sam.targets.core.runner import ArtifactRunner, GraphPairRunner
+from edge_sam.targets.onnx.placement import PlacedSession, ReportsPlacement, enable_profiling
+
+PROVIDER_PREFERENCE = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "CoreMLExecutionProvider",
+    "XnnpackExecutionProvider",
+    "CPUExecutionProvider",
+)
+
+
+def select_providers(providers: str | list[str] | None) -> list[str]:
+    """CPU by default; "auto" = every installed provider in preference order; or an explicit list."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if providers is None:
+        return ["CPUExecutionProvider"]
+    if providers == "auto" or providers == ["auto"]:
+        return [p for p in PROVIDER_PREFERENCE if p in available]
+    wanted = [providers] if isinstance(providers, str) else list(providers)
+    known = {p.lower(): p for p in (*PROVIDER_PREFERENCE, *available)}
+    wanted = [p if p.endswith("ExecutionProvider") else known.get(f"{p}ExecutionProvider".lower(), f"{p}ExecutionProvider")
+              for p in wanted]  # "tensorrt", "cuda", "cpu" name their providers
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        raise EdgeSamError(f"onnxruntime provider(s) {', '.join(missing)} not installed (available: {', '.join(available)})")
+    return wanted if "CPUExecutionProvider" in wanted else [*wanted, "CPUExecutionProvider"]
+
+
+def session_options(threads: int | None = None, spinning: bool = False, optimize: bool = True):
+    """onnxruntime SessionOptions: quiet, ``threads`` intra-op threads (default: the runtime's
+    choice), idle threads spinning only if asked, graph optimizations unless ``optimize=False``.
+
+    No spinning by default: a validation run holds several sessions next to the PyTorch
+    reference, and spinning pools starve each other on a shared CPU.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if threads:
+        options.intra_op_num_threads = threads
+    if not optimize:  # every node keeps its name (the per-layer drift reads them)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return options
+
+
+def open_session(path: Path, spec: GraphSpec, providers: list[str], threads: int | None, spinning: bool):
+    """An InferenceSession whose inputs and outputs must be the ones the manifest records; its
+    first run tells which provider ran each node (:mod:`.placement`)."""
+    import onnxruntime as ort
+
+    options = session_options(threads, spinning)
+    enable_profiling(options, path.stem)
+    try:
+        session = PlacedSession(ort.InferenceSession(str(path), options, providers=providers))
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+        raise ArtifactError(f"onnxruntime cannot load {path}: {first_line(exc)}") from None
+    check_io_names(path, spec, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+    return session
+
+
+class SessionGraph:
+    """One session behind a call: arrays in the graph's input order -> its outputs in order."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.input_names = [i.name for i in session.get_inputs()]
+
+    def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, dict(zip(self.input_names, arrays)))
+
+
+class OnnxDeployRunner(ReportsPlacement, GraphPairRunner):
+    """Deploy-form artifact: the host preprocesses and pads prompts; onnxruntime runs the two graphs."""
+
+
+class OnnxOfficialRunner(ReportsPlacement, ArtifactRunner):
+    """Official-interface artifact: raw [0, 1] image and image-pixel prompts go straight in."""
+
+    def __init__(self, manifest: Manifest, encoder: SessionGraph, decoder: SessionGraph, label: str) -> None:
+        self.manifest = manifest
+        self.img_size = manifest.img_size
+        self.label = label
+        self.encoder, self.decoder = encoder, decoder
+
+    def encode(self, image: np.ndarray) -> np.ndarray:
+        return self.encoder(image_to_tensor(image).numpy())[0]
+
+    def decode(self, embedding, points, labels, image_hw):
+        _, iou, low_res = self.decoder(
+            np.asarray(embedding, np.float32),
+            np.asarray(points, np.float32).reshape(1, 1, -1, 2),
+            np.asarray(labels, np.float32).reshape(1, 1, -1),
+            np.asarray(image_hw, np.int64),
+        )
+        return low_res[:, 0], iou[:, 0]

@@ -1,0 +1,1 @@
+"""Validation on the device itself: transports (local, ssh, adb) and the device runner."""

@@ -1,0 +1,175 @@
+"""The process that times one runtime's paths for :mod:`.bench`.
+
+One worker per runtime: ONNX Runtime, XNNPACK (LiteRT, ExecuTorch) and PyTorch keep thread
+pools that spin or hold cores after a call, and in one process they slowed each other
+(measured: every ratio against PyTorch inflated by ~25%). The worker loads its paths, warms
+each up, optionally measures their drift against the fp32 model, then answers one timing
+command at a time from the parent, which interleaves the workers round by round.
+
+Protocol: the parent writes one JSON job line, then JSON commands, one per line; the worker
+answers each with one JSON line on its stdout. Everything the toolchains print goes to stderr
+(the worker moves file descriptor 1 there), so the protocol stream stays clean.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+# Point grid for the batch timing: 16 distinct clicks, like everything-mode's grid.
+BATCH_GRID = 4
+MATMUL_SIZE = 2048
+
+
+def load_paths(job: dict[str, Any]) -> list[Any]:
+    """Runners for the job's paths (PyTorch rows from the checkpoint, artifacts by folder)."""
+    import torch
+
+    from edge_sam.runner import TorchRunner
+    from edge_sam.targets.core.registry import load_runner
+
+    torch.set_num_threads(job["threads"])
+    runners = []
+    model = None
+    for path in job["paths"]:
+        if path["kind"] == "artifact":
+            runners.append(load_runner(path["artifact"], label=path["label"], **path["runtime_options"]))
+            continue
+        if model is None:
+            import edge_sam
+
+            model = edge_sam.load_model(job["checkpoint"])
+        if path["kind"] == "reference":
+            from edge_sam.deploy import set_attention
+
+            reference = copy.deepcopy(model)
+            set_attention(reference.image_encoder, "matmul")  # the reference repo's materialized attention
+            runners.append(TorchRunner(reference, label=path["label"]))
+        else:
+            runners.append(TorchRunner(model, label=path["label"], **path["torch_options"]))
+    return runners
+
+
+def batch_prompts(image_hw: tuple[int, int], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` single clicks on a grid over the image: points [Q, 1, 2], labels [Q, 1]."""
+    h, w = image_hw
+    side = int(np.ceil(np.sqrt(count)))
+    steps = (np.arange(side) + 0.5) / side
+    grid = np.array([[x * w, y * h] for y in steps for x in steps], np.float32)[:count]
+    return grid[:, None, :], np.ones((count, 1), np.float32)
+
+
+def timed(call) -> dict[str, float]:
+    """Wall and process CPU seconds of one call (CPU time says how much work it was when the
+    machine is shared; wall time is what a user waits)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    call()
+    return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
+
+
+def matmul_rates(threads: int) -> dict[str, float]:
+    """This machine's fp32 and int8 matrix-multiply rates now (GFLOP/s, GOP/s): torch.mm and
+    torch._int_mm on 2048^3, best of three."""
+    import torch
+
+    torch.set_num_threads(threads)
+    n = MATMUL_SIZE
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    ai, bi = (torch.randint(-128, 128, (n, n), dtype=torch.int8) for _ in range(2))
+    rates = {}
+    for name, call in (("fp32_gflops", lambda: torch.mm(a, b)), ("int8_gops", lambda: torch._int_mm(ai, bi))):
+        call()
+        best = min(timed(call)["wall"] for _ in range(3))
+        rates[name] = 2 * n**3 / best / 1e9
+    return rates
+
+
+class Worker:
+    def __init__(self, job: dict[str, Any]) -> None:
+        from edge_sam.transforms import read_image
+
+        self.job = job
+        self.image = read_image(job["image"])
+        self.hw = self.image.shape[:2]
+        self.runners = load_paths(job)
+        h, w = self.hw
+        self.click = (np.array([[w * 0.55, h * 0.45]], np.float32), np.array([1.0], np.float32))
+        self.batch = batch_prompts(self.hw, job["batch"])
+        self.embeddings = [runner.encode(self.image) for runner in self.runners]  # warm-up too
+        for index in range(len(self.runners)):
+            self.decode(index)
+            self.decode_batch(index)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [runner.describe() for runner in self.runners]
+
+    def decode(self, index: int):
+        return self.runners[index].decode(self.embeddings[index], *self.click, self.hw)
+
+    def decode_batch(self, index: int):
+        return self.runners[index].decode_batch(self.embeddings[index], *self.batch, self.hw)
+
+    def drift(self) -> list[dict[str, Any] | None]:
+        """Mask IoU etc. of each path against the fp32 PyTorch model at the path's input size
+        (targets.validation.drift, the validate command's measurements)."""
+        from edge_sam.checkpoint import load_model
+        from edge_sam.runner import TorchRunner
+        from edge_sam.targets.core.calibration import open_source
+        from edge_sam.targets.validation.drift import measure_drift
+
+        settings = self.job["drift"]
+        model = load_model(self.job["checkpoint"])
+        source = open_source(settings["images"], settings.get("limit"))
+        summaries: list[dict[str, Any] | None] = [None] * len(self.runners)
+        for size in sorted({runner.img_size for runner in self.runners}):
+            indices = [i for i, runner in enumerate(self.runners) if runner.img_size == size]
+            reference = TorchRunner(model, size, label=f"pytorch-fp32 at {size} (drift reference)")
+            report = measure_drift(reference, [self.runners[i] for i in indices], source, measure_memory=False)
+            for index, drift in zip(indices, report.runners):
+                summaries[index] = drift.summary()
+        return summaries
+
+    def answer(self, command: dict[str, Any]) -> dict[str, Any]:
+        op, index = command["op"], command.get("path")
+        if op == "encoder":
+            return timed(lambda: self.runners[index].encode(self.image))
+        if op == "decoder":
+            return {"runs": [timed(lambda: self.decode(index)) for _ in range(command["count"])]}
+        if op == "batch":
+            return timed(lambda: self.decode_batch(index))
+        if op == "matmul":
+            return matmul_rates(self.job["threads"])
+        raise ValueError(f"unknown bench command {op!r}")
+
+
+def main() -> None:
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # toolchains' prints (C and Python) go to stderr
+    sys.stdout = sys.stderr
+
+    def send(message: dict[str, Any]) -> None:
+        protocol.write(json.dumps(message, default=str) + "\n")
+
+    job = json.loads(sys.stdin.readline())
+    try:
+        worker = Worker(job)
+        drift = worker.drift() if job.get("drift") else None
+        send({"ready": True, "paths": worker.describe(), "drift": drift})
+    except Exception as exc:  # reported to the parent as one line, which raises it as an EdgeSamError
+        send({"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"})
+        raise
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["op"] == "quit":
+            break
+        send(worker.answer(command))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""Per-layer INT8: the recipe registry and recipe files, the per-layer simulation, sensitivity,
+the mixed-precision search and its errors, and the targets honouring per-layer choices."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import require_toolchain
+import torch
+
+from edge_sam.apps.cli import main
+from edge_sam.checkpoint import save_model
+from edge_sam.errors import EdgeSamError
+from edge_sam.quantize.heldout import HeldOutSet, split_images
+from edge_sam.quantize.layers import quantizable_layers, scope_in_layer
+from edge_sam.quantize.recipe_file import read_recipe_file, recipe_from_manifest, write_recipe_file
+from edge_sam.quantize.recipes import RECIPES, RecipeError, get_recipe
+from edge_sam.targets import get_target, image_folder
+from edge_sam.transforms import write_image
+
+require_toolchain("torchao.quantization.pt2e")
+require_toolchain("executorch.backends.xnnpack.quantizer.xnnpack_quantizer")
+
+STATIC = "static-conv-linear"
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models on a shared CPU: a second thread only adds waiting."""
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Eight textured non-square images (grid and box prompts: no annotations needed)."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        base = rng.integers(0, 255, (6, 8, 3)).astype(np.float32)
+        image = np.kron(base, np.ones((10, 10, 1))) + rng.normal(0, 12, (60, 80, 3))
+        write_image(folder / f"img_{i}.png", np.clip(image, 0, 255).astype(np.uint8))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model(make_tiny_model):
+    return make_tiny_model(seed=3)
+
+
+@pytest.fixture(scope="module")
+def split(images):
+    return split_images(image_folder(images), calibration=3, held_out=4)
+
+
+@pytest.fixture(scope="module")
+def study(model, split):
+    from edge_sam.quantize.sensitivity import LayerStudy
+
+    calibration, held_out = split
+    return LayerStudy(model, get_recipe(STATIC), "executorch", calibration, HeldOutSet(model, held_out, 64))
+
+
+def _mixed(model, floats: list[str], name: str = "t"):
+    layers = quantizable_layers(model.config)
+    return get_recipe(STATIC).with_layers({layer: "float" if layer in floats else "static" for layer in layers}, name=name)
+
+
+# -- registry and recipe files ------------------------------------------------------------------------
+def test_one_registry_holds_every_scheme_and_targets_refuse_what_they_do_not_take(tiny_model, tmp_path):
+    assert {r.scheme for r in RECIPES.values()} == {"static", "dynamic", "weight-only"}
+    assert get_recipe("palettize-4bit").codec == "palette" and get_recipe("naive-all-int8").scheme == "static"
+    with pytest.raises(RecipeError, match="target coreml takes static, weight-only recipes; 'dynamic-linear' is dynamic"):
+        get_target("coreml").export(tiny_model, "int8", "dynamic-linear", tmp_path / "a")
+    with pytest.raises(RecipeError, match="target onnx takes static, dynamic recipes; 'w8-conv-linear' is weight-only"):
+        get_target("onnx").export(tiny_model, "int8", "w8-conv-linear", tmp_path / "b")
+    with pytest.raises(RecipeError, match="unknown quantization recipe 'nope'"):
+        get_recipe("nope")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_recipe_file_round_trip(model, tmp_path):
+    layers = quantizable_layers(model.config)
+    recipe = _mixed(model, [layers[1], layers[-1]], name="mixed-test")
+    path = write_recipe_file(recipe, tmp_path / "mixed.json", {"budget": {"min_mask_iou": 0.98, "min_mask_iou_p5": 0.95}})
+    again = get_recipe(str(path))
+    assert again == recipe == read_recipe_file(path)
+    assert again.float_layers == (layers[1], layers[-1]) and again.base == STATIC and again.schemes == {"static"}
+    assert recipe_from_manifest(json.loads(json.dumps(recipe.describe()))) == recipe  # what an artifact records
+    data = json.loads(path.read_text())
+    assert data["scheme"] == "static" and data["layers"][layers[1]] == "float" and data["layers"][layers[0]] == "static"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"base": "nope"}, "base recipe 'nope' is not in the registry"),
+        ({"layers": {"image_encoder.neck": "dynamic"}}, "not dynamic"),
+        ({"extra": 1}, "unknown key"),
+        ({"format": "other"}, "is not an edge-sam recipe file"),
+    ],
+)
+def test_malformed_recipe_files_are_one_line(model, tmp_path, edit, message):
+    path = write_recipe_file(_mixed(model, []), tmp_path / "r.json")
+    path.write_text(json.dumps({**json.loads(path.read_text()), **edit}))
+    with pytest.raises(RecipeError, match=message) as exc:
+        get_recipe(str(path))
+    assert "\n" not in str(exc.value)
+
+
+def test_a_recipe_naming_layers_the_model_lacks_is_refused_before_any_work(model, images, tmp_path):
+    recipe = get_recipe(STATIC).with_layers({"image_encoder.blocks.7.attn.qkv": "float", "image_encoder.head": "float"}, name="x")
+    path = write_recipe_file(recipe, tmp_path / "bad.json")
+    checkpoint = save_model(model, tmp_path / "tiny.safetensors")
+    code = main(["export", "--target", "onnx", "--precision", "int8", "--recipe", str(path), "--checkpoint", str(checkpoint),
+                 "--calibration", str(images), "--out", str(tmp_path / "art")])
+    assert code == 2 and not (tmp_path / "art").exists()
+    with pytest.raises(RecipeError, match=r"does not have: image_encoder\.blocks\.7\.attn\.qkv, image_encoder\.head"):
+        get_target("executorch").export(model, "int8", str(path), tmp_path / "art2", calibration=image_folder(images))
+
+
+def test_layer_scopes_match_exactly():
+    assert scope_in_layer("encoder.blocks.1.attn.qkv", "image_encoder.blocks.1.attn.qkv")
+    assert scope_in_layer("deploy_encoder.encoder.neck.0", "image_encoder.neck")
+    assert not scope_in_layer("encoder.blocks.11.attn.qkv", "image_encoder.blocks.1.attn.qkv")
+    assert not scope_in_layer("encoder.blocks.1.attn", "image_encoder.blocks.1.attn.qkv")
+
+
+# -- simulation, sensitivity, search ------------------------------------------------------------------
+@pytest.mark.parametrize("target", ["executorch", "onnx"])
+def test_a_simulated_variant_equals_quantizing_with_the_per_layer_recipe(model, split, target):
+    """Bypassing a layer's quantize/dequantize pairs in the all-INT8 graph = never annotating it."""
+    from edge_sam.quantize.pt2e import quantize_pt2e
+    from edge_sam.quantize.simulate import SimulatedEncoder, target_quantizer
+    from edge_sam.targets.core.contract import calibration_batches, deploy_graph
+
+    calibration, _ = split
+    layers = quantizable_layers(model.config)
+    floats = [layers[0], layers[2], layers[-1]]
+    simulated = SimulatedEncoder(model, 64, get_recipe(STATIC), target, calibration)
+    graph = deploy_graph(model, 64, "encoder")
+    batches, total = calibration_batches(model, calibration, 64, "encoder")
+    direct = quantize_pt2e(graph, graph.example_inputs(), target_quantizer(target, _mixed(model, floats)), batches,
+                           fold_quantize=False, total=total)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(simulated.variant(floats)(x), direct(x))
+        assert not torch.equal(simulated.variant([])(x), direct(x))
+        assert torch.allclose(simulated.variant(layers)(x), graph(x), atol=1e-5)  # all float = fp32
+
+
+def test_sensitivity_table_has_every_layer_both_ways(study, tmp_path):
+    from edge_sam.quantize.sensitivity import measure_sensitivity, read_sensitivity, write_sensitivity
+
+    report = measure_sensitivity(study)
+    assert sorted(report.ranking) == sorted(study.layers) and len(report.rows) == 10
+    sqnr = [row.alone.embedding_sqnr_db for row in report.rows]
+    assert sqnr == sorted(sqnr)  # most sensitive (lowest SQNR alone) first
+    assert all(row.all_but is not None and 0 <= row.alone.mask_iou_p5 <= 1 for row in report.rows)
+    assert abs(sum(row.flop_share for row in report.rows) - sum(study.flops.values()) / study.total_flops) < 1e-9
+    assert report.full_int8.embedding_sqnr_db < min(sqnr)  # all layers' noise together exceeds any one's
+    out = write_sensitivity(report, tmp_path / "sens")
+    table = (out / "sensitivity.md").read_text()
+    assert table.count("| image_encoder.") == 10
+    assert read_sensitivity(out).ranking == report.ranking
+
+
+def test_mixed_search_meets_the_budget_and_prunes(study):
+    from edge_sam.quantize.mixed import Budget, search
+    from edge_sam.quantize.sensitivity import measure_sensitivity
+
+    full = study.score()
+    ranking = measure_sensitivity(study, both=False).ranking
+    budget = Budget(min(1.0, full.mask_iou_mean + 1e-6), min(1.0, full.mask_iou_p5 + 1e-6))  # just above all-INT8
+    result = search([study], ranking, budget)
+    assert budget.met(result.fidelity) and result.float_layers
+    for layer in result.float_layers:  # pruned: no float layer can go back to INT8
+        assert not budget.met(study.score([f for f in result.float_layers if f != layer]))
+    assert [s["action"] for s in result.steps][0] == "all INT8"
+
+
+def test_a_budget_no_recipe_meets_names_the_limiting_layers(study):
+    from edge_sam.quantize.mixed import Budget, BudgetError, search
+    from edge_sam.quantize.sensitivity import measure_sensitivity
+
+    full = study.score()
+    assert full.mask_iou_worst < 1.0  # INT8 moves some mask of this model
+    ranking = measure_sensitivity(study, both=False).ranking
+    with pytest.raises(BudgetError, match=rf"with at most 1 layers float meets .* the limit was the layers {ranking[0]}") as exc:
+        search([study], ranking, Budget(1.0, 1.0), max_float=1)
+    assert "\n" not in str(exc.value)
+
+
+def test_mixed_cli_writes_a_recipe_file_every_target_reads(model, images, tmp_path, capsys):
+    checkpoint = save_model(model, tmp_path / "tiny.safetensors")
+    out = tmp_path / "mixed.json"
+    code = main(["quantize", "mixed", "--checkpoint", str(checkpoint), "--images", str(images), "--calibration-images", "3",
+                 "--held-out-images", "4", "--min-mask-iou", "0.5", "--min-mask-iou-p5", "0.1", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    recipe = get_recipe(str(out))
+    provenance = json.loads(out.read_text())["provenance"]
+    assert recipe.base == STATIC and set(dict(recipe.layers)) == set(quantizable_layers(model.config))
+    assert provenance["verified"]["executorch"]["mask_iou_mean"] >= 0.5
+
+
+def test_quantize_commands_fail_in_one_line(tmp_path, images, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["quantize", "mixed", "--images", str(empty), "--out", str(tmp_path / "r.json")]) == 2
+    assert "holds no images" in capsys.readouterr().err
+    assert main(["quantize", "sensitivity", "--images", str(images), "--calibration-images", "6", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "holds 8 images; the split needs 6 for calibration and at least 16 held out" in err and err.count("\n") == 1
+    assert main(["quantize", "mixed", "--images", str(images), "--min-mask-iou", "1.5", "--out", str(tmp_path / "r.json")]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err
+
+
+# -- targets honour per-layer choices -----------------------------------------------------------------
+def test_onnx_leaves_the_float_layers_nodes_unquantized(model, images, tmp_path):
+    require_toolchain("onnxruntime")
+    import onnx
+
+    from edge_sam.targets.onnx.quantize import node_scopes
+
+    floats = ["image_encoder.blocks.0.attn.qkv", "image_encoder.neck"]
+    path = write_recipe_file(_mixed(model, floats, name="onnx-mixed"), tmp_path / "m.json")
+    out = get_target("onnx").export(model, "int8", str(path), tmp_path / "art", calibration=image_folder(images),
+                                    calibration_images=2)
+    graph = onnx.load(str(out / "encoder.onnx")).graph
+    producers = {o: n for n in graph.node for o in n.output}
+
+    def quantized_inputs(layer: str) -> int:
+        nodes = [n for n in graph.node if n.op_type in ("MatMul", "Conv")
+                 and any(scope_in_layer(s, layer) for s in node_scopes(n))]
+        assert nodes, layer
+        return sum(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for n in nodes for i in n.input)
+
+    assert all(quantized_inputs(layer) == 0 for layer in floats)
+    assert quantized_inputs("image_encoder.blocks.0.mlp.fc1") >= 2 and quantized_inputs("image_encoder.patch_embed") >= 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["recipe"]["name"] == "onnx-mixed" and manifest["recipe"]["layers"]["image_encoder.neck"] == "float"
