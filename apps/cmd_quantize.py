@@ -65,6 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--held-out-images", type=int, default=None, metavar="N", help="held-out images (default: the rest)")
     compare.add_argument("--photo-crops", action="store_true",
                          help="also measure on crops of the bundled real photo dogs.jpg (never calibrated on)")
+    compare.add_argument("--extra-held-out", action="append", default=[], metavar="DIR",
+                         help="another image folder or dataset to measure on (repeatable; never calibrated on)")
     compare.add_argument("--mixed", metavar="FILE.json", help="the mixed-precision recipe file (mixed rows need it)")
     compare.add_argument("--qat", metavar="CKPT", help="a QAT checkpoint from `quantize qat` (QAT rows need it)")
     compare.add_argument("--targets", default=",".join(INT8_TARGETS),
@@ -89,6 +91,9 @@ def _add_study_arguments(parser: argparse.ArgumentParser, targets_help: str, man
                         help=f"the static recipe whose layers are studied (default {DEFAULT_RECIPE})")
     parser.add_argument("--calibration-images", type=int, default=8, metavar="N", help="images that calibrate (default 8)")
     parser.add_argument("--held-out-images", type=int, default=16, metavar="N", help="held-out images scored (default 16)")
+    parser.add_argument("--extra-held-out", action="append", default=[], metavar="DIR",
+                        help="another image folder or dataset scored too, none of it calibrating (repeatable); "
+                             "every metric is the worst over the held-out sets")
     parser.add_argument("--img-size", type=int, default=None, help="model input size (default: the checkpoint's)")
 
 
@@ -108,11 +113,14 @@ def _studies(args: argparse.Namespace, targets: list[str]):
     recipe = get_recipe(args.recipe)
     check_simulated(recipe)
     source = open_source(args.images)
+    for extra in args.extra_held_out:
+        if Path(extra).resolve() == source.path.resolve():
+            raise EdgeSamError(f"--extra-held-out {extra} is the --images folder, whose first images calibrate")
     calibration, held_out = split_images(source, args.calibration_images, args.held_out_images)
     model = edge_sam.load_model(args.checkpoint)
     size = args.img_size or model.image_encoder.img_size
     model = model_at_size(model, size)
-    held = HeldOutSet(model, held_out, size)
+    held = [HeldOutSet(model, held_out, size)] + [HeldOutSet(model, open_source(d), size) for d in args.extra_held_out]
     return model, recipe, [LayerStudy(model, recipe, target, calibration, held) for target in targets]
 
 
@@ -161,8 +169,8 @@ def run_mixed(args: argparse.Namespace) -> int:
         "targets": [s.target for s in studies],
         "budget": dataclasses.asdict(budget),
         "calibration": studies[0].calibration.describe(),
-        "held_out": studies[0].held_out.source.describe(),
-        "n_prompts": studies[0].held_out.n_prompts,
+        "held_out": [held_out.source.describe() for held_out in studies[0].held_out],
+        "n_prompts": [held_out.n_prompts for held_out in studies[0].held_out],
         "ranking": ranking,
         "float_layers": result.float_layers,
         "int8_flop_share": result.int8_flop_share,
@@ -205,7 +213,7 @@ def run_compare(args: argparse.Namespace) -> int:
     report = compare(
         args.out, checkpoint=args.checkpoint, images=args.images, targets=_targets(args.targets), rows=rows,
         calibration_images=args.calibration_images, held_out_images=args.held_out_images,
-        with_photo_crops=args.photo_crops, img_size=args.img_size, overwrite=args.overwrite,
+        with_photo_crops=args.photo_crops, extra_held_out=args.extra_held_out, img_size=args.img_size, overwrite=args.overwrite,
         keep_artifacts=args.keep_artifacts,
     )
     print(report.markdown())

@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from edge_sam.train.config import MODEL_PRESETS, PRECISIONS, RunConfig
+from edge_sam.train.config import MODEL_PRESETS, TRAINING_PRECISIONS, RunConfig
 from edge_sam.train.finetune import FinetuneConfig
 from edge_sam.train.loop import TrainOutcome
 from edge_sam.train.sami import SamiConfig
@@ -46,7 +46,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser, defaults: RunConfig) -> 
     parser.add_argument("--stop-after-minutes", type=float, default=None,
                         help="end this session after this much wall time (checkpointed; continue with --resume)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
-    parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
+    parser.add_argument("--precision", choices=TRAINING_PRECISIONS, default=defaults.precision,
                         help="bf16 autocasts the forward pass (fast on GPUs); weights stay fp32 (default fp32)")
     parser.add_argument("--log-every", type=int, default=defaults.log_every,
                         help="write one log record per N steps (mean statistics); >1 keeps a GPU busy (default 1)")

@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from edge_sam.quantize.recipes import DEFAULT_RECIPE
-from edge_sam.train.config import PRECISIONS
+from edge_sam.train.config import TRAINING_PRECISIONS
 from edge_sam.train.state import STATE_FILE
 
 from .cmd_export import recipe_argument
@@ -46,11 +46,15 @@ def add_qat_parser(quantize_subparsers: argparse._SubParsersAction) -> argparse.
                         help=f"weight of the normalized embedding MSE (default {d.embedding_weight})")
     parser.add_argument("--mask-weight", type=float, default=d.mask_weight,
                         help=f"weight of the mask-logit KL vs the fp32 decoder's masks (default {d.mask_weight})")
-    parser.add_argument("--freeze-observers", type=float, default=d.freeze_observers,
-                        help=f"share of the steps after which activation ranges are frozen (default {d.freeze_observers})")
+    parser.add_argument("--calibration-images", type=int, default=d.calibration_images, metavar="N",
+                        help=f"static recipes: the first N images set the initial activation ranges (min/max, as PTQ "
+                             f"calibrates; default {d.calibration_images})")
+    parser.add_argument("--freeze-observers", type=float, default=d.freeze_observers, metavar="SHARE",
+                        help="share of the steps during which activation ranges still move (moving averages) before "
+                             f"they freeze (default {d.freeze_observers}: frozen at the calibrated ranges throughout)")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--device", default=d.device, help="cpu or cuda (default cpu)")
-    parser.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+    parser.add_argument("--precision", choices=TRAINING_PRECISIONS, default=d.precision,
                         help="bf16 autocasts the forward pass (GPUs); weights stay fp32 (default fp32)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     parser.add_argument("--workers", dest="num_workers", type=int, default=d.num_workers,

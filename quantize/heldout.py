@@ -140,6 +140,19 @@ class HeldOutSet:
         )
 
 
+def worst_of(fidelities) -> Fidelity:
+    """Each metric at its worst over several measurements (targets, image sets): a layer set
+    passes only where it passes on all of them."""
+    fidelities = list(fidelities)
+    return Fidelity(
+        embedding_sqnr_db=min(f.embedding_sqnr_db for f in fidelities),
+        mask_iou_mean=min(f.mask_iou_mean for f in fidelities),
+        mask_iou_p5=min(f.mask_iou_p5 for f in fidelities),
+        mask_iou_worst=min(f.mask_iou_worst for f in fidelities),
+        n_prompts=min(f.n_prompts for f in fidelities),
+    )
+
+
 def _top_mask(low_res: np.ndarray, prompt: int, output: int, image_hw: tuple[int, int]) -> np.ndarray:
     """One output's mask at image size, upsampled and thresholded as the drift report does
     (:func:`~edge_sam.targets.validation.drift.full_size_masks`, one channel only)."""

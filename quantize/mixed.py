@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
-from edge_sam.quantize.heldout import Fidelity
+from edge_sam.quantize.heldout import Fidelity, worst_of
 from edge_sam.quantize.pt2e import quantize_pt2e
 from edge_sam.quantize.recipes import FLOAT, QuantRecipe
 from edge_sam.quantize.sensitivity import LayerStudy
@@ -55,17 +55,6 @@ class Budget:
 
     def describe(self) -> str:
         return f"mask IoU vs fp32 mean >= {self.min_mask_iou}, p5 >= {self.min_mask_iou_p5}"
-
-
-def worst_of(fidelities: Sequence[Fidelity]) -> Fidelity:
-    """Each metric at its worst over targets: a layer set passes only where it passes on all."""
-    return Fidelity(
-        embedding_sqnr_db=min(f.embedding_sqnr_db for f in fidelities),
-        mask_iou_mean=min(f.mask_iou_mean for f in fidelities),
-        mask_iou_p5=min(f.mask_iou_p5 for f in fidelities),
-        mask_iou_worst=min(f.mask_iou_worst for f in fidelities),
-        n_prompts=min(f.n_prompts for f in fidelities),
-    )
 
 
 @dataclass
@@ -151,7 +140,7 @@ def verify(model: EfficientSam, recipe: QuantRecipe, studies: Sequence[LayerStud
         batches, total = calibration_batches(model, study.calibration, study.img_size, "encoder")
         quantized = quantize_pt2e(graph, graph.example_inputs(), target_quantizer(study.target, recipe), batches,
                                   fold_quantize=False, total=total, description=f"verifying ({study.target})")
-        scores[study.target] = study.held_out.score(quantized)
+        scores[study.target] = worst_of(held_out.score(quantized) for held_out in study.held_out)
         if progress:
             progress(f"{study.target}: {_fidelity_text(scores[study.target])} with the target's per-layer quantizer")
     return scores

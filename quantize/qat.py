@@ -13,8 +13,9 @@ Prompts come from the training samplers (:func:`edge_sam.train.objects.sample_pr
 boxes, 1-3 points, sometimes a background point) on each image's annotated objects; images
 without annotations (a plain folder) get random rectangles as stand-in objects, which only
 decide where prompts land. The decoder stays fp32 and frozen; only encoder weights train.
-For the last ``1 - freeze_observers`` of the steps the activation ranges are frozen so the
-weights settle against the ranges an export will use.
+For static recipes the activation ranges start as a minmax calibration on the first images and,
+by default, stay there (``freeze_observers`` lets them move for a share of the steps): the
+weights learn to work with the ranges an export's own minmax calibration will pick.
 
 The run reuses the training machinery (:mod:`edge_sam.train`): device and DDP setup (torchrun),
 bf16 autocast, the resumable sample stream, AdamW with warmup + cosine, ``--stop-after-minutes``
@@ -51,11 +52,18 @@ from edge_sam.train.state import STATE_FILE, load_state, save_state
 from edge_sam.transforms import preprocess
 
 from edge_sam.targets.core.calibration import ImageSource, open_source
-from edge_sam.targets.core.contract import deploy_graph
+from edge_sam.targets.core.contract import calibration_batches, deploy_graph
 from edge_sam.targets.core.target import state_dict_sha256
 
 from .qat_checkpoint import QAT_FILE, write_qat_checkpoint
-from .qat_graph import check_qat_recipe, fake_quantize_in_fp32, prepare_qat_encoder, set_observers, with_encoder_weights
+from .qat_graph import (
+    calibrate_activation_ranges,
+    check_qat_recipe,
+    fake_quantize_in_fp32,
+    freeze_activation_ranges,
+    prepare_qat_encoder,
+    with_encoder_weights,
+)
 
 # Stand-in objects for images without annotations: rectangles covering this share of each side.
 REGION_SIDE = (0.1, 0.7)
@@ -76,9 +84,13 @@ class QatConfig(RunConfig):
     flip_prob: float = 0.5
     max_objects: int = 8
     embedding_weight: float = 1.0
-    mask_weight: float = 1.0
-    # Share of the steps during which activation ranges still move; frozen for the rest.
-    freeze_observers: float = 0.75
+    mask_weight: float = 10.0  # the mask KL runs ~10x smaller than the embedding's normalized MSE
+    # Static recipes: activation ranges start as the min / max over the first images (a minmax
+    # calibration, what every target's PTQ does), then move as moving averages for this share of
+    # the steps and stay frozen for the rest (0: frozen throughout, the weights learn the ranges
+    # an export will calibrate).
+    calibration_images: int = 8
+    freeze_observers: float = 0.0
 
     def validate(self) -> None:
         if self.img_size is None:
@@ -88,12 +100,15 @@ class QatConfig(RunConfig):
             raise EdgeSamError(f"max_objects must be positive, got {self.max_objects}")
         if min(self.embedding_weight, self.mask_weight) < 0 or self.embedding_weight + self.mask_weight == 0:
             raise EdgeSamError("embedding_weight and mask_weight must be >= 0 and not both 0")
-        if not 0.0 < self.freeze_observers <= 1.0:
-            raise EdgeSamError(f"freeze_observers is a share of the steps in (0, 1], got {self.freeze_observers}")
+        if not 0.0 <= self.freeze_observers <= 1.0:
+            raise EdgeSamError(f"freeze_observers is a share of the steps in [0, 1], got {self.freeze_observers}")
+        if self.calibration_images <= 0:
+            raise EdgeSamError(f"calibration_images must be positive, got {self.calibration_images}")
 
     @property
     def freeze_step(self) -> int:
-        return max(1, round(self.freeze_observers * self.steps))
+        """The step after which activation ranges stay fixed (0: from the start)."""
+        return round(self.freeze_observers * self.steps)
 
 
 def _random_regions(sample: Sample, rng: np.random.Generator, count: int) -> Sample:
@@ -198,6 +213,12 @@ class DistillationObjective(nn.Module):
         }
 
 
+def calibration_images(source: ImageSource, config: QatConfig, model: EfficientSam, device: torch.device) -> torch.Tensor:
+    """The first ``calibration_images`` images as one encoder batch, for the initial ranges."""
+    batches, _ = calibration_batches(model, source.limited(config.calibration_images), config.img_size, "encoder")
+    return torch.cat([images for (images,) in batches]).to(device)
+
+
 def qat_recipe(name_or_file: str | QuantRecipe) -> QuantRecipe:
     """The recipe QAT simulates: a registry name or a recipe file, checked for what QAT can take."""
     recipe = name_or_file if isinstance(name_or_file, QuantRecipe) else get_recipe(name_or_file)
@@ -258,12 +279,15 @@ def quantization_aware_finetune(config: QatConfig, teacher: EfficientSam | None 
         def save(step: int) -> None:
             save_state(out_dir, model=student, optimizer=optimizer, scheduler=scheduler, step=step, run_signature=signature)
 
-        def freeze_ranges(step: int) -> None:
-            if step == config.freeze_step:
-                set_observers(student, False)
+        static = recipe.scheme == "static"  # dynamic recipes have per-run activation ranges: nothing to fix
+        if static and start == 0:  # a resumed run has its ranges in the restored state
+            calibrate_activation_ranges(student, calibration_images(source, config, model, ctx.device))
+            freeze_activation_ranges(student, frozen=config.freeze_step == 0)
 
-        if start >= config.freeze_step:
-            set_observers(student, False)  # also in the restored state; explicit for clarity
+        def freeze_ranges(step: int) -> None:
+            if static and step == config.freeze_step:
+                freeze_activation_ranges(student)
+
         reached = run_steps(
             objective=distributed.wrap(objective, ctx), batches=iter(loader), optimizer=optimizer,
             scheduler=scheduler, config=config, ctx=ctx, start_step=start, save=save, log=log, desc="qat",

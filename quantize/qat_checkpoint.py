@@ -153,7 +153,9 @@ def write_qat_checkpoint(
         "weights": {"file": MODEL_FILE, "state_dict_sha256": state_dict_sha256(trained)},
         "training": {"lr": config.lr, "batch_size": config.batch_size, "seed": config.seed,
                      "embedding_weight": config.embedding_weight, "mask_weight": config.mask_weight,
-                     "freeze_observers_at_step": config.freeze_step, "data": data},
+                     "activation_ranges": {"calibrated_on_first_images": config.calibration_images,
+                                           "frozen_after_step": config.freeze_step},
+                     "data": data},
         "parameters": learned_parameters(prepared.cpu(), teacher),
     }
     _write_json(out_dir / QAT_FILE, record)

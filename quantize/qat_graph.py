@@ -47,19 +47,30 @@ def check_qat_recipe(recipe: QuantRecipe) -> None:
         raise RecipeError(f"recipe '{recipe.name}' leaves the encoder float: there is nothing for QAT to train")
 
 
-def with_qat_activations(config, recipe: QuantRecipe):
-    """A QAT ``QuantizationConfig`` whose activation fake quantizers use the recipe's symmetry.
+def qat_quantization_config(config, recipe: QuantRecipe):
+    """XNNPACK's QAT ``QuantizationConfig`` made to match what an export computes.
 
-    The recipe's calibration method does not apply: in QAT the ranges are moving averages over
-    the training batches (XNNPACK's QAT default, ``FusedMovingAvgObsFakeQuantize``).
+    Activation fake quantizers take the recipe's symmetry (their ranges are calibrated, then
+    frozen, by :func:`calibrate_activation_ranges`; the recipe's calibration method does not
+    apply). Weight fake quantizers track each step's exact per-channel min / max (a moving
+    average constant of 1) instead of XNNPACK's slow moving average, because every export
+    quantizes the final weights with their exact ranges.
     """
     import dataclasses
+
+    from torchao.quantization.pt2e.fake_quantize import FusedMovingAvgObsFakeQuantize
+    from torchao.quantization.pt2e.observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
 
     activation = dataclasses.replace(
         config.input_activation,
         qscheme=torch.per_tensor_symmetric if recipe.symmetric_activations else torch.per_tensor_affine,
     )
-    return dataclasses.replace(config, input_activation=activation, output_activation=activation)
+    per_channel = config.weight.qscheme == torch.per_channel_symmetric
+    weight = dataclasses.replace(config.weight, observer_or_fake_quant_ctr=FusedMovingAvgObsFakeQuantize.with_args(
+        observer=MovingAveragePerChannelMinMaxObserver if per_channel else MovingAverageMinMaxObserver,
+        averaging_constant=1, eps=2**-12,
+    ))
+    return dataclasses.replace(config, input_activation=activation, output_activation=activation, weight=weight)
 
 
 def qat_quantizer(recipe: QuantRecipe):
@@ -109,11 +120,24 @@ def fake_quantizers(prepared: torch.fx.GraphModule) -> dict[str, torch.nn.Module
     return {name: module for name, module in modules.items() if isinstance(module, FakeQuantizeBase)}
 
 
-def set_observers(prepared: torch.fx.GraphModule, enabled: bool) -> None:
-    """Let the fake-quantize modules keep updating their ranges, or freeze them (late in QAT, so
-    the weights settle against fixed ranges, as the export will use them)."""
-    for module in fake_quantizers(prepared).values():
-        module.enable_observer(enabled)
+def activation_quantizers(prepared: torch.fx.GraphModule) -> dict[str, torch.nn.Module]:
+    """The fake quantizers of activations (not of weights: those read a parameter)."""
+    readers = {node.target: node.args[0] for node in prepared.graph.nodes if node.op == "call_module"}
+    return {name: module for name, module in fake_quantizers(prepared).items()
+            if not (isinstance(readers[name], torch.fx.Node) and readers[name].op == "get_attr")}
+
+
+def calibrate_activation_ranges(prepared: torch.fx.GraphModule, images: torch.Tensor) -> None:
+    """Set every activation range to the min / max over ``images`` (one batch: the first
+    observation of a moving-average observer is exact), as a minmax PTQ calibration would."""
+    with torch.no_grad():
+        prepared(images)
+
+
+def freeze_activation_ranges(prepared: torch.fx.GraphModule, frozen: bool = True) -> None:
+    """Stop (or restart) the activation ranges moving; weight ranges keep following the weights."""
+    for module in activation_quantizers(prepared).values():
+        module.enable_observer(not frozen)
 
 
 def fake_quantize_in_fp32(prepared: torch.fx.GraphModule) -> None:
@@ -208,7 +232,8 @@ def restore_parameters(prepared: torch.fx.GraphModule, records: list[dict[str, A
         for key in ("min_val", "max_val"):
             values = torch.tensor(record[key], dtype=torch.float32)
             setattr(observer, key, values if record["ch_axis"] is not None else values.reshape(()))
-    set_observers(prepared, False)
+    for module in modules.values():
+        module.disable_observer()
 
 
 def converted_encoder(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from typing import Any
 from tqdm import tqdm
 
 from edge_sam.modeling import EfficientSam
-from edge_sam.quantize.heldout import Fidelity, HeldOutSet
+from edge_sam.quantize.heldout import Fidelity, HeldOutSet, worst_of
 from edge_sam.quantize.layers import layer_flops
 from edge_sam.quantize.recipes import QuantRecipe
 from edge_sam.quantize.simulate import SimulatedEncoder
@@ -45,13 +45,14 @@ MARKDOWN_NAME = "sensitivity.md"
 
 
 class LayerStudy:
-    """One model, recipe and target with its calibration images and held-out set, ready to score
-    any set of float layers (scores are cached: the greedy search revisits sets)."""
+    """One model, recipe and target with its calibration images and held-out sets, ready to
+    score any set of float layers: the worst over the sets, each metric (a budget must hold on
+    every set). Scores are cached: the greedy search revisits sets."""
 
     def __init__(self, model: EfficientSam, recipe: QuantRecipe, target: str, calibration: ImageSource,
-                 held_out: HeldOutSet) -> None:
-        self.recipe, self.target, self.img_size = recipe, target, held_out.img_size
-        self.calibration, self.held_out = calibration, held_out
+                 held_out: Sequence[HeldOutSet]) -> None:
+        self.recipe, self.target, self.img_size = recipe, target, held_out[0].img_size
+        self.calibration, self.held_out = calibration, list(held_out)
         self.encoder = SimulatedEncoder(model, self.img_size, recipe, target, calibration)
         self.layers = self.encoder.layers
         self.flops, self.total_flops = layer_flops(model, self.img_size)
@@ -60,7 +61,8 @@ class LayerStudy:
     def score(self, float_layers: Iterable[str] = ()) -> Fidelity:
         key = frozenset(float_layers)
         if key not in self._scores:
-            self._scores[key] = self.held_out.score(self.encoder.variant(key))
+            encoder = self.encoder.variant(key)
+            self._scores[key] = worst_of(held_out.score(encoder) for held_out in self.held_out)
         return self._scores[key]
 
     def int8_flop_share(self, float_layers: Iterable[str]) -> float:
@@ -70,8 +72,9 @@ class LayerStudy:
 
     def describe(self) -> dict[str, Any]:
         return {"target": self.target, "recipe": self.recipe.name, "img_size": self.img_size,
-                "calibration": self.calibration.describe(), "held_out": self.held_out.source.describe(),
-                "n_prompts": self.held_out.n_prompts}
+                "calibration": self.calibration.describe(),
+                "held_out": [held_out.source.describe() for held_out in self.held_out],
+                "n_prompts": [held_out.n_prompts for held_out in self.held_out]}
 
 
 @dataclass(frozen=True)
@@ -117,9 +120,11 @@ class SensitivityReport:
         lines = [
             f"# INT8 sensitivity per layer: {setup['target']}, recipe {setup['recipe']}, {setup['img_size']} px",
             "",
-            f"Calibrated on {setup['calibration']['count']} images, scored on {setup['held_out']['count']} held-out "
-            f"images ({setup['n_prompts']} prompts) of {setup['held_out']['path']}. Every layer INT8: "
-            f"{_fidelity_text(self.full_int8)}.",
+            f"Calibrated on the first {setup['calibration']['count']} images of {setup['calibration']['path']}; scored on "
+            + "; ".join(f"{h['count']} held-out images of {h['path']} ({n} prompts)"
+                        for h, n in zip(setup['held_out'], setup['n_prompts']))
+            + " (each metric the worst over these sets)."
+            f" Every layer INT8: {_fidelity_text(self.full_int8)}.",
             "Ranked by the embedding SQNR with only that layer INT8 (lowest = adds the most error). "
             "FLOP share: the layer's multiply-adds / the whole encoder's (attention matmuls included), not a timing.",
             "",

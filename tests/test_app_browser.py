@@ -144,3 +144,51 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def test_app_api_everything_and_errors(tmp_path, make_tiny_model):
+    """The JSON API without a browser, on a tiny model: segment-everything through every engine,
+    and a bad prompt or request as one line with status 400."""
+    import json
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from conftest import require_toolchain
+
+    from edge_sam import save_model
+    from edge_sam.apps.web.server import make_server
+    from edge_sam.apps.web.session import AppSession
+    from edge_sam.targets import get_target
+
+    require_toolchain("onnxruntime")
+    model = make_tiny_model()
+    checkpoint = save_model(model, tmp_path / "tiny.safetensors")
+    get_target("onnx").export(model, "fp32", None, tmp_path / "onnx-fp32", checkpoint=checkpoint)
+    server = make_server(AppSession(checkpoint, [str(tmp_path / "onnx-fp32")]))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def post(path: str, body: bytes) -> tuple[int, dict]:
+        request = urllib.request.Request(url + path, data=body, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=300) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    try:
+        with urllib.request.urlopen(url + "/api/info", timeout=60) as response:
+            info = json.loads(response.read())
+        assert [e["kind"] for e in info["engines"]] == ["fp32 PyTorch (reference)", "onnx fp32"]
+        image = info["images"][1]
+        status, everything = post("/api/everything", json.dumps({"image": image["id"]}).encode())
+        assert status == 200 and [r["label"] for r in everything["results"]][0] == "pytorch-fp32"
+        assert all(r["overlay_png"].startswith("data:image/png;base64,") for r in everything["results"])
+        status, error = post("/api/segment", json.dumps({"image": image["id"], "points": [[9999, 5, 1]]}).encode())
+        assert status == 400 and "outside the 256x256 image" in error["error"]
+        status, error = post("/api/segment", b"{not json")
+        assert status == 400 and error["error"].startswith("request body is not JSON")
+    finally:
+        server.shutdown()
+        server.server_close()

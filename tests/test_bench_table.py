@@ -99,6 +99,7 @@ def test_table_columns_are_computed_from_the_minimum_over_rounds():
     assert torch_fp32["vs_reference"] == pytest.approx(3.0 / 1.5) and torch_fp32["vs_fp32"] == 1.0
     assert onnx_fp32["vs_reference"] == pytest.approx(3.0) and onnx_fp32["vs_fp32"] == pytest.approx(1.0)
     assert onnx_int8["vs_reference"] == pytest.approx(6.0) and onnx_int8["vs_fp32"] == pytest.approx(2.0)
+    assert onnx_int8["cpu_vs_reference"] == pytest.approx(6.0)  # the CPU times equal the wall times here
     assert onnx_int8["encoder_p50_ms"] == pytest.approx(550.0) and onnx_int8["encoder_min_ms"] == pytest.approx(500.0)
     assert onnx_int8["encoder_gflops"] == pytest.approx(1_966_080 / 0.5 / 1e9)
     # decoder: FLOPs over the best fp32 matmul rate of the run (1 GFLOP/s here) is the floor

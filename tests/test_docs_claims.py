@@ -31,7 +31,10 @@ FORBIDDEN = {"facts.md": "a private note: state the fact and the command instead
 
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 INLINE_CODE = re.compile(r"(?<!`)`([^`]+)`(?!`)")
-RECIPE_NAME = re.compile(r"(?<![\w-])((?:static|dynamic|naive|palettize|qat|w\d+|w\d+a\d+)-[a-z0-9]+(?:-[a-z0-9]+)*)(?![\w-])")
+RECIPE_SHAPE = r"(?:static|dynamic|naive|palettize|qat|w\d+|w\d+a\d+)-[a-z0-9]+(?:-[a-z0-9]+)*"
+# A recipe name is one in code (`static-conv-linear`), after --recipe, or after the word "recipe";
+# prose such as "the static-int8 artifacts" is not a name.
+RECIPE_NAME = re.compile(rf"`({RECIPE_SHAPE})`|--recipe[ =]({RECIPE_SHAPE})(?![\w-])|recipe [`'\"]?({RECIPE_SHAPE})(?![\w-])")
 REPO_PATH = re.compile(r"(?<![\w./~-])((?:edge_sam|quantize|targets|apps|tests|docs|benchmarks|\.ci)/[\w./*-]*[\w*/])(::\w+)?")
 LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
 PYTHON_PATH = re.compile(r"(?<![\w.])edge_sam(?:\.[A-Za-z_]\w*)+")
@@ -91,18 +94,27 @@ def python_path_exists(dotted: str) -> bool:
     return False
 
 
+PLACEHOLDER_NUMBER = re.compile(r"invalid (?:int|float) value: '([A-Z][A-Z0-9_]*)'")
+
+
 def cli_problem(argv: list[str], partial: bool) -> str | None:
     """None when ``edge-sam argv`` parses. ``partial``: a command named in prose, which may leave
-    out its required arguments."""
-    stderr = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-            parser().parse_args(argv)
-    except SystemExit as exc:
-        message = stderr.getvalue().strip().splitlines()[-1] if stderr.getvalue().strip() else ""
-        if exc.code == 0 or (partial and "the following arguments are required" in message):
+    out its required arguments. A placeholder (``--max-float N``) stands for a number."""
+    argv = list(argv)
+    for _ in range(len(argv) + 1):
+        stderr = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+                parser().parse_args(argv)
             return None
-        return message or f"exit {exc.code}"
+        except SystemExit as exc:
+            message = stderr.getvalue().strip().splitlines()[-1] if stderr.getvalue().strip() else ""
+            if exc.code == 0 or (partial and "the following arguments are required" in message):
+                return None
+            placeholder = PLACEHOLDER_NUMBER.search(message)
+            if placeholder is None or placeholder.group(1) not in argv:
+                return message or f"exit {exc.code}"
+            argv[argv.index(placeholder.group(1))] = "1"
     return None
 
 
@@ -133,7 +145,9 @@ def _argv(segment: str) -> list[list[str]]:
             start = words.index(program)
             if program == "edge-sam" and start > 0 and words[start - 1] not in ("", "$"):
                 return []  # `pip install edge-sam[...]`-like mentions are not commands
-            return [words[start + 1:]]
+            # "[--flag VALUE]" marks an optional argument in a usage line: check the flag all the same
+            argv = [w.replace("[", "").replace("]", "") for w in words[start + 1:]]
+            return [[w for w in argv if w]]
     return []
 
 
@@ -144,7 +158,8 @@ def problems_in(text: str, where: Path) -> list[str]:
         if needle in text:
             problems.append(f"names {needle!r}: {why}")
     known_recipes = set(recipe_names())
-    for name in sorted(set(RECIPE_NAME.findall(text)) - known_recipes - set(NOT_RECIPES)):
+    named = {name for groups in RECIPE_NAME.findall(text) for name in groups if name}
+    for name in sorted(named - known_recipes - set(NOT_RECIPES)):
         problems.append(f"recipe '{name}' is not a recipe (known: {', '.join(sorted(known_recipes))})")
     for argv, partial in edge_sam_commands(text):
         problem = cli_problem(argv, partial or "..." in argv)  # "..." elides arguments
@@ -202,7 +217,7 @@ edge-sam export --target onnx --precision int8 --no-such-flag --out out/x
 edge-sam export --target onnx --recipe dynamic-linear-all --out out/y
 ```
 
-Run `edge-sam no-such-command`. See targets/onnx_graphs.py, tests/test_onnx.py::test_no_such_test,
+Run `edge-sam no-such-command`, `edge-sam export --target onnx --calibration-images many --out DIR`, `edge-sam export --target onnx [--no-such-option X] --out DIR`. See targets/onnx_graphs.py, tests/test_onnx.py::test_no_such_test,
 [the guide](no_such_doc.md), `edge_sam.targets.no_such_module.thing`, `edge_sam.transforms.no_such_function`,
 `LiteRTTarget.export`, `OnnxTarget.no_such_method`, `coreml_executor.py`, the numbers in facts.md
 and /work/runs/synth/test.
@@ -214,14 +229,15 @@ edge-sam export --target onnx --precision int8 --recipe dynamic-linear --checkpo
 ```
 
 `edge-sam data synth`'s output; see targets/onnx/graphs.py, tests/test_docs_claims.py::test_the_checker_flags_what_does_not_exist,
-[onnx](onnx.md), `edge_sam.transforms.preprocess`, `OnnxTarget.export`, `static-conv-linear`, `conftest.py`.
+[onnx](onnx.md), `edge_sam.transforms.preprocess`, `OnnxTarget.export`, `static-conv-linear`, `conftest.py`,
+the static-int8 artifacts, `edge-sam export --target onnx [--recipe dynamic-linear] --out DIR --calibration-images N`.
 """
 
 
 def test_the_checker_flags_what_does_not_exist():
     problems = "\n".join(problems_in(BAD, ROOT / "docs" / "example.md"))
     for expected in (
-        "recipe 'static-conv-everything'", "recipe 'dynamic-linear-all'", "unrecognized arguments: --no-such-flag",
+        "recipe 'static-conv-everything'", "recipe 'dynamic-linear-all'", "unrecognized arguments: --no-such-flag", "unrecognized arguments: --no-such-option X", "invalid int value: 'many'",
         "invalid choice: 'no-such-command'", "path targets/onnx_graphs.py", "has no test_no_such_test",
         "link no_such_doc.md", "edge_sam.targets.no_such_module.thing", "edge_sam.transforms.no_such_function",
         "class LiteRTTarget", "OnnxTarget has no attribute no_such_method", "file coreml_executor.py",

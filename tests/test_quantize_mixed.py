@@ -7,12 +7,11 @@ import json
 
 import numpy as np
 import pytest
-from conftest import require_toolchain
 import torch
+from conftest import require_toolchain
 
 from edge_sam.apps.cli import main
 from edge_sam.checkpoint import save_model
-from edge_sam.errors import EdgeSamError
 from edge_sam.quantize.heldout import HeldOutSet, split_images
 from edge_sam.quantize.layers import quantizable_layers, scope_in_layer
 from edge_sam.quantize.recipe_file import read_recipe_file, recipe_from_manifest, write_recipe_file
@@ -59,7 +58,7 @@ def study(model, split):
     from edge_sam.quantize.sensitivity import LayerStudy
 
     calibration, held_out = split
-    return LayerStudy(model, get_recipe(STATIC), "executorch", calibration, HeldOutSet(model, held_out, 64))
+    return LayerStudy(model, get_recipe(STATIC), "executorch", calibration, [HeldOutSet(model, held_out, 64)])
 
 
 def _mixed(model, floats: list[str], name: str = "t"):
@@ -240,3 +239,27 @@ def test_onnx_leaves_the_float_layers_nodes_unquantized(model, images, tmp_path)
     assert quantized_inputs("image_encoder.blocks.0.mlp.fc1") >= 2 and quantized_inputs("image_encoder.patch_embed") >= 2
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["recipe"]["name"] == "onnx-mixed" and manifest["recipe"]["layers"]["image_encoder.neck"] == "float"
+
+
+def test_compare_measures_every_row_on_every_image_set(model, images, tmp_path, capsys):
+    require_toolchain("onnxruntime")
+    checkpoint = save_model(model, tmp_path / "tiny.safetensors")
+    layers = quantizable_layers(model.config)
+    recipe = write_recipe_file(_mixed(model, [layers[0], layers[-1]], name="tiny-mixed"), tmp_path / "mixed.json",
+                               {"budget": {"min_mask_iou": 0.5, "min_mask_iou_p5": 0.1}})
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for i in range(2):
+        write_image(extra / f"x{i}.png", np.full((40, 50, 3), 60 * i + 40, np.uint8))
+    out = tmp_path / "compare"
+    code = main(["quantize", "compare", "--checkpoint", str(checkpoint), "--images", str(images), "--calibration-images", "3",
+                 "--held-out-images", "2", "--targets", "onnx", "--mixed", str(recipe), "--extra-held-out", str(extra),
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads((out / "compare.json").read_text())
+    assert [(r["target"], r["row"], r["float_layers"]) for r in data["rows"]] == [("onnx", "PTQ", 0), ("onnx", "mixed", 2)]
+    assert set(data["sets"]) == {"held-out", "extra"} and data["sets"]["held-out"]["count"] == 2
+    assert all(set(r["sets"]) == {"held-out", "extra"} and r["size_mb"] > 0 for r in data["rows"])
+    assert data["budget"] == {"min_mask_iou": 0.5, "min_mask_iou_p5": 0.1}
+    assert (out / "compare.md").read_text().count("| onnx | mixed | tiny-mixed | 2 |") == 2
+    assert not (out / "artifacts").exists()

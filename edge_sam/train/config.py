@@ -15,7 +15,7 @@ from typing import Any
 from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSamConfig
 
-PRECISIONS = ("fp32", "bf16")
+TRAINING_PRECISIONS = ("fp32", "bf16")
 MODEL_PRESETS = {"vitt": EfficientSamConfig.vitt, "vits": EfficientSamConfig.vits, "tiny": EfficientSamConfig.tiny}
 
 # Settings that may differ between the sessions of one run. ``steps`` may change so a run on a
@@ -59,8 +59,8 @@ class RunConfig:
         for name in ("steps", "batch_size", "img_size"):
             if getattr(self, name) <= 0:
                 raise EdgeSamError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.precision not in PRECISIONS:
-            raise EdgeSamError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.precision not in TRAINING_PRECISIONS:
+            raise EdgeSamError(f"unknown precision {self.precision!r}: choose one of {', '.join(TRAINING_PRECISIONS)}")
         if self.log_every <= 0:
             raise EdgeSamError(f"log_every must be positive, got {self.log_every}")
         if self.lr <= 0:

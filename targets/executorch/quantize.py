@@ -53,9 +53,9 @@ def _quantization_config(recipe: QuantRecipe, qat: bool = False):
     if recipe.scheme == "dynamic":
         return config
     if qat:
-        from edge_sam.quantize.qat_graph import with_qat_activations
+        from edge_sam.quantize.qat_graph import qat_quantization_config
 
-        return with_qat_activations(config, recipe)
+        return qat_quantization_config(config, recipe)
     return with_recipe_activations(config, recipe)
 
 

@@ -56,6 +56,12 @@ def load_paths(job: dict[str, Any]) -> list[Any]:
     return runners
 
 
+def _is_fp32_pytorch(path: dict[str, Any]) -> bool:
+    options = path.get("torch_options") or {}
+    return path["kind"] == "reference" or (
+        path["kind"] == "pytorch" and options.get("precision", "fp32") == "fp32" and not options.get("compile"))
+
+
 def batch_prompts(image_hw: tuple[int, int], count: int) -> tuple[np.ndarray, np.ndarray]:
     """``count`` single clicks on a grid over the image: points [Q, 1, 2], labels [Q, 1]."""
     h, w = image_hw
@@ -127,8 +133,10 @@ class Worker:
         model = load_model(self.job["checkpoint"])
         source = open_source(settings["images"], settings.get("limit"))
         summaries: list[dict[str, Any] | None] = [None] * len(self.runners)
-        for size in sorted({runner.img_size for runner in self.runners}):
-            indices = [i for i, runner in enumerate(self.runners) if runner.img_size == size]
+        # The fp32 PyTorch rows are the drift reference itself (the same arithmetic): not measured.
+        measured = [i for i, path in enumerate(self.job["paths"]) if not _is_fp32_pytorch(path)]
+        for size in sorted({self.runners[i].img_size for i in measured}):
+            indices = [i for i in measured if self.runners[i].img_size == size]
             reference = TorchRunner(model, size, label=f"pytorch-fp32 at {size} (drift reference)")
             report = measure_drift(reference, [self.runners[i] for i in indices], source, measure_memory=False)
             for index, drift in zip(indices, report.runners):
