@@ -92,6 +92,10 @@ def main() -> None:
     parser.add_argument("--fractions", default="0.5,0.75", help="reduced sizes as fractions of the full size")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60, help="distillation steps (0: none)")
+    parser.add_argument("--lr", type=float, default=ResolutionDistillConfig.lr)
+    parser.add_argument("--embedding-weight", type=float, default=ResolutionDistillConfig.embedding_weight)
+    parser.add_argument("--mask-weight", type=float, default=ResolutionDistillConfig.mask_weight)
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed part")
     parser.add_argument("--train-images", default=None, help="distillation images (default: 24 synthetic, seed 1)")
     parser.add_argument("--eval-images", default=None, help="held-out images (default: 8 photo crops + 16 synthetic, seed 2)")
     parser.add_argument("--threads", type=int, default=2)
@@ -101,7 +105,7 @@ def main() -> None:
     fractions = [float(f) for f in args.fractions.split(",") if f]
     results: dict = {"args": vars(args)}
 
-    results["speed"] = encoder_speed(args.speed_checkpoint, fractions, args.rounds)
+    results["speed"] = [] if args.no_speed else encoder_speed(args.speed_checkpoint, fractions, args.rounds)
     print(f"# encoder speed, PyTorch eager (SDPA), {Path(args.speed_checkpoint).name}, {args.threads} threads, "
           f"{args.rounds} interleaved rounds (min)")
     print("| input px | encoder s | speed-up vs full | FLOP ratio | load |\n| ---: | ---: | ---: | ---: | --- |")
@@ -124,7 +128,8 @@ def main() -> None:
             for name, source in eval_sets.items():
                 row[f"before_{name}"] = mask_drift(teacher, before, source)
             if args.steps:
-                config = ResolutionDistillConfig(img_size=size, steps=args.steps)
+                config = ResolutionDistillConfig(img_size=size, steps=args.steps, lr=args.lr,
+                                                 embedding_weight=args.embedding_weight, mask_weight=args.mask_weight)
                 start = time.perf_counter()
                 distilled = distill_resolution(teacher_model, train_images, config)
                 row["distill_s"] = time.perf_counter() - start
