@@ -7,14 +7,15 @@ for DDP (gloo on CPU, nccl on CUDA); only rank 0 prints and writes.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
-from edge_sam.train.config import MODEL_PRESETS, TRAINING_PRECISIONS, RunConfig
+from edge_sam.train.config import MODEL_PRESETS, RunConfig
 from edge_sam.train.finetune import FinetuneConfig
 from edge_sam.train.loop import TrainOutcome
 from edge_sam.train.sami import SamiConfig
 from edge_sam.train.state import STATE_FILE
+
+from .run_flags import add_optimizer_arguments, add_session_arguments, config_from_args
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser, defaults: RunConfig) -> None:
@@ -25,36 +26,10 @@ def _add_run_arguments(parser: argparse.ArgumentParser, defaults: RunConfig) -> 
                         help=f"architecture preset (default {defaults.model})")
     parser.add_argument("--img-size", type=int, default=defaults.img_size,
                         help=f"square model input size, a multiple of 16 (default {defaults.img_size})")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help=f"optimizer steps (default {defaults.steps})")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                        help=f"images per step per process (default {defaults.batch_size})")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"peak AdamW learning rate (default {defaults.lr})")
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps,
-                        help=f"linear warmup before the cosine decay (default {defaults.warmup_steps})")
+    add_optimizer_arguments(parser, defaults)
     parser.add_argument("--grad-clip", type=float, default=defaults.grad_clip, help="max gradient norm")
     parser.add_argument("--flip-prob", type=float, default=defaults.flip_prob, help="random horizontal flip probability")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--device", default=defaults.device, help="cpu or cuda (default cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
-    parser.add_argument("--workers", dest="num_workers", type=int, default=defaults.num_workers,
-                        help="DataLoader worker processes (default 0: load in the training process)")
-    parser.add_argument("--checkpoint-minutes", type=float, default=defaults.checkpoint_minutes,
-                        help=f"write state.pt at most this often (default {defaults.checkpoint_minutes})")
-    parser.add_argument("--stop-after-steps", type=int, default=None,
-                        help="end this session at this step (checkpointed); the schedule still spans --steps")
-    parser.add_argument("--stop-after-minutes", type=float, default=None,
-                        help="end this session after this much wall time (checkpointed; continue with --resume)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
-    parser.add_argument("--precision", choices=TRAINING_PRECISIONS, default=defaults.precision,
-                        help="bf16 autocasts the forward pass (fast on GPUs); weights stay fp32 (default fp32)")
-    parser.add_argument("--log-every", type=int, default=defaults.log_every,
-                        help="write one log record per N steps (mean statistics); >1 keeps a GPU busy (default 1)")
-
-
-def _config(cls: type, args: argparse.Namespace):
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in vars(args).items() if k in names})
+    add_session_arguments(parser, defaults)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -94,14 +69,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from edge_sam.train.finetune import finetune
 
-    _report(finetune(_config(FinetuneConfig, args)), args.out_dir)
+    _report(finetune(config_from_args(FinetuneConfig, args)), args.out_dir)
     return 0
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
     from edge_sam.train.sami import pretrain
 
-    _report(pretrain(_config(SamiConfig, args)), args.out_dir)
+    _report(pretrain(config_from_args(SamiConfig, args)), args.out_dir)
     return 0
 
 

@@ -8,14 +8,13 @@ QAT checkpoint that ``edge-sam export --checkpoint OUT`` turns into INT8 artifac
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from edge_sam.quantize.recipes import DEFAULT_RECIPE
-from edge_sam.train.config import TRAINING_PRECISIONS
 from edge_sam.train.state import STATE_FILE
 
 from .cmd_export import recipe_argument
+from .run_flags import add_optimizer_arguments, add_session_arguments, config_from_args
 
 
 def add_qat_parser(quantize_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -34,11 +33,7 @@ def add_qat_parser(quantize_subparsers: argparse._SubParsersAction) -> argparse.
                         help="QAT checkpoint folder: model.safetensors, qat.json, log.jsonl, state.pt (for --resume)")
     parser.add_argument("--recipe", type=recipe_argument, default=d.recipe, metavar="NAME|FILE",
                         help=f"the int8 recipe to train for: a registry name or a recipe file (default {DEFAULT_RECIPE})")
-    parser.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step per process (default {d.batch_size})")
-    parser.add_argument("--lr", type=float, default=d.lr, help=f"peak AdamW learning rate (default {d.lr})")
-    parser.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"(default {d.weight_decay})")
-    parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help=f"(default {d.warmup_steps})")
+    add_optimizer_arguments(parser, d)
     parser.add_argument("--img-size", type=int, default=None, help="encoder input size (default: the checkpoint's)")
     parser.add_argument("--max-objects", type=int, default=d.max_objects,
                         help=f"prompts per image per step (default {d.max_objects})")
@@ -52,21 +47,7 @@ def add_qat_parser(quantize_subparsers: argparse._SubParsersAction) -> argparse.
     parser.add_argument("--freeze-observers", type=float, default=d.freeze_observers, metavar="SHARE",
                         help="share of the steps during which activation ranges still move (moving averages) before "
                              f"they freeze (default {d.freeze_observers}: frozen at the calibrated ranges throughout)")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--device", default=d.device, help="cpu or cuda (default cpu)")
-    parser.add_argument("--precision", choices=TRAINING_PRECISIONS, default=d.precision,
-                        help="bf16 autocasts the forward pass (GPUs); weights stay fp32 (default fp32)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
-    parser.add_argument("--workers", dest="num_workers", type=int, default=d.num_workers,
-                        help="DataLoader worker processes (default 0)")
-    parser.add_argument("--checkpoint-minutes", type=float, default=d.checkpoint_minutes,
-                        help=f"write state.pt at most this often (default {d.checkpoint_minutes})")
-    parser.add_argument("--stop-after-steps", type=int, default=None,
-                        help="end this session at this step (checkpointed); the schedule still spans --steps")
-    parser.add_argument("--stop-after-minutes", type=float, default=None,
-                        help="end this session after this much wall time (checkpointed; continue with --resume)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its state.pt")
-    parser.add_argument("--log-every", type=int, default=d.log_every, help="one log.jsonl record per N steps")
+    add_session_arguments(parser, d)
     parser.set_defaults(run=run_qat)
     return parser
 
@@ -74,9 +55,7 @@ def add_qat_parser(quantize_subparsers: argparse._SubParsersAction) -> argparse.
 def run_qat(args: argparse.Namespace) -> int:
     from edge_sam.quantize.qat import QatConfig, quantization_aware_finetune
 
-    names = {f.name for f in dataclasses.fields(QatConfig)}
-    config = QatConfig(**{k: v for k, v in vars(args).items() if k in names})
-    outcome = quantization_aware_finetune(config)
+    outcome = quantization_aware_finetune(config_from_args(QatConfig, args))
     if outcome.rank != 0:
         return 0
     if outcome.saved is not None:

@@ -22,11 +22,7 @@ from edge_sam.targets.validation.report import markdown_table, write_report
 from edge_sam.transforms import write_image
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models on a shared 2-core CPU: a second OpenMP thread only adds waiting (a drift run
-    took 104 s with two threads and 1.2 s with one here)."""
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.torch_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,13 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import require_toolchain
+from conftest import assert_held_out_fidelity, require_toolchain
 
 import edge_sam
 from edge_sam.errors import EdgeSamError
 from edge_sam.eval.metrics import mask_iou, sqnr_db
 from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
-from edge_sam.data import generate_synthetic
-from edge_sam.targets import ArtifactError, TorchRunner, dataset_source, get_target, image_folder, load_runner
+from edge_sam.targets import ArtifactError, TorchRunner, get_target, image_folder, load_runner
 from edge_sam.targets.core.target import check_source
 from edge_sam.targets.validation.drift import full_size_masks, measure_drift
 from edge_sam.targets.core.manifest import MANIFEST_NAME, read_manifest, sha256_file
@@ -201,19 +200,12 @@ def test_bad_options_fail_before_writing_anything(model, tmp_path):
 
 
 @pytest.mark.slow
-def test_recommended_int8_mask_iou_on_the_reference_model(tmp_path):
-    """The recommended INT8 recipe keeps mean mask IoU >= 0.95 against fp32 on the reference model's
-    own domain: calibrated on 8 synthetic images, measured on 8 others (a box and a centre click per
-    object), none of them seen in training. On crops of the real dogs photo, outside that domain,
-    the trained model measured 0.9485 (docs/executorch.md): calibrate on the images you deploy on."""
+def test_recommended_int8_keeps_the_masks_on_held_out_images(tmp_path, reference_images):
+    """The recommended INT8 recipe on the reference model, calibrated on synthetic images, on
+    images it never saw: mean mask IoU vs fp32 >= 0.975 on synthetic ones (measured 0.985); on
+    crops of the real photo full-integer XNNPACK INT8 drops to 0.924 (docs/quantization.md: the
+    mixed recipe keeps them), held at >= 0.85 so a further loss fails."""
     model = edge_sam.load_model("reference")
-    synth = tmp_path / "synth"
-    generate_synthetic(synth, {"train": 8, "val": 8}, img_size=model.config.img_size, seed=1, progress=False)
-    artifact = get_target("executorch").export(model, "int8", RECOMMENDED, tmp_path / "ref-int8",
-                                               calibration=image_folder(synth / "train"))
-    report = measure_drift(TorchRunner(model), [load_runner(artifact)], dataset_source(synth / "val"),
-                           measure_memory=False, max_objects=4)
-    row = report.runners[0].summary()
-    print(f"reference: int8 mask IoU mean {row['mask_iou_mean']:.4f} p5 {row['mask_iou_p5']:.4f}, "
-          f"emb SQNR {row['embedding_sqnr_db_mean']:.1f} dB")
-    assert row["mask_iou_mean"] >= 0.95
+    artifact = get_target("executorch").export(model, "int8", RECOMMENDED, tmp_path / "reference-int8",
+                                               calibration=reference_images.calibration)
+    assert_held_out_fidelity(model, artifact, reference_images, synthetic_gate=0.975, photo_gate=0.85)

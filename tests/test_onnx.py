@@ -11,7 +11,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import require_toolchain
+from conftest import assert_held_out_fidelity, require_toolchain
 import torch
 
 import edge_sam
@@ -27,11 +27,7 @@ onnx = require_toolchain("onnx")
 ort = require_toolchain("onnxruntime")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models on a shared 2-core CPU: a second OpenMP thread only adds waiting (a drift run
-    took 104 s with two threads and 1.2 s with one here)."""
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.torch_threads(1)
 
 
 def _write_calibration_images(folder, image: np.ndarray, count: int = 4):
@@ -228,16 +224,13 @@ def test_fp16_and_int8_run_and_their_drift_is_reported(artifacts, model, calibra
     assert "Per-layer drift" in (out / "report.md").read_text()
 
 
-def test_int8_mask_iou_vs_fp32_on_the_reference_model(tmp_path, dogs):
-    """INT8 (default recipe) keeps mean mask IoU >= 0.95 against fp32 on the bundled reference model."""
-    model, name = edge_sam.load_model("reference"), "reference"
-    img_size = min(model.image_encoder.img_size, 256)
-    calibration = image_folder(_write_calibration_images(tmp_path / "calib", dogs, count=6))
-    artifact = get_target("onnx").export(model, "int8", None, tmp_path / f"{name}-int8", calibration=calibration, img_size=img_size)
-    report = measure_drift(TorchRunner(model, img_size), [load_runner(artifact)], calibration, measure_memory=False)
-    row = report.to_dict()["rows"][1]
-    print(f"{name} model @ {img_size}: int8 mask IoU mean {row['mask_iou_mean']:.4f}, emb cos {row['embedding_cosine_mean']:.5f}")
-    assert row["mask_iou_mean"] >= 0.95
+def test_int8_keeps_the_masks_on_held_out_images(tmp_path, reference_images):
+    """Static INT8 (the default recipe) on the reference model, calibrated on synthetic images, on
+    images it never saw: mean mask IoU vs fp32 >= 0.98 on synthetic ones (measured 0.991) and
+    >= 0.94 on crops of the real photo (0.966; per-tensor activations lose more there)."""
+    model = edge_sam.load_model("reference")
+    artifact = get_target("onnx").export(model, "int8", None, tmp_path / "reference-int8", calibration=reference_images.calibration)
+    assert_held_out_fidelity(model, artifact, reference_images, synthetic_gate=0.98, photo_gate=0.94)
 
 
 # -- one clear error for every broken artifact --------------------------------------------------

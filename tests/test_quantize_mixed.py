@@ -25,10 +25,7 @@ require_toolchain("executorch.backends.xnnpack.quantizer.xnnpack_quantizer")
 STATIC = "static-conv-linear"
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models on a shared CPU: a second thread only adds waiting."""
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.torch_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import require_toolchain
-import torch
 
 import edge_sam
 from edge_sam.apps.cli import main
@@ -30,9 +29,7 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.torch_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -29,11 +29,7 @@ from edge_sam.targets.core.prompts import grid_prompts, object_prompts, prompts_
 from edge_sam.transforms import image_to_tensor, write_image
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models on a shared 2-core CPU: a second OpenMP thread only adds waiting (a drift run
-    took 104 s with two threads and 1.2 s with one here)."""
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.torch_threads(1)
 
 
 def _manifest(file_name: str = "encoder.bin") -> Manifest:

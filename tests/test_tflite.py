@@ -18,7 +18,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import require_toolchain
+from conftest import assert_held_out_fidelity, require_toolchain
 
 import edge_sam
 from edge_sam.apps import cmd_export
@@ -193,15 +193,15 @@ def test_int8_io_keeps_the_integer_boundary_and_records_its_quantization(artifac
 
 
 @pytest.mark.slow
-def test_recommended_int8_mask_iou_on_the_reference_model(tmp_path, calibration):
-    """The recommended INT8 recipe keeps mean mask IoU >= 0.95 against fp32 on the reference model."""
+def test_recommended_int8_keeps_the_masks_on_held_out_images(tmp_path, reference_images):
+    """The recommended INT8 recipe on the reference model, calibrated on synthetic images, on
+    images it never saw: mean mask IoU vs fp32 >= 0.975 on synthetic ones (measured 0.985); on
+    crops of the real photo full-integer XNNPACK INT8 drops to 0.916 (docs/quantization.md: the
+    mixed recipe keeps them), held at >= 0.85 so a further loss fails."""
     model = edge_sam.load_model("reference")
-    img_size = model.image_encoder.img_size
-    artifact = get_target("tflite").export(model, "int8", RECOMMENDED, tmp_path / "reference-int8", calibration=calibration)
-    report = measure_drift(TorchRunner(model, img_size), [load_runner(artifact)], calibration, measure_memory=False)
-    row = report.to_dict()["rows"][1]
-    print(f"reference @ {img_size}: int8 mask IoU mean {row['mask_iou_mean']:.4f}, emb cos {row['embedding_cosine_mean']:.5f}")
-    assert row["mask_iou_mean"] >= GATE
+    artifact = get_target("tflite").export(model, "int8", RECOMMENDED, tmp_path / "reference-int8",
+                                           calibration=reference_images.calibration)
+    assert_held_out_fidelity(model, artifact, reference_images, synthetic_gate=0.975, photo_gate=0.85)
 
 
 # -- export command -------------------------------------------------------------------------------

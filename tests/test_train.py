@@ -41,14 +41,7 @@ from edge_sam.train.state import STATE_FILE, ResumeError
 IMG = 64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; two threads on a busy 2-core machine stall each
-    other at every op (runs after conftest's own thread fixture, which sets two)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.torch_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,7 @@ from edge_sam.transforms import write_image
 require_toolchain("onnxruntime")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.torch_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ runtime package builds on (the :class:`~edge_sam.runner.Runner` interface lives 
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
