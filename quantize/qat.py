@@ -44,7 +44,7 @@ from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.recipes import DEFAULT_RECIPE, QuantRecipe, get_recipe
 from edge_sam.train import distributed
 from edge_sam.train.config import RunConfig
-from edge_sam.train.loop import RunLog, TrainOutcome, run_steps, to_device
+from edge_sam.train.loop import RunLog, TrainOutcome, run_steps, to_device, training_session
 from edge_sam.train.objects import PromptedObjects, PromptMix
 from edge_sam.train.optim import build_optimizer, warmup_cosine
 from edge_sam.train.sampling import training_loader
@@ -250,12 +250,7 @@ def quantization_aware_finetune(config: QatConfig, teacher: EfficientSam | None 
     source = open_source(config.data)
     out_dir = Path(config.out_dir)
     _check_out_dir(out_dir, config.resume)
-    ctx = distributed.setup(config.device)
-    try:
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(config.seed)
+    with training_session(config) as (ctx, out_dir):
         teacher_sha256 = state_dict_sha256(model)
         student = prepare_qat_encoder(model, recipe, config.img_size)
         if config.precision == "bf16":
@@ -304,5 +299,3 @@ def quantization_aware_finetune(config: QatConfig, teacher: EfficientSam | None 
             log.write({"event": "done", "step": reached, "model": str(saved), "weights_sha256": state_dict_sha256(trained)})
         distributed.barrier(ctx)
         return TrainOutcome(trained, reached, ctx.rank, saved)
-    finally:
-        distributed.teardown(ctx)

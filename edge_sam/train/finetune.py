@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,7 +34,7 @@ from .config import RunConfig
 from .distributed import DistContext
 from .losses import multimask_loss
 from .corrections import sample_correction_clicks
-from .loop import RunLog, TrainOutcome, run_steps, to_device
+from .loop import RunLog, TrainOutcome, run_steps, to_device, training_session
 from .model_init import initial_model, state_fingerprint
 from .objects import LOW_RES_FACTOR, PADDING_LABEL, PromptedObjects, PromptMix
 from .optim import build_optimizer, warmup_cosine
@@ -174,13 +173,7 @@ def make_validator(
 def finetune(config: FinetuneConfig) -> TrainOutcome:
     """Run (or resume) finetuning; the outcome's model is in eval mode. Rank 0 writes ``out_dir``."""
     config.validate()
-    ctx = distributed.setup(config.device)
-    try:
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        out_dir = Path(config.out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(config.seed)
+    with training_session(config) as (ctx, out_dir):
         model = initial_model(config.model_config(), config.init, config.init_encoder).to(ctx.device)
         objective = PromptedMaskObjective(model, config.correction_prob)
         optimizer = build_optimizer(objective, config.lr, config.weight_decay)
@@ -218,5 +211,3 @@ def finetune(config: FinetuneConfig) -> TrainOutcome:
                 log.write({"event": "done", "step": reached, "model": str(saved), "weights_sha256": state_fingerprint(model)})
         distributed.barrier(ctx)
         return TrainOutcome(model.eval(), reached, ctx.rank, saved)
-    finally:
-        distributed.teardown(ctx)

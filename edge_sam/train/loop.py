@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from . import distributed
 from .config import RunConfig
 from .distributed import DistContext, any_rank, mean_across_ranks
 
@@ -50,6 +52,23 @@ class RunLog:
 # Batch entries the objective reads on the host (seeds, which queries are valid): moving them to
 # the device would make every read of them wait for the device to finish its queued work.
 HOST_KEYS = frozenset({"valid", "seed", "step_seed"})
+
+
+@contextmanager
+def training_session(config: RunConfig) -> Iterator[tuple[DistContext, Path]]:
+    """How every training-style run (finetune, SAMI, QAT) starts and ends: the process group (DDP
+    under torchrun), the thread count, the run folder and the seed; the group is torn down
+    however the run ends."""
+    ctx = distributed.setup(config.device)
+    try:
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        out_dir = Path(config.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(config.seed)
+        yield ctx, out_dir
+    finally:
+        distributed.teardown(ctx)
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

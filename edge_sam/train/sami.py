@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ from edge_sam.transforms import preprocess
 
 from . import distributed
 from .config import RunConfig
-from .loop import RunLog, TrainOutcome, run_steps
+from .loop import RunLog, TrainOutcome, run_steps, training_session
 from .model_init import fresh_model, load_at_size, state_fingerprint
 from .objects import resize_image
 from .optim import build_optimizer, warmup_cosine
@@ -231,13 +230,7 @@ def pretrain(config: SamiConfig, teacher: nn.Module | None = None) -> TrainOutco
     input size is then ``config.teacher_img_size`` (default: the student's).
     """
     config.validate()
-    ctx = distributed.setup(config.device)
-    try:
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        out_dir = Path(config.out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(config.seed)
+    with training_session(config) as (ctx, out_dir):
         if teacher is None:
             teacher, teacher_size = load_teacher(config)
         else:
@@ -276,5 +269,3 @@ def pretrain(config: SamiConfig, teacher: nn.Module | None = None) -> TrainOutco
             log.write({"event": "done", "step": reached, "model": str(saved), "weights_sha256": state_fingerprint(model)})
         distributed.barrier(ctx)
         return TrainOutcome(model.eval(), reached, ctx.rank, saved)
-    finally:
-        distributed.teardown(ctx)
