@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 
 import edge_sam
@@ -51,7 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mixed.add_argument("--min-mask-iou-p5", type=float, default=0.95, metavar="X",
                        help="5th-percentile mask IoU vs fp32 on the held-out prompts (default 0.95)")
     mixed.add_argument("--max-float", type=int, default=None, metavar="N", help="keep at most N layers float")
-    mixed.add_argument("--sensitivity", metavar="DIR", help="reuse the ranking of an earlier `quantize sensitivity` run")
+    mixed.add_argument("--sensitivity", metavar="DIR|FILE.json",
+                       help="reuse the ranking of an earlier `quantize sensitivity` run (its folder) or of an earlier "
+                            "`quantize mixed` (its recipe file), e.g. to search again under another budget")
     mixed.add_argument("--out", required=True, metavar="FILE.json", help="recipe file to write")
     mixed.add_argument("--name", default=None, help="the recipe's name in manifests (default: the file's stem)")
     mixed.add_argument("--overwrite", action="store_true", help="replace an existing recipe file")
@@ -141,7 +144,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
 def run_mixed(args: argparse.Namespace) -> int:
     from edge_sam.quantize.mixed import Budget, mixed_recipe, search, verify
     from edge_sam.quantize.recipe_file import write_recipe_file
-    from edge_sam.quantize.sensitivity import measure_sensitivity, read_sensitivity
+    from edge_sam.quantize.sensitivity import measure_sensitivity
     from edge_sam.targets.core.target import state_dict_sha256
 
     budget = Budget(args.min_mask_iou, args.min_mask_iou_p5)
@@ -152,11 +155,11 @@ def run_mixed(args: argparse.Namespace) -> int:
         raise EdgeSamError(f"a recipe file ends in .json, not {out.name}")
     if args.max_float is not None and args.max_float < 0:
         raise EdgeSamError(f"--max-float must be 0 or more, got {args.max_float}")
-    earlier = read_sensitivity(args.sensitivity) if args.sensitivity else None
+    earlier = _earlier_ranking(args.sensitivity) if args.sensitivity else None
     model, recipe, studies = _studies(args, _targets(args.target))
     if earlier is not None:
-        _check_same_setup(earlier.setup, studies[0])
-        ranking = earlier.ranking
+        setup, ranking = earlier
+        _check_same_setup(setup, studies[0])
     else:
         ranking = _combined_ranking([measure_sensitivity(study, both=False) for study in studies])
     result = search(studies, ranking, budget, args.max_float)
@@ -197,6 +200,26 @@ def _combined_ranking(reports) -> list[str]:
         for row in report.rows:
             worst[row.layer] = min(worst.get(row.layer, float("inf")), row.alone.embedding_sqnr_db)
     return sorted(worst, key=lambda layer: worst[layer])
+
+
+def _earlier_ranking(path: str) -> tuple[dict, list[str]]:
+    """(setup, ranking) of an earlier `quantize sensitivity` report or `quantize mixed` recipe file."""
+    from edge_sam.quantize.recipe_file import FORMAT
+    from edge_sam.quantize.sensitivity import read_sensitivity
+
+    file = Path(path)
+    if file.is_file():
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, ValueError) as exc:
+            raise EdgeSamError(f"cannot read {file}: {exc}") from None
+        if isinstance(data, dict) and data.get("format") == FORMAT:
+            provenance = data.get("provenance") or {}
+            if "ranking" not in provenance:
+                raise EdgeSamError(f"{file} is a recipe file without a recorded ranking (not written by `quantize mixed`)")
+            return {"recipe": data.get("base"), "img_size": provenance.get("img_size")}, provenance["ranking"]
+    report = read_sensitivity(path)
+    return report.setup, report.ranking
 
 
 def _check_same_setup(setup: dict, study) -> None:

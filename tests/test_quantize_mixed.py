@@ -198,6 +198,16 @@ def test_mixed_cli_writes_a_recipe_file_every_target_reads(model, images, tmp_pa
     provenance = json.loads(out.read_text())["provenance"]
     assert recipe.base == STATIC and set(dict(recipe.layers)) == set(quantizable_layers(model.config))
     assert provenance["verified"]["executorch"]["mask_iou_mean"] >= 0.5
+    # the same search under a stricter budget reuses the file's ranking (no sensitivity pass)
+    assert "sensitivity (executorch)" in capsys.readouterr().err
+    strict = tmp_path / "strict.json"
+    code = main(["quantize", "mixed", "--checkpoint", str(checkpoint), "--images", str(images), "--calibration-images", "3",
+                 "--held-out-images", "4", "--min-mask-iou", "0.9", "--min-mask-iou-p5", "0.5", "--sensitivity", str(out),
+                 "--out", str(strict)])
+    assert code == 0, capsys.readouterr().err
+    again = json.loads(strict.read_text())["provenance"]
+    assert again["ranking"] == provenance["ranking"] and len(again["float_layers"]) >= len(provenance["float_layers"])
+    assert "sensitivity (executorch)" not in capsys.readouterr().err
 
 
 def test_quantize_commands_fail_in_one_line(tmp_path, images, capsys):
