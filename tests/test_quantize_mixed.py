@@ -4,6 +4,7 @@ the mixed-precision search and its errors, and the targets honouring per-layer c
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from edge_sam.quantize.layers import quantizable_layers, scope_in_layer
 from edge_sam.quantize.recipe_file import read_recipe_file, recipe_from_manifest, write_recipe_file
 from edge_sam.quantize.recipes import RECIPES, RecipeError, get_recipe
 from edge_sam.targets import get_target, image_folder
-from edge_sam.transforms import write_image
+from edge_sam.transforms import read_image, write_image
 
 require_toolchain("torchao.quantization.pt2e")
 require_toolchain("executorch.backends.xnnpack.quantizer.xnnpack_quantizer")
@@ -270,3 +271,18 @@ def test_compare_measures_every_row_on_every_image_set(model, images, tmp_path, 
     assert data["budget"] == {"min_mask_iou": 0.5, "min_mask_iou_p5": 0.1}
     assert (out / "compare.md").read_text().count("| onnx | mixed | tiny-mixed | 2 |") == 2
     assert not (out / "artifacts").exists()
+
+
+def test_sample_photos_for_the_search_are_real_colour_photos(tmp_path):
+    """benchmarks/sample_photos.py (the real-photo held-out set of the mixed search in
+    benchmarks/quantization_table.sh) writes ten colour crops from the `bench` extra's photos."""
+    import importlib.util
+
+    require_toolchain("skimage")
+    path = Path(__file__).parents[1] / "benchmarks" / "sample_photos.py"
+    spec = importlib.util.spec_from_file_location("sample_photos", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    crops = [read_image(p) for p in module.write_crops(tmp_path / "photos")]
+    assert len(crops) == 10 and len(image_folder(tmp_path / "photos")) == 10
+    assert all(c.ndim == 3 and c.shape[2] == 3 and min(c.shape[:2]) >= 128 and c.std() > 20 for c in crops)

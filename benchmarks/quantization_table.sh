@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The quantization table of docs/quantization.md: PTQ / mixed / QAT / QAT+mixed on every static INT8
+# target, next to dynamic INT8 and Core ML's weight-only W8, with the bundled 256-px reference model.
+#
+#   bash benchmarks/quantization_table.sh [WORK_DIR] [STAGE...]
+#   stages: data mixed qat compare latency (default: all)
+#
+# Which images do what (no image is in two roles):
+#   synthetic train split (600)       QAT trains on it
+#   synthetic val split, first 8      calibrate the mixed-precision search
+#   synthetic val split, next 16      held out for the search, with
+#   10 crops of scikit-image photos   real photos held out for the search (benchmarks/sample_photos.py)
+#   synthetic test split, first 8     calibrate every artifact compare exports
+#   synthetic test split, next 24     held out: the table's synthetic columns (+ GT mIoU)
+#   8 crops of dogs.jpg               held out: the table's real-photo columns (compare --photo-crops)
+set -euo pipefail
+W=${1:-quant_table}
+shift || true
+STAGES=${*:-data mixed qat compare latency}
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+SPLIT=(--calibration-images 8)
+mkdir -p "$W"
+
+if has data; then
+  edge-sam data synth "$W/synth" --train 600 --val 40 --test 200 --img-size 256 --seed 0 --overwrite
+  python "$(dirname "$0")/sample_photos.py" "$W/photos"
+fi
+if has mixed; then  # the sensitivity ranking once, then the search under the budget the table holds
+  edge-sam quantize mixed --checkpoint reference --images "$W/synth/val" "${SPLIT[@]}" --held-out-images 16 \
+    --extra-held-out "$W/photos" --target onnx,executorch,tflite,coreml --out "$W/ranking.json" --overwrite
+  edge-sam quantize mixed --checkpoint reference --images "$W/synth/val" "${SPLIT[@]}" --held-out-images 16 \
+    --extra-held-out "$W/photos" --target onnx,executorch,tflite,coreml --sensitivity "$W/ranking.json" \
+    --min-mask-iou 0.99 --min-mask-iou-p5 0.98 --out "$W/mixed.json" --overwrite
+fi
+if has qat; then
+  edge-sam quantize qat --checkpoint reference --images "$W/synth/train" --out "$W/qat" --recipe static-conv-linear \
+    --steps 120 --batch-size 2 --lr 2e-5 --warmup-steps 10 --threads 2
+fi
+if has compare; then
+  common=(--checkpoint reference --images "$W/synth/test" "${SPLIT[@]}" --held-out-images 24 --photo-crops)
+  edge-sam quantize compare "${common[@]}" --mixed "$W/mixed.json" --qat "$W/qat" \
+    --targets onnx,executorch,tflite,coreml --out "$W/compare-static" --overwrite
+  edge-sam quantize compare "${common[@]}" --recipe dynamic-linear --targets onnx,executorch,tflite \
+    --out "$W/compare-dynamic" --overwrite
+  edge-sam quantize compare "${common[@]}" --recipe w8-conv-linear --targets coreml --out "$W/compare-weight-only" --overwrite
+fi
+if has latency; then  # mixed vs full static INT8, interleaved rounds, at the model's size and at 1024
+  python "$(dirname "$0")/mixed_precision_latency.py" --recipe-file "$W/mixed.json" --json "$W/latency-256.json"
+  python "$(dirname "$0")/mixed_precision_latency.py" --recipe-file "$W/mixed.json" \
+    --checkpoint tests/data/parity/efficient_sam_vitt_random_seed1234.pt --json "$W/latency-1024.json"
+fi
