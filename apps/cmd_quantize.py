@@ -77,6 +77,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--recipe", type=recipe_argument, default=DEFAULT_RECIPE, metavar="NAME",
                          help=f"the PTQ recipe (default {DEFAULT_RECIPE})")
     compare.add_argument("--img-size", type=int, default=None, help="model input size (default: the checkpoint's)")
+    compare.add_argument("--min-mask-iou", type=float, default=None, metavar="X",
+                         help="the gate rows are held to, mean mask IoU (default: the --mixed file's budget, else 0.98)")
+    compare.add_argument("--min-mask-iou-p5", type=float, default=None, metavar="X",
+                         help="the gate's 5th percentile (default: the --mixed file's budget, else 0.95)")
     compare.add_argument("--out", required=True, metavar="DIR", help="folder for compare.json and compare.md")
     compare.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     compare.add_argument("--keep-artifacts", action="store_true", help="keep the exported artifacts in OUT/artifacts")
@@ -237,7 +241,7 @@ def run_compare(args: argparse.Namespace) -> int:
         args.out, checkpoint=args.checkpoint, images=args.images, targets=_targets(args.targets), rows=rows,
         calibration_images=args.calibration_images, held_out_images=args.held_out_images,
         with_photo_crops=args.photo_crops, extra_held_out=args.extra_held_out, img_size=args.img_size, overwrite=args.overwrite,
-        keep_artifacts=args.keep_artifacts,
+        keep_artifacts=args.keep_artifacts, min_mask_iou=args.min_mask_iou, min_mask_iou_p5=args.min_mask_iou_p5,
     )
     print(report.markdown())
     print(f"wrote {Path(args.out) / MARKDOWN_NAME} and compare.json")

@@ -271,6 +271,14 @@ def test_compare_measures_every_row_on_every_image_set(model, images, tmp_path, 
     assert data["budget"] == {"min_mask_iou": 0.5, "min_mask_iou_p5": 0.1}
     assert (out / "compare.md").read_text().count("| onnx | mixed | tiny-mixed | 2 |") == 2
     assert not (out / "artifacts").exists()
+    # the table held to another gate than the recipe was chosen for (a part not given stays the recipe's)
+    code = main(["quantize", "compare", "--checkpoint", str(checkpoint), "--images", str(images), "--calibration-images", "3",
+                 "--held-out-images", "2", "--targets", "onnx", "--mixed", str(recipe), "--min-mask-iou", "1.0",
+                 "--out", str(out), "--overwrite"])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads((out / "compare.json").read_text())
+    assert data["budget"] == {"min_mask_iou": 1.0, "min_mask_iou_p5": 0.1}
+    assert not any(row["budget_met"]["held-out"] for row in data["rows"])
 
 
 def test_sample_photos_for_the_search_are_real_colour_photos(tmp_path):
