@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import torch
 
 import edge_sam
 from edge_sam.modeling import EfficientSam, EfficientSamConfig, build_efficient_sam
-from edge_sam.targets.core.calibration import ImageSource
 from edge_sam.transforms import read_image
 
 DATA = Path(__file__).parent / "data"
@@ -86,43 +84,6 @@ def require_programs(*alternatives: tuple[str, ...]) -> list[str]:
     if missing:
         toolchain_missing(f"{', '.join(missing)} not found on PATH")
     return found
-
-
-@dataclass(frozen=True)
-class ReferenceImages:
-    """Images for a fidelity gate on the bundled reference model; no image is in two sets."""
-
-    calibration: ImageSource  # synthetic val split: the only images that calibrate
-    synthetic: ImageSource  # synthetic test split (a box and a click per object)
-    photos: ImageSource  # crops of the real photo dogs.jpg (grid prompts), outside the synthetic domain
-
-
-@pytest.fixture(scope="session")
-def reference_images(tmp_path_factory, dogs) -> ReferenceImages:
-    """Calibration images and two held-out sets for gates: quantization is never scored on the
-    images it was calibrated on, and real-photo drift (what users meet) is measured beside the
-    synthetic domain the reference model was trained on."""
-    from edge_sam.data.synthetic import generate_synthetic
-    from edge_sam.targets.core.calibration import dataset_source, photo_crops
-
-    root = tmp_path_factory.mktemp("reference-images")
-    splits = generate_synthetic(root, counts={"val": 6, "test": 8}, img_size=256, seed=7, progress=False)
-    return ReferenceImages(dataset_source(splits["val"]), dataset_source(splits["test"]), photo_crops(dogs, root / "photos", count=6))
-
-
-def assert_held_out_fidelity(model: EfficientSam, artifact: Path, images: ReferenceImages,
-                             synthetic_gate: float, photo_gate: float) -> None:
-    """The artifact's top masks against the fp32 model's, on both held-out sets: mean mask IoU at
-    or above each set's gate (measured values printed, for the docs)."""
-    from edge_sam.runner import TorchRunner
-    from edge_sam.targets import load_runner
-    from edge_sam.targets.validation.drift import measure_drift
-
-    runner, reference = load_runner(artifact), TorchRunner(model)
-    for name, source, gate in (("synthetic", images.synthetic, synthetic_gate), ("photo crops", images.photos, photo_gate)):
-        row = measure_drift(reference, [runner], source, measure_memory=False).runners[0].summary()
-        print(f"{runner.label} on held-out {name}: mask IoU mean {row['mask_iou_mean']:.4f}, p5 {row['mask_iou_p5']:.4f}")
-        assert row["mask_iou_mean"] >= gate, f"{name}: {row['mask_iou_mean']:.4f} < {gate}"
 
 
 @pytest.fixture(scope="session")
