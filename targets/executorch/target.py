@@ -115,7 +115,7 @@ class ExecuTorchTarget(Target):
                             module = learned_encoder(model, request.qat, request.recipe, request.img_size)
                         else:
                             module = quantized_graph(model, graph, request.recipe, request.calibration, request.img_size, role)
-                content = lower_to_pte(module, graph.example_inputs(), self.delegate, precision, bar)
+                content = lower_to_pte(module, graph.example_inputs(), self.delegate, precision, bar, quantized=int8)
             finally:
                 bar.close()
             (out_dir / file).write_bytes(content)
