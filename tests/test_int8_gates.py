@@ -51,7 +51,8 @@ CASES = [
 
 @pytest.mark.parametrize(("target", "recipe", "synthetic_gate", "photo_gate"), CASES)
 def test_static_int8_keeps_the_masks_on_held_out_images(target, recipe, synthetic_gate, photo_gate, reference_images, tmp_path):
-    require_toolchain(get_target(target).runtime_modules[0])
+    for module in (*get_target(target).export_modules, *get_target(target).runtime_modules):
+        require_toolchain(module)
     model = edge_sam.load_model("reference")
     artifact = get_target(target).export(model, "int8", recipe, tmp_path / "int8", calibration=reference_images.calibration)
     runner, reference = load_runner(artifact), TorchRunner(model)
