@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 import edge_sam
@@ -207,23 +206,19 @@ def _combined_ranking(reports) -> list[str]:
 
 
 def _earlier_ranking(path: str) -> tuple[dict, list[str]]:
-    """(setup, ranking) of an earlier `quantize sensitivity` report or `quantize mixed` recipe file."""
-    from edge_sam.quantize.recipe_file import FORMAT
+    """(setup, ranking) of an earlier `quantize mixed` recipe file or `quantize sensitivity` report."""
+    from edge_sam.quantize.recipe_file import load_recipe_file
+    from edge_sam.quantize.recipes import RecipeError
     from edge_sam.quantize.sensitivity import read_sensitivity
 
-    file = Path(path)
-    if file.is_file():
-        try:
-            data = json.loads(file.read_text())
-        except (OSError, ValueError) as exc:
-            raise EdgeSamError(f"cannot read {file}: {exc}") from None
-        if isinstance(data, dict) and data.get("format") == FORMAT:
-            provenance = data.get("provenance") or {}
-            if "ranking" not in provenance:
-                raise EdgeSamError(f"{file} is a recipe file without a recorded ranking (not written by `quantize mixed`)")
-            return {"recipe": data.get("base"), "img_size": provenance.get("img_size")}, provenance["ranking"]
-    report = read_sensitivity(path)
-    return report.setup, report.ranking
+    try:
+        recipe, provenance = load_recipe_file(path)
+    except RecipeError:  # not a recipe file: a sensitivity report (its folder or its JSON)
+        report = read_sensitivity(path)
+        return report.setup, report.ranking
+    if "ranking" not in provenance:
+        raise EdgeSamError(f"{path} is a recipe file without a recorded ranking (not written by `quantize mixed`)")
+    return {"recipe": recipe.base, "img_size": provenance.get("img_size")}, provenance["ranking"]
 
 
 def _check_same_setup(setup: dict, study) -> None:

@@ -38,7 +38,7 @@ from edge_sam.errors import EdgeSamError
 from edge_sam.quantize.heldout import split_images
 from edge_sam.quantize.layers import check_layers
 from edge_sam.quantize.mixed import Budget
-from edge_sam.quantize.recipe_file import read_recipe_file
+from edge_sam.quantize.recipe_file import load_recipe_file
 from edge_sam.quantize.recipes import get_recipe
 from edge_sam.runner import TorchRunner, model_at_size
 from edge_sam.staging import staged_dir
@@ -164,10 +164,10 @@ def compare(
             raise EdgeSamError(f"{extra} is the --images folder, whose first images calibrate")
         sets[Path(extra).name] = open_source(extra)
     get_recipe(rows.ptq)
-    mixed = read_recipe_file(rows.mixed) if rows.mixed else None
+    mixed, provenance = load_recipe_file(rows.mixed) if rows.mixed else (None, {})
     if mixed is not None:
         check_layers(mixed, model)
-    chosen_for = mixed_budget(rows.mixed) if rows.mixed else {}
+    chosen_for = chosen_budget(provenance)
     given = {"min_mask_iou": min_mask_iou, "min_mask_iou_p5": min_mask_iou_p5}
     budget = Budget(**{**chosen_for, **{key: value for key, value in given.items() if value is not None}})
     models = {None: model}
@@ -227,9 +227,8 @@ def compare(
     return report
 
 
-def mixed_budget(recipe_file: str | os.PathLike) -> dict[str, float]:
-    """The budget a recipe file was chosen for (its provenance), else the defaults."""
-    provenance = json.loads(Path(recipe_file).read_text()).get("provenance") or {}
+def chosen_budget(provenance: dict[str, Any]) -> dict[str, float]:
+    """The budget a recipe file was chosen for (its provenance), else none (the defaults apply)."""
     budget = provenance.get("budget") or {}
     try:
         return {"min_mask_iou": float(budget["min_mask_iou"]), "min_mask_iou_p5": float(budget["min_mask_iou_p5"])}

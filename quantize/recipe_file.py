@@ -76,8 +76,9 @@ def recipe_from_dict(data: Any, where: str) -> QuantRecipe:
         raise RecipeError(f"{where}: {exc}") from None
 
 
-def read_recipe_file(path: str | os.PathLike) -> QuantRecipe:
-    """The recipe in a recipe file, or one RecipeError saying what is wrong with it."""
+def load_recipe_file(path: str | os.PathLike) -> tuple[QuantRecipe, dict[str, Any]]:
+    """The recipe in a recipe file and its provenance (how ``quantize mixed`` chose it: budget,
+    images, ranking; empty for a hand-written file), or one RecipeError saying what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")
@@ -85,7 +86,14 @@ def read_recipe_file(path: str | os.PathLike) -> QuantRecipe:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path} is not valid JSON: {exc}") from None
-    return recipe_from_dict(data, str(path))
+    recipe = recipe_from_dict(data, str(path))
+    provenance = data.get("provenance")
+    return recipe, provenance if isinstance(provenance, dict) else {}
+
+
+def read_recipe_file(path: str | os.PathLike) -> QuantRecipe:
+    """The recipe in a recipe file, or one RecipeError saying what is wrong with it."""
+    return load_recipe_file(path)[0]
 
 
 def write_recipe_file(recipe: QuantRecipe, path: str | os.PathLike, provenance: dict[str, Any] | None = None) -> Path:
