@@ -171,7 +171,7 @@ def with_encoder_weights(model: EfficientSam, prepared: torch.fx.GraphModule) ->
     return trained.eval()
 
 
-def _node_record(prepared: torch.fx.GraphModule, name: str, layers: tuple[str, ...]) -> dict[str, Any]:
+def quantizer_place(prepared: torch.fx.GraphModule, name: str, layers: tuple[str, ...]) -> dict[str, Any]:
     """Where one fake-quantize module sits: what it reads, which ops use it, and their layer."""
     node = next(n for n in prepared.graph.nodes if n.op == "call_module" and n.target == name)
     source = node.args[0]
@@ -200,7 +200,7 @@ def learned_parameters(prepared: torch.fx.GraphModule, model: EfficientSam) -> l
         observer = module.activation_post_process
         record = {
             "module": name,
-            **_node_record(prepared, name, layers),
+            **quantizer_place(prepared, name, layers),
             "qscheme": str(module.qscheme).replace("torch.", ""),
             "dtype": str(module.dtype).replace("torch.", ""),
             "quant_min": int(module.quant_min),
@@ -224,7 +224,7 @@ def restore_parameters(prepared: torch.fx.GraphModule, records: list[dict[str, A
         raise EdgeSamError(f"the recorded QAT parameters ({len(records)} fake quantizers) do not match this graph "
                            f"({len(modules)}): it was prepared with a different recipe or model")
     for record in records:
-        placed = _node_record(prepared, record["module"], layers)
+        placed = quantizer_place(prepared, record["module"], layers)
         if any(placed[key] != record[key] for key in ("kind", "input", "consumers")):
             raise EdgeSamError(f"QAT parameter {record['module']} was recorded at {record['input']} -> {record['consumers']}, "
                                f"but this graph has it at {placed['input']} -> {placed['consumers']}")

@@ -150,3 +150,21 @@ def test_bench_runs_the_pytorch_paths_in_a_worker_process(make_tiny_model, tmp_p
     assert result.matmul["fp32_gflops"][0] > 0 and result.matmul["int8_gops"][0] > 0
     assert len(result.rounds) == 2 and len(result.rounds[0]["loadavg"]) == 3
     assert (tmp_path / "logs" / "worker-pytorch.log").is_file()
+
+
+def test_timed_pytorch_decodes_reuse_the_context_of_the_last_encode(make_tiny_model, tmp_path, sample_image_path):
+    """The FLOP floor of a PyTorch row counts the decoder with its per-image context cached, so
+    every timed decode after a timed encode must decode that encode's embedding (an older one
+    would make each decode recompute the context and inflate the row)."""
+    from edge_sam.targets.validation.bench_worker import Worker
+
+    checkpoint = save_model(make_tiny_model(), tmp_path / "tiny.safetensors")
+    job = {"checkpoint": str(checkpoint), "image": str(sample_image_path), "threads": 1, "batch": 4,
+           "paths": [{"kind": "pytorch", "label": "pytorch fp32", "torch_options": {}}]}
+    worker = Worker(job)
+    runner = worker.runners[0]
+    worker.answer({"op": "encoder", "path": 0})
+    worker.answer({"op": "decoder", "path": 0, "count": 1})
+    last_encoded, _ = runner._embedding_on_device
+    assert worker.embeddings[0] is last_encoded
+    assert runner._decoder_context is not None

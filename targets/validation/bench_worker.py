@@ -115,6 +115,12 @@ class Worker:
     def describe(self) -> list[dict[str, Any]]:
         return [runner.describe() for runner in self.runners]
 
+    def encode(self, index: int) -> None:
+        """Encode and keep the embedding: decoding the one ``encode`` returned last is what lets a
+        TorchRunner reuse its per-image decoder context (as the Predictor does); an older
+        embedding would make each timed decode recompute it."""
+        self.embeddings[index] = self.runners[index].encode(self.image)
+
     def decode(self, index: int):
         return self.runners[index].decode(self.embeddings[index], *self.click, self.hw)
 
@@ -146,7 +152,7 @@ class Worker:
     def answer(self, command: dict[str, Any]) -> dict[str, Any]:
         op, index = command["op"], command.get("path")
         if op == "encoder":
-            return timed(lambda: self.runners[index].encode(self.image))
+            return timed(lambda: self.encode(index))
         if op == "decoder":
             return {"runs": [timed(lambda: self.decode(index)) for _ in range(command["count"])]}
         if op == "batch":

@@ -1,0 +1,192 @@
+"""Where static INT8 loses the embedding, and how much finetuning the weights can take back.
+
+    python benchmarks/int8_error_sources.py --images SYNTH/test --train SYNTH/train \
+        [--recipe static-conv-linear] [--calibration-images 8] [--held-out-images 24] [--top 8] [--steps 60]
+
+On the bundled reference model (or ``--checkpoint``), with the recipe's fake quantization as
+QAT simulates it (PT2E, XNNPACK's quantizer: what ExecuTorch exports, and what ONNX QDQ, LiteRT
+and Core ML W8A8 mirror), calibrated min/max on the first ``--calibration-images`` of
+``--images`` and scored on the next ``--held-out-images`` and on 8 crops of dogs.jpg:
+
+1. everything fake-quantized, then the weights alone, then the activations alone: which of the
+   two costs the embedding's SQNR and the masks;
+2. each activation quantizer alone (every other one off): the ``--top`` that cost the most
+   embedding SQNR, with the layer they belong to and whether they quantize its input or output;
+3. the weights' headroom: QAT's distillation loss (``edge_sam.quantize.qat``) on one fixed batch
+   of 4 ``--train`` images for ``--steps`` AdamW steps: how far the weights can pull that batch's
+   own error down (overfitting is the best case) and what it does to the held-out images.
+
+Prints text; no file is written. Numbers in docs/qat.md came from this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import default_collate
+
+import edge_sam
+from edge_sam.quantize.compare import PHOTO, PHOTO_CROPS
+from edge_sam.quantize.heldout import Fidelity, HeldOutSet, split_images
+from edge_sam.quantize.qat import DistillationItems, DistillationObjective
+from edge_sam.quantize.qat_graph import (
+    activation_quantizers, calibrate_activation_ranges, fake_quantizers, freeze_activation_ranges,
+    prepare_qat_encoder, quantizer_place,
+)
+from edge_sam.quantize.layers import layers_of_scopes, node_scopes, quantizable_layers
+from edge_sam.quantize.recipes import get_recipe
+from edge_sam.targets.core.calibration import open_source, photo_crops
+from edge_sam.targets.core.contract import calibration_batches
+from edge_sam.targets.validation.drift import sqnr_db
+from edge_sam.transforms import read_image
+
+QUANTIZED_OPS = ("linear", "conv2d")
+
+
+def fidelity_text(fidelity: Fidelity) -> str:
+    return (f"mask IoU mean {fidelity.mask_iou_mean:.4f} p5 {fidelity.mask_iou_p5:.4f}, "
+            f"embedding SQNR {fidelity.embedding_sqnr_db:.1f} dB")
+
+
+SHAPE_OPS = ("permute", "view", "reshape", "transpose", "flatten", "clone", "contiguous")
+
+
+def producer(student: torch.fx.GraphModule, name: str) -> torch.fx.Node:
+    """The op whose result a quantizer rounds, looking through shape-only ops and the quantizers
+    before them (a conv's rounded output is permuted to channels-last and rounded again, on the
+    same grid, before the LayerNorm that reads it)."""
+    node = next(n for n in student.graph.nodes if n.op == "call_module" and n.target == name)
+    source = node.args[0]
+    while source.op == "call_module" or (source.op == "call_function" and source.name.startswith(SHAPE_OPS)):
+        source = source.args[0]
+    return source
+
+
+def placement(student: torch.fx.GraphModule, name: str, layers: tuple[str, ...]) -> tuple[str, str]:
+    """('input of' | 'output of', the model layer) of one activation quantizer."""
+    place = quantizer_place(student, name, layers)
+    if any(c.startswith(QUANTIZED_OPS) for c in place["consumers"]):
+        return "input of", ", ".join(place["layers"]) or "-"
+    source = producer(student, name)
+    if source.name.startswith(QUANTIZED_OPS):
+        return "output of", ", ".join(sorted(layers_of_scopes(node_scopes(source), layers))) or "-"
+    return "after", source.name
+
+
+def mean_sqnr(graph: torch.fx.GraphModule, held_out: HeldOutSet) -> float:
+    with torch.no_grad():
+        values = [sqnr_db(image.embedding, graph(image.encoder_input).numpy()) for image in held_out.images]
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.inf
+
+
+def peak_over_rms(student: torch.fx.GraphModule, quantizer: torch.nn.Module, held_out: HeldOutSet) -> float:
+    """max |x| / RMS(x) of what ``quantizer`` rounds, over every held-out image: the share of a
+    per-tensor int8 grid that typical values get (a ratio of 10 leaves them ~13 of 127 steps)."""
+    peak, squares, count = 0.0, 0.0, 0
+    seen = []
+    hook = quantizer.register_forward_pre_hook(lambda _module, args: seen.append(args[0].detach()))
+    with torch.no_grad():
+        for image in held_out.images:
+            student(image.encoder_input)
+    hook.remove()
+    for x in seen:
+        peak, squares, count = max(peak, x.abs().max().item()), squares + x.double().pow(2).sum().item(), count + x.numel()
+    return peak / math.sqrt(squares / count)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="reference")
+    parser.add_argument("--images", required=True, help="calibration + held-out images (folder or dataset)")
+    parser.add_argument("--train", required=True, help="images for the weights' headroom (step 3)")
+    parser.add_argument("--recipe", default="static-conv-linear")
+    parser.add_argument("--calibration-images", type=int, default=8)
+    parser.add_argument("--held-out-images", type=int, default=24)
+    parser.add_argument("--top", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    model = edge_sam.load_model(args.checkpoint).eval()
+    size = model.image_encoder.img_size
+    calibration, held_out = split_images(open_source(args.images), args.calibration_images, args.held_out_images)
+    with tempfile.TemporaryDirectory() as tmp:
+        crops = photo_crops(read_image(PHOTO), Path(tmp) / "crops", PHOTO_CROPS)
+        sets = {f"{len(held_out)} held-out images of {args.images}": HeldOutSet(model, held_out, size),
+                f"{PHOTO_CROPS} crops of {PHOTO.name}": HeldOutSet(model, crops, size)}
+    synthetic = next(iter(sets.values()))
+
+    student = prepare_qat_encoder(model, get_recipe(args.recipe), size)
+    batches, _ = calibration_batches(model, calibration, size, "encoder")
+    calibrate_activation_ranges(student, torch.cat([images for (images,) in batches]))
+    freeze_activation_ranges(student)
+    objective = DistillationObjective(student, model, size, embedding_weight=1.0, mask_weight=10.0)
+    objective.train(False)
+    quantizers, activations = fake_quantizers(student), activation_quantizers(student)
+
+    def only(names) -> None:
+        for name, module in quantizers.items():
+            module.enable_fake_quant(name in names)
+
+    print(f"1. {args.recipe}: {len(quantizers) - len(activations)} weight and {len(activations)} activation quantizers")
+    for label, names in (("everything", set(quantizers)), ("weights only", set(quantizers) - set(activations)),
+                         ("activations only", set(activations))):
+        only(names)
+        for set_name, scored in sets.items():
+            print(f"   {label:17s} {set_name}: {fidelity_text(scored.score(student))}")
+
+    layers = quantizable_layers(model.config)
+    alone = []
+    for name in activations:
+        only({name})
+        place = quantizer_place(student, name, layers)
+        scale, _ = quantizers[name].calculate_qparams()
+        alone.append((mean_sqnr(student, synthetic), placement(student, name, layers), place, float(scale.reshape(-1)[0]), name))
+    alone.sort(key=lambda row: row[0])
+    only(set())  # peak / RMS of the fp32 values
+    print(f"2. one activation quantizer at a time (embedding SQNR on the held-out images; the {args.top} costliest;")
+    print("   peak / RMS: the largest magnitude the quantizer sees over those images, over the tensor's RMS):")
+    for sqnr, (role, layer), place, scale, name in alone[: args.top]:
+        print(f"   {sqnr:5.1f} dB  {role:9s} {layer:36s} peak / RMS {peak_over_rms(student, quantizers[name], synthetic):5.1f} "
+              f"(graph: {place['input']} -> {', '.join(place['consumers'])}; scale {scale:.4g})")
+
+    only(set(quantizers))
+    source = open_source(args.train)
+    items = DistillationItems(source, size, max_objects=8, flip_prob=0.0)
+    batch = default_collate([items[(i, (0, 0, 0, i))] for i in range(4)])
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+
+    def batch_nmse() -> float:
+        objective.train(False)
+        with torch.no_grad():
+            value = objective(batch)["embedding_nmse"].item()
+        objective.train(True)
+        return value
+
+    before = batch_nmse(), {n: s.score(student) for n, s in sets.items()}
+    for _ in range(args.steps):
+        loss = objective(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+    after = batch_nmse(), {n: s.score(student) for n, s in sets.items()}
+    print(f"3. QAT's loss on one fixed batch of 4 images of {args.train}, {args.steps} AdamW steps at lr {args.lr}:")
+    print(f"   that batch's embedding SQNR {-10 * math.log10(before[0]):.2f} -> {-10 * math.log10(after[0]):.2f} dB")
+    for set_name in sets:
+        print(f"   {set_name}: {fidelity_text(before[1][set_name])}\n"
+              f"   {' ' * len(set_name)}  -> {fidelity_text(after[1][set_name])}")
+
+
+if __name__ == "__main__":
+    main()
