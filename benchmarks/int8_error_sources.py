@@ -11,7 +11,8 @@ and Core ML W8A8 mirror), calibrated min/max on the first ``--calibration-images
 1. everything fake-quantized, then the weights alone, then the activations alone: which of the
    two costs the embedding's SQNR and the masks;
 2. each activation quantizer alone (every other one off): the ``--top`` that cost the most
-   embedding SQNR, with the layer they belong to and whether they quantize its input or output;
+   embedding SQNR, with the layer they belong to and whether they quantize its input or output,
+   then everything fake-quantized but those (an upper bound for keeping just them in 16 bits);
 3. the weights' headroom: QAT's distillation loss (``edge_sam.quantize.qat``) on one fixed batch
    of 4 ``--train`` images for ``--steps`` AdamW steps: how far the weights can pull that batch's
    own error down (overfitting is the best case) and what it does to the held-out images.
@@ -158,6 +159,12 @@ def main() -> None:
     for sqnr, (role, layer), place, scale, name in alone[: args.top]:
         print(f"   {sqnr:5.1f} dB  {role:9s} {layer:36s} peak / RMS {peak_over_rms(student, quantizers[name], synthetic):5.1f} "
               f"(graph: {place['input']} -> {', '.join(place['consumers'])}; scale {scale:.4g})")
+
+    spared = {name for *_, name in alone[: args.top]}
+    only(set(quantizers) - spared)
+    print(f"   the {args.top} above left unrounded (what 16-bit activations there would approach), everything else INT8:")
+    for set_name, scored in sets.items():
+        print(f"   {set_name}: {fidelity_text(scored.score(student))}")
 
     only(set(quantizers))
     source = open_source(args.train)
