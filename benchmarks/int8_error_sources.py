@@ -47,14 +47,12 @@ from edge_sam.targets.validation.drift import sqnr_db
 from edge_sam.transforms import read_image
 
 QUANTIZED_OPS = ("linear", "conv2d")
+SHAPE_OPS = ("permute", "view", "reshape", "transpose", "flatten", "clone", "contiguous")
 
 
 def fidelity_text(fidelity: Fidelity) -> str:
     return (f"mask IoU mean {fidelity.mask_iou_mean:.4f} p5 {fidelity.mask_iou_p5:.4f}, "
             f"embedding SQNR {fidelity.embedding_sqnr_db:.1f} dB")
-
-
-SHAPE_OPS = ("permute", "view", "reshape", "transpose", "flatten", "clone", "contiguous")
 
 
 def producer(student: torch.fx.GraphModule, name: str) -> torch.fx.Node:
