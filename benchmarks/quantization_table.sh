@@ -43,6 +43,7 @@ if has compare; then
   edge-sam quantize compare "${common[@]}" --recipe dynamic-linear --targets onnx,executorch,tflite \
     --out "$W/compare-dynamic" --overwrite
   edge-sam quantize compare "${common[@]}" --recipe w8-conv-linear --targets coreml --out "$W/compare-weight-only" --overwrite
+  edge-sam quantize compare "${common[@]}" --recipe static-a16-conv-linear --targets onnx,tflite --out "$W/compare-a16" --overwrite
 fi
 if has latency; then  # mixed vs full static INT8, interleaved rounds, at the model's size and at 1024
   # (each exits 1 when a target is over --max-ratio; both sizes are reported either way)

@@ -47,7 +47,7 @@ def quantize_pt2e(
 
 
 def with_recipe_activations(config, recipe):
-    """A PT2E ``QuantizationConfig`` with the recipe's activation observer and symmetry.
+    """A PT2E ``QuantizationConfig`` with the recipe's activation observer, symmetry and width.
 
     minmax is the recipes' default; percentile/entropy map to the histogram observer (its
     L2-optimal range search). Shared by every target whose quantizer takes such a config.
@@ -57,9 +57,12 @@ def with_recipe_activations(config, recipe):
     from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
 
     observer = MinMaxObserver if recipe.calibration_method == "minmax" else HistogramObserver
+    symmetric = recipe.symmetric_activations or recipe.activation_bits == 16
     activation = dataclasses.replace(
         config.input_activation,
-        qscheme=torch.per_tensor_symmetric if recipe.symmetric_activations else torch.per_tensor_affine,
+        qscheme=torch.per_tensor_symmetric if symmetric else torch.per_tensor_affine,
         observer_or_fake_quant_ctr=observer.with_args(eps=2**-12),
     )
+    if recipe.activation_bits == 16:  # symmetric int16: LiteRT's 16x8 kernels take zero point 0 only
+        activation = dataclasses.replace(activation, dtype=torch.int16, quant_min=-(2**15 - 1), quant_max=2**15 - 1)
     return dataclasses.replace(config, input_activation=activation, output_activation=activation)

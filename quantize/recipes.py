@@ -46,6 +46,7 @@ class OpClass(str, Enum):
 
 Scheme = Literal["static", "dynamic", "weight-only"]
 SCHEMES: tuple[str, ...] = ("static", "dynamic", "weight-only")
+ACTIVATION_BITS = (8, 16)
 FLOAT = "float"  # a per-layer choice: this layer stays float whatever its op class
 Component = Literal["encoder", "decoder"]
 CalibrationMethod = Literal["minmax", "percentile", "entropy"]
@@ -79,12 +80,21 @@ class QuantRecipe:
     symmetric_activations: bool = False
     calibration_method: CalibrationMethod = "minmax"
     calibration_images: int = 8
+    # Static activations in 8 bits (W8A8) or 16 (W8A16: what Qualcomm's HTP and LiteRT's 16x8
+    # full-integer mode run; the error of a 16-bit activation grid is 256 times smaller).
+    activation_bits: int = 8
     layers: tuple[tuple[str, str], ...] = ()  # (layer, scheme or "float"), in model order
     base: str | None = None  # the registry recipe a per-layer recipe refines
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise RecipeError(f"recipe '{self.name}': unknown scheme '{self.scheme}' (choose from {', '.join(SCHEMES)})")
+        if self.activation_bits not in ACTIVATION_BITS:
+            raise RecipeError(f"recipe '{self.name}': activations in {self.activation_bits} bits (choose from "
+                              f"{', '.join(map(str, ACTIVATION_BITS))})")
+        if self.activation_bits != 8 and self.scheme != "static":
+            raise RecipeError(f"recipe '{self.name}': {self.activation_bits}-bit activations need a static recipe, "
+                              f"not {self.scheme}")
         if self.layers and self.scheme == "weight-only":
             raise RecipeError(f"recipe '{self.name}': per-layer choices apply to static and dynamic recipes, not weight-only")
         wrong = sorted({choice for _, choice in self.layers} - {self.scheme, FLOAT})
@@ -163,6 +173,14 @@ RECIPES: dict[str, QuantRecipe] = {
             quantized_ops=_WEIGHT_LAYERS,
         ),
         QuantRecipe(
+            name="static-a16-conv-linear",
+            summary="W8A16 static on conv and linear layers of the encoder: int8 weights, int16 activations "
+            "(Qualcomm HTP, LiteRT 16x8); the rest as static-conv-linear",
+            scheme="static",
+            quantized_ops=_WEIGHT_LAYERS,
+            activation_bits=16,
+        ),
+        QuantRecipe(
             name="dynamic-linear",
             summary="INT8 weights with per-run activation ranges on the encoder's linear layers; "
             "no calibration set needed",
@@ -233,11 +251,16 @@ def get_recipe(name_or_file: str | Path) -> QuantRecipe:
                       f"*{RECIPE_FILE_SUFFIX} from edge-sam quantize mixed)")
 
 
-def check_schemes(recipe: QuantRecipe, target: str, schemes: tuple[str, ...]) -> None:
-    """One RecipeError when ``recipe`` uses a scheme ``target`` does not take."""
+def check_schemes(
+    recipe: QuantRecipe, target: str, schemes: tuple[str, ...], activation_bits: tuple[int, ...] = (8,)
+) -> None:
+    """One RecipeError when ``recipe`` uses a scheme, or an activation width, ``target`` does not take."""
+    fitting = ", ".join(n for n in recipe_names() if RECIPES[n].scheme in schemes and RECIPES[n].activation_bits in activation_bits)
     refused = sorted(recipe.schemes - set(schemes))
     if refused:
         takes = ", ".join(schemes)
-        fitting = ", ".join(n for n in recipe_names() if RECIPES[n].scheme in schemes)
         raise RecipeError(f"target {target} takes {takes} recipes; '{recipe.name}' is {', '.join(refused)} "
                           f"(recipes it takes: {fitting})")
+    if recipe.activation_bits not in activation_bits:
+        raise RecipeError(f"target {target} quantizes activations to {' or '.join(map(str, activation_bits))} bits; "
+                          f"'{recipe.name}' asks {recipe.activation_bits} (recipes it takes: {fitting})")

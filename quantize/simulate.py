@@ -26,10 +26,11 @@ import torch
 from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.layers import layers_of_scopes, node_scopes, quantizable_layers
 from edge_sam.quantize.pt2e import quantize_pt2e
-from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
+from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError, check_schemes
 
 from edge_sam.targets.core.calibration import ImageSource
 from edge_sam.targets.core.contract import calibration_batches, deploy_graph
+from edge_sam.targets.core.registry import get_target
 
 # The PT2E quantizer factory (recipe -> quantizer) whose placement each target's INT8 export follows.
 SIMULATION_QUANTIZERS = {
@@ -59,6 +60,8 @@ def target_quantizer(target: str, recipe: QuantRecipe):
     """The PT2E quantizer that quantizes what ``target``'s INT8 export of ``recipe`` quantizes."""
     if target not in SIMULATION_QUANTIZERS:
         raise RecipeError(f"no INT8 simulation for target '{target}' (choose from {', '.join(sorted(SIMULATION_QUANTIZERS))})")
+    runtime = get_target(target)
+    check_schemes(recipe, target, runtime.schemes, runtime.activation_bits)
     module, name = SIMULATION_QUANTIZERS[target].split(":")
     return getattr(importlib.import_module(module), name)(recipe)
 

@@ -39,18 +39,23 @@ def reference_images(tmp_path_factory, dogs) -> ReferenceImages:
     return ReferenceImages(dataset_source(splits["val"]), dataset_source(splits["test"]), photo_crops(dogs, root / "photos", count=6))
 
 
-# target, recipe (None: the target's default), gate on synthetic, gate on photo crops; measured
-# (mean mask IoU, synthetic / photos): onnx 0.9914 / 0.9663, tflite 0.9854 / 0.9159,
-# executorch 0.9845 / 0.9239.
+# target, recipe (None: the target's default), gate on the mean mask IoU on synthetic and on
+# photo crops, gate on the p5 on both (None: not gated); measured (mean, synthetic / photos):
+# onnx 0.9914 / 0.9663, tflite 0.9854 / 0.9159, executorch 0.9845 / 0.9239. 16-bit activations
+# (W8A16), no float layer: onnx 0.9980 / 0.9947 (p5 0.9919 / 0.9843), tflite 0.9977 / 0.9935
+# (0.9911 / 0.9813); without the runner's QDQ-fusion switch onnx falls to 0.9858 on photos, with
+# ai-edge-quantizer's moving-average calibration tflite to 0.9739 / p5 0.9344.
 CASES = [
-    pytest.param("onnx", None, 0.98, 0.94, id="onnx-default"),
-    pytest.param("tflite", "static-conv-linear", 0.975, 0.85, id="tflite-recommended", marks=pytest.mark.slow),
-    pytest.param("executorch", "static-conv-linear", 0.975, 0.85, id="executorch-recommended", marks=pytest.mark.slow),
+    pytest.param("onnx", None, 0.98, 0.94, None, id="onnx-default"),
+    pytest.param("tflite", "static-conv-linear", 0.975, 0.85, None, id="tflite-recommended", marks=pytest.mark.slow),
+    pytest.param("executorch", "static-conv-linear", 0.975, 0.85, None, id="executorch-recommended", marks=pytest.mark.slow),
+    pytest.param("onnx", "static-a16-conv-linear", 0.99, 0.99, 0.95, id="onnx-a16"),
+    pytest.param("tflite", "static-a16-conv-linear", 0.99, 0.99, 0.95, id="tflite-a16", marks=pytest.mark.slow),
 ]
 
 
-@pytest.mark.parametrize(("target", "recipe", "synthetic_gate", "photo_gate"), CASES)
-def test_static_int8_keeps_the_masks_on_held_out_images(target, recipe, synthetic_gate, photo_gate, reference_images, tmp_path):
+@pytest.mark.parametrize(("target", "recipe", "synthetic_gate", "photo_gate", "p5_gate"), CASES)
+def test_static_int8_keeps_the_masks_on_held_out_images(target, recipe, synthetic_gate, photo_gate, p5_gate, reference_images, tmp_path):
     for module in (*get_target(target).export_modules, *get_target(target).runtime_modules):
         require_toolchain(module)
     model = edge_sam.load_model("reference")
@@ -61,3 +66,5 @@ def test_static_int8_keeps_the_masks_on_held_out_images(target, recipe, syntheti
         row = measure_drift(reference, [runner], source, measure_memory=False).runners[0].summary()
         print(f"{runner.label} on held-out {name}: mask IoU mean {row['mask_iou_mean']:.4f}, p5 {row['mask_iou_p5']:.4f}")
         assert row["mask_iou_mean"] >= gate, f"{name}: {row['mask_iou_mean']:.4f} < {gate}"
+        if p5_gate is not None:
+            assert row["mask_iou_p5"] >= p5_gate, f"{name}: p5 {row['mask_iou_p5']:.4f} < {p5_gate}"

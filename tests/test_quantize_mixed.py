@@ -77,6 +77,30 @@ def test_one_registry_holds_every_scheme_and_targets_refuse_what_they_do_not_tak
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_16_bit_activations_only_where_the_runtime_has_the_kernels(tiny_model, tmp_path):
+    import dataclasses
+
+    from edge_sam.quantize.simulate import target_quantizer
+
+    a16 = get_recipe("static-a16-conv-linear")
+    assert a16.scheme == "static" and a16.activation_bits == 16 and a16.describe()["activation_bits"] == 16
+    for target in ("executorch", "coreml"):
+        with pytest.raises(RecipeError, match=rf"target {target} quantizes activations to 8 bits; 'static-a16-conv-linear' asks 16"):
+            get_target(target).export(tiny_model, "int8", a16.name, tmp_path / target)
+        with pytest.raises(RecipeError, match="asks 16"):
+            target_quantizer(target, a16)
+        assert not (tmp_path / target).exists()
+    with pytest.raises(RecipeError, match="16-bit activations need a static recipe, not dynamic"):
+        dataclasses.replace(get_recipe("dynamic-linear"), activation_bits=16)
+    with pytest.raises(RecipeError, match="activations in 12 bits"):
+        dataclasses.replace(a16, activation_bits=12)
+    per_layer = a16.with_layers({quantizable_layers(tiny_model.config)[0]: "float"}, name="a16-mixed")
+    write_image(tmp_path / "calibration" / "gray.png", np.full((64, 64, 3), 128, np.uint8))
+    with pytest.raises(RecipeError, match="LiteRT's 16x8 quantization here is by op type"):
+        get_target("tflite").export(tiny_model, "int8", per_layer, tmp_path / "t", calibration=image_folder(tmp_path / "calibration"))
+    assert not (tmp_path / "t").exists()
+
+
 def test_recipe_file_round_trip(model, tmp_path):
     layers = quantizable_layers(model.config)
     recipe = _mixed(model, [layers[1], layers[-1]], name="mixed-test")

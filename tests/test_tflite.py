@@ -281,3 +281,13 @@ def test_unknown_runtime_options_are_refused(artifacts):
         get_target("tflite").load(artifacts["fp32"], delegate="gpu")
     with pytest.raises(EdgeSamError, match="target tflite takes no runtime option providers"):
         get_target("tflite").load(artifacts["fp32"], providers=["CUDA"])
+
+
+def test_integer_tensors_dequantize_int16_as_well_as_int8():
+    """The per-layer drift reads 16x8 artifacts' int16 activations as numbers, not raw codes."""
+    from edge_sam.targets.tflite.runtime import dequantize_output, quantize_input
+
+    for dtype in (np.int8, np.int16):
+        codes = quantize_input(np.array([0.5, -1.0], np.float32), {"dtype": dtype, "quantization": (0.25, 0)})
+        assert codes.dtype == dtype and codes.tolist() == [2, -4]
+        assert dequantize_output(codes, (0.25, 0)).tolist() == [0.5, -1.0]

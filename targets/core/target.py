@@ -152,6 +152,8 @@ class Target(ABC):
     precisions: ClassVar[tuple[str, ...]] = PRECISIONS
     # The recipe schemes its int8 export takes (edge_sam.quantize.recipes.SCHEMES); others are refused.
     schemes: ClassVar[tuple[str, ...]] = ()
+    # The activation widths its static int8 export takes (QuantRecipe.activation_bits).
+    activation_bits: ClassVar[tuple[int, ...]] = (8,)
     interfaces: ClassVar[tuple[str, ...]] = ("deploy",)
     # What the target takes, declared so the CLI and checks are built from it (see TargetOption).
     export_options: ClassVar[tuple[TargetOption, ...]] = ()
@@ -196,7 +198,7 @@ class Target(ABC):
             recipe = qat.recipe  # a QAT checkpoint exports the recipe it was trained for
         resolved = resolve_recipe(precision, recipe)
         if resolved is not None:
-            check_schemes(resolved, self.name, self.schemes)
+            check_schemes(resolved, self.name, self.schemes, self.activation_bits)
             check_layers(resolved, model)
         size = img_size or model.image_encoder.img_size
         learned = qat is not None and resolved is not None and resolved.needs_calibration and qat.simulated(

@@ -110,9 +110,12 @@ def simulation_quantizer(recipe: QuantRecipe):
 
 
 def ort_extra_options(recipe: QuantRecipe, op_types: list[str]) -> dict:
+    wide = recipe.activation_bits == 16
     return {
         "MatMulConstBOnly": OpClass.ATTENTION_MATMUL not in recipe.quantized_ops,
-        "ActivationSymmetric": recipe.symmetric_activations,
+        # symmetric int16 as on LiteRT; below opset 21 16-bit Q/DQ are com.microsoft ops
+        "ActivationSymmetric": recipe.symmetric_activations or wide,
+        "UseQDQContribOps": wide,
         "WeightSymmetric": True,
         "OpTypesToExcludeOutputQuantization": [] if recipe.int8_outputs else op_types,
     }
@@ -202,7 +205,8 @@ def quantize_int8(
                 quantize_static(
                     str(prepared), str(dst), feeds, quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=op_types, nodes_to_quantize=names, per_channel=recipe.per_channel_weights,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QInt16 if recipe.activation_bits == 16 else QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
                     calibrate_method=getattr(CalibrationMethod, _CALIBRATION_METHODS[recipe.calibration_method]),
                     extra_options=extra,
                 )

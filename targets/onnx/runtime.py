@@ -65,15 +65,24 @@ def session_options(threads: int | None = None, spinning: bool = False, optimize
     return options
 
 
-def open_session(path: Path, spec: GraphSpec, providers: list[str], threads: int | None, spinning: bool):
+# onnxruntime's CPU fusion of Q/DQ node groups into its integer kernels: on 16-bit activations it
+# cost the reference model's encoder 5 dB of embedding SQNR on photos (docs/onnx.md), so artifacts
+# with 16-bit activations run their Q/DQ nodes as written (dequantize, float op).
+QDQ_FUSION = "QDQSelectorActionTransformer"
+
+
+def open_session(
+    path: Path, spec: GraphSpec, providers: list[str], threads: int | None, spinning: bool, activation_bits: int = 8
+):
     """An InferenceSession whose inputs and outputs must be the ones the manifest records; its
     first run tells which provider ran each node (:mod:`.placement`)."""
     import onnxruntime as ort
 
     options = session_options(threads, spinning)
     enable_profiling(options, path.stem)
+    disabled = [QDQ_FUSION] if activation_bits == 16 else []
     try:
-        session = PlacedSession(ort.InferenceSession(str(path), options, providers=providers))
+        session = PlacedSession(ort.InferenceSession(str(path), options, providers=providers, disabled_optimizers=disabled))
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
         raise ArtifactError(f"onnxruntime cannot load {path}: {first_line(exc)}") from None
     check_io_names(path, spec, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])

@@ -67,6 +67,7 @@ class OnnxTarget(Target):
     extra = "onnx"
     distributions = ("onnx", "onnxscript", "onnxruntime")
     schemes = ("static", "dynamic")
+    activation_bits = (8, 16)
     interfaces = ("deploy", "official")
     export_modules = ("onnx", "onnxscript", "onnxruntime")
     runtime_modules = ("onnxruntime",)
@@ -162,7 +163,8 @@ class OnnxTarget(Target):
         cores); ``spinning``: let idle worker threads spin (lower latency on an otherwise idle CPU)."""
         chosen = select_providers(providers)
         graphs = [
-            SessionGraph(open_session(artifact_dir / manifest.graph(role).file, manifest.graph(role), chosen, threads, spinning))
+            SessionGraph(open_session(artifact_dir / manifest.graph(role).file, manifest.graph(role), chosen, threads, spinning,
+                                      (manifest.recipe or {}).get("activation_bits", 8)))
             for role in ("encoder", "decoder")
         ]
         variant = "tensorrt" if manifest.export_options.get("for_runtime") == "tensorrt" else manifest.interface

@@ -96,7 +96,7 @@ def _refusal(target: Target, precision: str, recipe: QuantRecipe) -> str | None:
         return f"target {target.name} exports {', '.join(target.precisions)} only"
     if precision == "int8":
         try:
-            check_schemes(recipe, target.name, target.schemes)
+            check_schemes(recipe, target.name, target.schemes, target.activation_bits)
         except RecipeError as exc:
             return str(exc)
     return None

@@ -146,7 +146,7 @@ def _opcode_index(model, builtin: int) -> int:
 
 
 def float_io(content: bytes) -> bytes:
-    """Give every int8 signature input a float32 input + QUANTIZE, every int8 output a DEQUANTIZE.
+    """Give every integer signature input a float32 input + QUANTIZE, every integer output a DEQUANTIZE.
 
     The new float tensors take the original names (the int8 ones get an ``_int8`` suffix), so a
     caller sees the same signature as an fp32 export; the scale and zero point stay the ones
@@ -157,7 +157,7 @@ def float_io(content: bytes) -> bytes:
     model = _read(content)
     signature = _signature(model)
     graph = model.subgraphs[signature.subgraphIndex]
-    integer_types = (schema.TensorType.INT8, schema.TensorType.UINT8)
+    integer_types = (schema.TensorType.INT8, schema.TensorType.UINT8, schema.TensorType.INT16)
     replaced: dict[int, int] = {}
     for index in [*graph.inputs, *graph.outputs]:
         tensor = graph.tensors[index]

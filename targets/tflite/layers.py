@@ -85,7 +85,7 @@ def _analyse(content: bytes) -> _Graph:
 
 
 def _run(content: bytes, tensors: list[int], feeds: list[np.ndarray]):
-    """Yield, per feed, the float values of ``tensors`` (dequantized where int8)."""
+    """Yield, per feed, the float values of ``tensors`` (dequantized where integer)."""
     interpreter = open_interpreter(tflite_graphs.with_extra_outputs(content, tensors))
     (input_detail,) = interpreter.get_input_details()
     quantization = {d["index"]: d["quantization"] for d in interpreter.get_tensor_details()}

@@ -18,20 +18,26 @@ A per-layer recipe's float layers are kept out of every annotator by a node filt
 module each op was traced in (the same filter the other PT2E targets use).
 
 Dynamic-range recipes: ai-edge-quantizer on the fp32 .tflite, by TFLite op type (whole graph:
-per-layer choices are refused there). (litert-torch's
+per-layer choices are refused there). 16-bit activation recipes (LiteRT's 16x8 full-integer
+kernels) take the same route, calibrated there: through PT2E the converter turns the GELU between
+two int16 linear layers into an int16 GELU, which LiteRT does not have. (litert-torch's
 own dynamic PT2E mode also quantizes every conv's weights whatever the quantizer annotated, so
 it cannot honour a linear-only recipe.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+import numpy as np
 import torch
+from tqdm import tqdm
 
 from edge_sam.quantize.layers import combine_filters, float_layer_filter
 from edge_sam.quantize.pt2e import with_recipe_activations
 from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
+from edge_sam.targets.core.toolchain_log import capture
+from edge_sam.targets.tflite.runtime import SIGNATURE
 
 # litert-torch annotator names per op class (run in this order: producers before consumers).
 _LITERT_ANNOTATORS: dict[OpClass, tuple[str, ...]] = {
@@ -39,8 +45,8 @@ _LITERT_ANNOTATORS: dict[OpClass, tuple[str, ...]] = {
     OpClass.LINEAR: ("linear", "addmm"),
     OpClass.ELEMENTWISE: ("add_relu", "add", "mul_relu", "mul", "cat"),
 }
-# TFLite ops with a constant weight per op class: what dynamic-range kernels take.
-DYNAMIC_TFL_OPS: dict[OpClass, tuple[str, ...]] = {
+# TFLite ops with a constant weight per op class: what dynamic-range and 16x8 kernels take.
+WEIGHT_TFL_OPS: dict[OpClass, tuple[str, ...]] = {
     OpClass.CONV: ("CONV_2D", "CONV_2D_TRANSPOSE"),
     OpClass.LINEAR: ("FULLY_CONNECTED",),
 }
@@ -138,15 +144,63 @@ def recipe_quantizer(recipe: QuantRecipe):
 
 def dynamic_range(content: bytes, recipe: QuantRecipe) -> bytes:
     """int8 weights for the TFLite ops of the recipe's op classes; activations quantized per run."""
-    from ai_edge_quantizer import qtyping, quantizer
+    from ai_edge_quantizer import qtyping
 
-    _check_supported(recipe, DYNAMIC_TFL_OPS)
-    if recipe.float_layers:
-        raise RecipeError(f"recipe '{recipe.name}': LiteRT's dynamic-range quantization here is by op type for the "
-                          "whole graph; it cannot keep single layers float")
-    granularity = qtyping.QuantGranularity.CHANNELWISE if recipe.per_channel_weights else qtyping.QuantGranularity.TENSORWISE
-    tool = quantizer.Quantizer(bytearray(content))
-    for op_class in sorted(recipe.quantized_ops):
-        for op_name in DYNAMIC_TFL_OPS[op_class]:
-            tool.add_dynamic_config(".*", qtyping.TFLOperationName(op_name), 8, granularity)
+    tool = _by_op_type(content, recipe, "dynamic-range")
+    for op_name, granularity in _weight_ops(recipe):
+        tool.add_dynamic_config(".*", qtyping.TFLOperationName(op_name), 8, granularity)
     return bytes(tool.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model)
+
+
+def static_16x8(content: bytes, recipe: QuantRecipe, feeds: Iterable[dict[str, np.ndarray]], total: int) -> bytes:
+    """int8 weights and int16 activations (LiteRT's 16x8 kernels) for the TFLite ops of the recipe's
+    op classes, activation ranges calibrated on ``feeds`` (signature input name -> array)."""
+    from ai_edge_quantizer import calibrator, qtyping
+
+    tool = _by_op_type(content, recipe, "16x8")
+    for op_name, granularity in _weight_ops(recipe):
+        tool.add_static_config(".*", qtyping.TFLOperationName(op_name), activation_num_bits=16, weight_num_bits=8,
+                               weight_granularity=granularity)
+    ranges: dict = {}
+    with capture("ai-edge-quantizer 16x8"):
+        for sample in tqdm(feeds, total=total, desc="calibrating", unit="batch", leave=False):
+            # One sample per call, ranges merged here: over several samples its calibrator keeps a
+            # moving average (smoothing 0.95), i.e. about the first sample's range, which clipped
+            # later samples' activations (30 dB on the encoder where min/max ranges give 45).
+            # The profiler mode keeps only the tensors it needs, not every attention map at once.
+            ranges = _widest(ranges, tool.calibrate({SIGNATURE: [sample]}, num_threads=1,
+                                                    mode=calibrator.CalibrationMode.CALIBRATION_PROFILER_BASED))
+        if not ranges:
+            raise ValueError("LiteRT 16x8 quantization needs at least one calibration batch")
+        return bytes(tool.quantize(ranges, enable_progress_bar=False, enable_progress_report=False).quantized_model)
+
+
+def _widest(ranges: dict, new: dict) -> dict:
+    """Per tensor, the min of the mins and the max of the maxes of two calibration results."""
+    merged = dict(new)
+    for name, old in ranges.items():
+        if name in new:
+            merged[name] = {**new[name], "min": np.minimum(old["min"], new[name]["min"]),
+                            "max": np.maximum(old["max"], new[name]["max"])}
+        else:
+            merged[name] = old
+    return merged
+
+
+def _by_op_type(content: bytes, recipe: QuantRecipe, mode: str):
+    """ai-edge-quantizer over ``content``, after checking the recipe can be applied by op type."""
+    from ai_edge_quantizer import quantizer
+
+    _check_supported(recipe, WEIGHT_TFL_OPS)
+    if recipe.float_layers:
+        raise RecipeError(f"recipe '{recipe.name}': LiteRT's {mode} quantization here is by op type for the "
+                          "whole graph; it cannot keep single layers float")
+    return quantizer.Quantizer(bytearray(content))
+
+
+def _weight_ops(recipe: QuantRecipe):
+    """(TFLite op name, weight granularity) for every op of the recipe's op classes."""
+    from ai_edge_quantizer import qtyping
+
+    granularity = qtyping.QuantGranularity.CHANNELWISE if recipe.per_channel_weights else qtyping.QuantGranularity.TENSORWISE
+    return [(op_name, granularity) for op_class in sorted(recipe.quantized_ops) for op_name in WEIGHT_TFL_OPS[op_class]]

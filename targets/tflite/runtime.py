@@ -59,7 +59,7 @@ def open_interpreter(source: Path | bytes, threads: int | None = None, delegate:
 
 
 def quantize_input(array: np.ndarray, detail: dict) -> np.ndarray:
-    """float32 -> what the input takes: as is, or int8/uint8 with the input's scale and zero point."""
+    """float32 -> what the input takes: as is, or int8/uint8/int16 with the input's scale and zero point."""
     dtype = np.dtype(detail["dtype"])
     if dtype == np.float32:
         return np.ascontiguousarray(array, dtype=np.float32)
@@ -69,8 +69,8 @@ def quantize_input(array: np.ndarray, detail: dict) -> np.ndarray:
 
 
 def dequantize_output(array: np.ndarray, quantization: tuple[float, int]) -> np.ndarray:
-    """int8/uint8 tensor values -> float32 (per-tensor scale and zero point); floats pass through."""
-    if array.dtype in (np.int8, np.uint8):
+    """int8/uint8/int16 tensor values -> float32 (per-tensor scale and zero point); floats pass through."""
+    if array.dtype in (np.int8, np.uint8, np.int16):
         scale, zero_point = quantization
         return (array.astype(np.float32) - zero_point) * np.float32(scale)
     return array.astype(np.float32, copy=False)

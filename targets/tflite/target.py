@@ -63,6 +63,7 @@ class TfliteTarget(Target):
     extra = EXTRA
     distributions = ("litert-torch", "litert-converter", "ai-edge-litert", "ai-edge-quantizer", "torchao")
     schemes = ("static", "dynamic")
+    activation_bits = (8, 16)
 
     export_modules = ("litert_torch", INTERPRETER, "ai_edge_quantizer", "torchao.quantization.pt2e")
     runtime_modules = (INTERPRETER,)  # or tflite_runtime's interpreter on a device: see require()
@@ -95,7 +96,7 @@ class TfliteTarget(Target):
         return specs
 
     def _graph(self, model: EfficientSam, request: ExportRequest, role: str, digest: str) -> bytes:
-        from edge_sam.targets.tflite.quantize import dynamic_range, recipe_quantizer
+        from edge_sam.targets.tflite.quantize import dynamic_range, recipe_quantizer, static_16x8
 
         size = request.img_size
         float_graph = functools.partial(tflite_graphs.float_graph, model, size, role, digest)
@@ -105,9 +106,12 @@ class TfliteTarget(Target):
             return float_graph()
         if request.recipe.scheme == "dynamic":
             return dynamic_range(float_graph(), request.recipe)
-        quantizer = recipe_quantizer(request.recipe)
         batches, total = calibration_batches(model, request.calibration, size, role)
-        return tflite_graphs.int8_graph(model, size, role, quantizer, batches, total)
+        if request.recipe.activation_bits == 16:
+            names = IO_NAMES[role][0]
+            feeds = ({name: tensor.numpy() for name, tensor in zip(names, batch)} for batch in batches)
+            return static_16x8(float_graph(), request.recipe, feeds, total)
+        return tflite_graphs.int8_graph(model, size, role, recipe_quantizer(request.recipe), batches, total)
 
     # -- load ---------------------------------------------------------------------------------
     def make_runner(
