@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mixed.add_argument("--min-mask-iou-p5", type=float, default=0.95, metavar="X",
                        help="5th-percentile mask IoU vs fp32 on the held-out prompts (default 0.95)")
     mixed.add_argument("--max-float", type=int, default=None, metavar="N", help="keep at most N layers float")
+    mixed.add_argument("--fallback", choices=("float", "a16"), default="float",
+                       help="what a layer the budget needs out of INT8 becomes: float (default), or a16: static with "
+                            "int16 activations, so the recipe stays integer (targets with 16-bit activations per layer: onnx)")
     mixed.add_argument("--sensitivity", metavar="DIR|FILE.json",
                        help="reuse the ranking of an earlier `quantize sensitivity` run (its folder) or of an earlier "
                             "`quantize mixed` (its recipe file), e.g. to search again under another budget")
@@ -111,7 +114,7 @@ def _targets(text: str) -> list[str]:
     return targets
 
 
-def _studies(args: argparse.Namespace, targets: list[str]):
+def _studies(args: argparse.Namespace, targets: list[str], fallback: str = "float"):
     """The model, recipe, split and one LayerStudy per target, after every input is checked."""
     from edge_sam.quantize.heldout import HeldOutSet, split_images
     from edge_sam.quantize.sensitivity import LayerStudy
@@ -127,7 +130,7 @@ def _studies(args: argparse.Namespace, targets: list[str]):
     size = args.img_size or model.image_encoder.img_size
     model = model_at_size(model, size)
     held = [HeldOutSet(model, held_out, size)] + [HeldOutSet(model, open_source(d), size) for d in args.extra_held_out]
-    return model, recipe, [LayerStudy(model, recipe, target, calibration, held) for target in targets]
+    return model, recipe, [LayerStudy(model, recipe, target, calibration, held, fallback) for target in targets]
 
 
 def run_sensitivity(args: argparse.Namespace) -> int:
@@ -159,14 +162,14 @@ def run_mixed(args: argparse.Namespace) -> int:
     if args.max_float is not None and args.max_float < 0:
         raise EdgeSamError(f"--max-float must be 0 or more, got {args.max_float}")
     earlier = _earlier_ranking(args.sensitivity) if args.sensitivity else None
-    model, recipe, studies = _studies(args, _targets(args.target))
+    model, recipe, studies = _studies(args, _targets(args.target), fallback=args.fallback)
     if earlier is not None:
         setup, ranking = earlier
         _check_same_setup(setup, studies[0])
     else:
         ranking = _combined_ranking([measure_sensitivity(study, both=False) for study in studies])
     result = search(studies, ranking, budget, args.max_float)
-    mixed = mixed_recipe(recipe, studies[0].layers, result.float_layers, args.name or out.stem, budget)
+    mixed = mixed_recipe(recipe, studies[0].layers, result.float_layers, args.name or out.stem, budget, args.fallback)
     result.verified = verify(model, mixed, studies, progress=print)
     provenance = {
         "command": "edge-sam quantize mixed",
@@ -178,7 +181,8 @@ def run_mixed(args: argparse.Namespace) -> int:
         "held_out": [held_out.source.describe() for held_out in studies[0].held_out],
         "n_prompts": [held_out.n_prompts for held_out in studies[0].held_out],
         "ranking": ranking,
-        "float_layers": result.float_layers,
+        "fallback": args.fallback,
+        "float_layers": result.float_layers,  # the layers out of INT8 (float, or a16 with --fallback a16)
         "int8_flop_share": result.int8_flop_share,
         "full_int8": result.full_int8.to_dict(),
         "simulated": result.fidelity.to_dict(),
@@ -188,7 +192,7 @@ def run_mixed(args: argparse.Namespace) -> int:
     }
     write_recipe_file(mixed, out, provenance)
     print(f"every layer INT8: mask IoU mean {result.full_int8.mask_iou_mean:.4f}, p5 {result.full_int8.mask_iou_p5:.4f}")
-    print(f"{len(result.float_layers)} of {len(studies[0].layers)} layers float: {', '.join(result.float_layers) or 'none'}")
+    print(f"{len(result.float_layers)} of {len(studies[0].layers)} layers {args.fallback}: {', '.join(result.float_layers) or 'none'}")
     print(f"mixed: mask IoU mean {result.fidelity.mask_iou_mean:.4f}, p5 {result.fidelity.mask_iou_p5:.4f} "
           f"(simulated, worst of {', '.join(s.target for s in studies)}); "
           f"{100 * result.int8_flop_share:.1f}% of the encoder's FLOPs run INT8")

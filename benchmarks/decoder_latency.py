@@ -1,14 +1,16 @@
 """PyTorch decoder per prompt: one prompt (with and without the per-image context), and per
 prompt in a batch, against the decoder of another git revision, in interleaved rounds.
 
-    python benchmarks/decoder_latency.py [--against REV] [--threads 1] [--rounds 15] [--batch 16]
+    python benchmarks/decoder_latency.py [--against REV] [--threads 1] [--rounds 15] [--batch 16] [--chunks 1,2,4]
 
 Every variant decodes the same random embedding (1024 px, parity checkpoint: latency does not
 depend on the weights) and the same clicks; times are the minimum over rounds, wall and process
 CPU time (on a shared CPU the CPU time is the steadier of the two). ``--against REV`` loads
 ``edge_sam/modeling/{common,config,transformer,mask_decoder}.py`` as they were at REV (git show)
 with the same weights, so a change to the decoder can be measured before it is committed; its
-outputs are checked against the current decoder's.
+outputs are checked against the current decoder's. ``--chunks`` also times the cached-context
+batch at each of these ``MaskDecoder.prompt_chunk`` values (prompts per call), the knob that keeps
+a batch's per-prompt image tensors in the caches.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--chunks", default="", help="comma-separated prompt_chunk values to time the cached batch at")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = edge_sam.load_model(args.checkpoint)
@@ -71,6 +74,19 @@ def main() -> None:
             "now, context computed per call": (lambda s: decoder(embedding, model.prompt_encoder.get_dense_pe(), s, True)),
             "now, context cached per image": (lambda s: decoder(embedding, None, s, True, context=context)),
         }
+        default_chunk = decoder.prompt_chunk
+
+        def chunked(chunk: int):
+            def run(s: torch.Tensor):
+                decoder.prompt_chunk = chunk
+                try:
+                    return decoder(embedding, None, s, True, context=context)
+                finally:
+                    decoder.prompt_chunk = default_chunk
+            return run
+
+        for chunk in (int(c) for c in args.chunks.split(",") if c):
+            variants[f"context cached, prompt_chunk {chunk}"] = chunked(chunk)
         with tempfile.TemporaryDirectory(prefix="decoder-latency-") as work:
             if args.against:
                 old = decoder_at(args.against, Path(work))(model.config).eval()

@@ -31,6 +31,10 @@ if has mixed; then  # the sensitivity ranking once, then the search under the bu
   edge-sam quantize mixed --checkpoint reference --images "$W/synth/val" "${SPLIT[@]}" --held-out-images 16 \
     --extra-held-out "$W/photos" --target onnx,executorch,tflite,coreml --sensitivity "$W/ranking.json" \
     --min-mask-iou 0.99 --min-mask-iou-p5 0.98 --out "$W/mixed.json" --overwrite
+  # the same search with the layers it takes out of INT8 at 16-bit activations (integer throughout; ONNX)
+  edge-sam quantize mixed --checkpoint reference --images "$W/synth/val" "${SPLIT[@]}" --held-out-images 16 \
+    --extra-held-out "$W/photos" --target onnx --sensitivity "$W/ranking.json" \
+    --min-mask-iou 0.99 --min-mask-iou-p5 0.98 --fallback a16 --out "$W/mixed-a16.json" --overwrite
 fi
 if has qat; then
   edge-sam quantize qat --checkpoint reference --images "$W/synth/train" --out "$W/qat" --recipe static-conv-linear \
@@ -44,6 +48,8 @@ if has compare; then
     --out "$W/compare-dynamic" --overwrite
   edge-sam quantize compare "${common[@]}" --recipe w8-conv-linear --targets coreml --out "$W/compare-weight-only" --overwrite
   edge-sam quantize compare "${common[@]}" --recipe static-a16-conv-linear --targets onnx,tflite --out "$W/compare-a16" --overwrite
+  edge-sam quantize compare "${common[@]}" --mixed "$W/mixed-a16.json" --min-mask-iou 0.98 --min-mask-iou-p5 0.95 \
+    --targets onnx --out "$W/compare-mixed-a16" --overwrite
 fi
 if has latency; then  # mixed vs full static INT8, interleaved rounds, at the model's size and at 1024
   # (each exits 1 when a target is over --max-ratio; both sizes are reported either way)

@@ -75,11 +75,13 @@ def float_layer_filter(recipe: QuantRecipe | None) -> Callable[[torch.fx.Node], 
     floats = recipe.float_layers if recipe is not None else ()
     if not floats:
         return None
+    in_float_layer = layer_filter(floats)
+    return lambda node: not in_float_layer(node)
 
-    def quantize_node(node: torch.fx.Node) -> bool:
-        return not layers_of_scopes(node_scopes(node), floats)
 
-    return quantize_node
+def layer_filter(layers: tuple[str, ...]) -> Callable[[torch.fx.Node], bool]:
+    """A PT2E node filter that accepts exactly the ops traced inside ``layers``."""
+    return lambda node: bool(layers_of_scopes(node_scopes(node), layers))
 
 
 def combine_filters(*filters: Callable[[torch.fx.Node], bool] | None) -> Callable[[torch.fx.Node], bool] | None:

@@ -121,11 +121,14 @@ def search(studies: Sequence[LayerStudy], ranking: Sequence[str], budget: Budget
     return MixedResult(floats, fidelity, full, studies[0].int8_flop_share(floats), steps)
 
 
-def mixed_recipe(base: QuantRecipe, layers: Sequence[str], float_layers: Sequence[str], name: str, budget: Budget) -> QuantRecipe:
-    """The per-layer recipe: every layer named, INT8 (the base's scheme) or float."""
+def mixed_recipe(base: QuantRecipe, layers: Sequence[str], float_layers: Sequence[str], name: str, budget: Budget,
+                 fallback: str = FLOAT) -> QuantRecipe:
+    """The per-layer recipe: every layer named, INT8 (the base's scheme) or ``fallback`` (float, or
+    a16: 16-bit activations) for the layers the search took out of INT8."""
     floats = set(float_layers)
-    choices = {layer: FLOAT if layer in floats else base.scheme for layer in layers}
-    summary = (f"{base.name} with {len(floats)} of {len(layers)} encoder layers float, chosen for {budget.describe()} "
+    choices = {layer: fallback if layer in floats else base.scheme for layer in layers}
+    kind = "float" if fallback == FLOAT else "with 16-bit activations"
+    summary = (f"{base.name} with {len(floats)} of {len(layers)} encoder layers {kind}, chosen for {budget.describe()} "
                "on held-out images")
     return base.with_layers(choices, name=name, summary=summary)
 

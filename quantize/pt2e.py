@@ -57,12 +57,13 @@ def with_recipe_activations(config, recipe):
     from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
 
     observer = MinMaxObserver if recipe.calibration_method == "minmax" else HistogramObserver
-    symmetric = recipe.symmetric_activations or recipe.activation_bits == 16
+    wide = recipe.activation_bits == 16
     activation = dataclasses.replace(
         config.input_activation,
-        qscheme=torch.per_tensor_symmetric if symmetric else torch.per_tensor_affine,
-        observer_or_fake_quant_ctr=observer.with_args(eps=2**-12),
+        qscheme=torch.per_tensor_symmetric if recipe.symmetric_activations or wide else torch.per_tensor_affine,
+        # the smallest scale: 2^-12 is XNNPACK's floor for int8; an int16 grid needs 256 times finer
+        observer_or_fake_quant_ctr=observer.with_args(eps=2**-20 if wide else 2**-12),
     )
-    if recipe.activation_bits == 16:  # symmetric int16: LiteRT's 16x8 kernels take zero point 0 only
+    if wide:  # symmetric int16: LiteRT's 16x8 kernels take zero point 0 only
         activation = dataclasses.replace(activation, dtype=torch.int16, quant_min=-(2**15 - 1), quant_max=2**15 - 1)
     return dataclasses.replace(config, input_activation=activation, output_activation=activation)

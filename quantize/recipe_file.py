@@ -9,7 +9,7 @@
       "summary": "static-conv-linear with 7 of 50 layers float ...",
       "base": "static-conv-linear",          # a registry recipe: op classes, calibration, ...
       "scheme": "static",                    # the base's scheme, stated for the reader
-      "layers": {                            # model module name -> "static" | "float"
+      "layers": {                            # model module name -> "static" | "a16" | "float"
         "image_encoder.patch_embed": "static",
         "image_encoder.blocks.0.attn.qkv": "float",
         ...
@@ -68,7 +68,7 @@ def recipe_from_dict(data: Any, where: str) -> QuantRecipe:
         raise RecipeError(f"{where}: scheme '{data['scheme']}' differs from its base '{base_name}' ({base.scheme})")
     layers = data.get("layers")
     if not isinstance(layers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in layers.items()):
-        raise RecipeError(f"{where}: \"layers\" must map layer names to \"{base.scheme}\" or \"{FLOAT}\"")
+        raise RecipeError(f"{where}: \"layers\" must map layer names to strings (\"{base.scheme}\", \"{FLOAT}\", ...)")
     name = data.get("name") or Path(where).stem
     try:
         return base.with_layers(layers, name=str(name), summary=data.get("summary"))

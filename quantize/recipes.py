@@ -10,7 +10,8 @@ A recipe is target-neutral data. Each target declares the schemes it takes (``Ta
 and maps the op classes named here onto its own quantizer (onnxruntime node lists,
 XNNPACK/LiteRT/Core ML PT2E annotations, Core ML compression passes), so "static-conv-linear"
 means the same thing on every runtime and drift numbers compare across them. A recipe can also
-make per-layer choices (``layers``: a model module name -> the recipe's scheme or ``"float"``),
+make per-layer choices (``layers``: a model module name -> the recipe's scheme, ``"float"``, or
+in a static recipe ``"a16"``: that layer's activations in 16 bits),
 which is what ``edge-sam quantize mixed`` writes into a recipe file (:mod:`.recipe_file`);
 :func:`get_recipe` takes a registry name or such a file.
 
@@ -48,6 +49,7 @@ Scheme = Literal["static", "dynamic", "weight-only"]
 SCHEMES: tuple[str, ...] = ("static", "dynamic", "weight-only")
 ACTIVATION_BITS = (8, 16)
 FLOAT = "float"  # a per-layer choice: this layer stays float whatever its op class
+A16 = "a16"  # a per-layer choice in a static recipe: this layer static with 16-bit activations
 Component = Literal["encoder", "decoder"]
 CalibrationMethod = Literal["minmax", "percentile", "entropy"]
 Codec = Literal["linear", "palette"]
@@ -64,8 +66,9 @@ class QuantRecipe:
     Everything not in ``quantized_ops`` and every component not in ``components`` stays float.
     ``layers`` refines that per layer of the image encoder (names from
     :func:`edge_sam.quantize.layers.quantizable_layers`): a layer named with ``"float"`` stays
-    float, one named with the recipe's scheme is INT8 as its op class says, an unnamed layer
-    follows the op classes.
+    float, one named with the recipe's scheme is INT8 as its op class says, one named ``"a16"``
+    (static recipes) is static with int8 weights and int16 activations, an unnamed layer follows
+    the op classes.
     """
 
     name: str
@@ -83,7 +86,7 @@ class QuantRecipe:
     # Static activations in 8 bits (W8A8) or 16 (W8A16: what Qualcomm's HTP and LiteRT's 16x8
     # full-integer mode run; the error of a 16-bit activation grid is 256 times smaller).
     activation_bits: int = 8
-    layers: tuple[tuple[str, str], ...] = ()  # (layer, scheme or "float"), in model order
+    layers: tuple[tuple[str, str], ...] = ()  # (layer, scheme, "a16" or "float"), in model order
     base: str | None = None  # the registry recipe a per-layer recipe refines
 
     def __post_init__(self) -> None:
@@ -97,9 +100,10 @@ class QuantRecipe:
                               f"not {self.scheme}")
         if self.layers and self.scheme == "weight-only":
             raise RecipeError(f"recipe '{self.name}': per-layer choices apply to static and dynamic recipes, not weight-only")
-        wrong = sorted({choice for _, choice in self.layers} - {self.scheme, FLOAT})
+        allowed = {self.scheme, FLOAT} | ({A16} if self.scheme == "static" else set())
+        wrong = sorted({choice for _, choice in self.layers} - allowed)
         if wrong:
-            raise RecipeError(f"recipe '{self.name}': a layer is {self.scheme} or {FLOAT} in a {self.scheme} recipe, "
+            raise RecipeError(f"recipe '{self.name}': a layer is {', '.join(sorted(allowed))} in a {self.scheme} recipe, "
                               f"not {', '.join(wrong)} (one INT8 scheme per recipe)")
         names = [layer for layer, _ in self.layers]
         if len(set(names)) != len(names):
@@ -112,7 +116,12 @@ class QuantRecipe:
     @property
     def schemes(self) -> frozenset[str]:
         """Every INT8 scheme the recipe uses, its per-layer choices included (float is not one)."""
-        return frozenset({self.scheme} | {choice for _, choice in self.layers if choice != FLOAT})
+        return frozenset({self.scheme} | {choice for _, choice in self.layers if choice not in (FLOAT, A16)})
+
+    @property
+    def activation_widths(self) -> frozenset[int]:
+        """Every static activation width the recipe uses, its per-layer choices included."""
+        return frozenset({self.activation_bits} | ({16} if self.a16_layers else set()))
 
     @property
     def float_ops(self) -> tuple[OpClass, ...]:
@@ -122,6 +131,11 @@ class QuantRecipe:
     def float_layers(self) -> tuple[str, ...]:
         """The layers this recipe keeps float by name (its per-layer choices)."""
         return tuple(layer for layer, choice in self.layers if choice == FLOAT)
+
+    @property
+    def a16_layers(self) -> tuple[str, ...]:
+        """The layers this recipe quantizes with 16-bit activations by name (its per-layer choices)."""
+        return tuple(layer for layer, choice in self.layers if choice == A16)
 
     def quantizes(self, component: Component) -> bool:
         return component in self.components
@@ -255,12 +269,13 @@ def check_schemes(
     recipe: QuantRecipe, target: str, schemes: tuple[str, ...], activation_bits: tuple[int, ...] = (8,)
 ) -> None:
     """One RecipeError when ``recipe`` uses a scheme, or an activation width, ``target`` does not take."""
-    fitting = ", ".join(n for n in recipe_names() if RECIPES[n].scheme in schemes and RECIPES[n].activation_bits in activation_bits)
+    fitting = ", ".join(n for n in recipe_names() if RECIPES[n].scheme in schemes and RECIPES[n].activation_widths <= set(activation_bits))
     refused = sorted(recipe.schemes - set(schemes))
     if refused:
         takes = ", ".join(schemes)
         raise RecipeError(f"target {target} takes {takes} recipes; '{recipe.name}' is {', '.join(refused)} "
                           f"(recipes it takes: {fitting})")
-    if recipe.activation_bits not in activation_bits:
+    wider = sorted(recipe.activation_widths - set(activation_bits))
+    if wider:
         raise RecipeError(f"target {target} quantizes activations to {' or '.join(map(str, activation_bits))} bits; "
-                          f"'{recipe.name}' asks {recipe.activation_bits} (recipes it takes: {fitting})")
+                          f"'{recipe.name}' asks {', '.join(map(str, wider))} (recipes it takes: {fitting})")

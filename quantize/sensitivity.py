@@ -33,14 +33,16 @@ from tqdm import tqdm
 
 from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.heldout import Fidelity, HeldOutSet, worst_of
-from edge_sam.quantize.layers import layer_flops
-from edge_sam.quantize.recipes import QuantRecipe
-from edge_sam.quantize.simulate import SimulatedEncoder
+from edge_sam.quantize.layers import layer_flops, quantizable_layers
+from edge_sam.quantize.recipes import A16, FLOAT, QuantRecipe, RecipeError
+from edge_sam.quantize.simulate import SimulatedEncoder, target_quantizer
 from edge_sam.staging import staged_dir
 
 from edge_sam.targets.core.calibration import ImageSource
 
 JSON_NAME = "sensitivity.json"
+# What a layer the budget needs out of INT8 becomes: float, or static with 16-bit activations.
+FALLBACKS = (FLOAT, A16)
 MARKDOWN_NAME = "sensitivity.md"
 
 
@@ -50,18 +52,25 @@ class LayerStudy:
     every set). Scores are cached: the greedy search revisits sets."""
 
     def __init__(self, model: EfficientSam, recipe: QuantRecipe, target: str, calibration: ImageSource,
-                 held_out: Sequence[HeldOutSet]) -> None:
+                 held_out: Sequence[HeldOutSet], fallback: str = FLOAT) -> None:
         self.recipe, self.target, self.img_size = recipe, target, held_out[0].img_size
         self.calibration, self.held_out = calibration, list(held_out)
+        if fallback not in FALLBACKS:
+            raise RecipeError(f"a layer leaves INT8 as one of {', '.join(FALLBACKS)}, not {fallback}")
+        if fallback == A16:  # one line before calibrating if the target cannot take 16-bit layers
+            every_layer = {layer: A16 for layer in quantizable_layers(model.config)}
+            target_quantizer(target, recipe.with_layers(every_layer, name=f"{recipe.name}-a16"))
+        self.fallback = fallback
         self.encoder = SimulatedEncoder(model, self.img_size, recipe, target, calibration)
         self.layers = self.encoder.layers
         self.flops, self.total_flops = layer_flops(model, self.img_size)
         self._scores: dict[frozenset[str], Fidelity] = {}
 
     def score(self, float_layers: Iterable[str] = ()) -> Fidelity:
+        """Fidelity with ``float_layers`` out of INT8: float, or 16-bit activations (``fallback``)."""
         key = frozenset(float_layers)
         if key not in self._scores:
-            encoder = self.encoder.variant(key)
+            encoder = self.encoder.variant(key) if self.fallback == FLOAT else self.encoder.variant(a16_layers=key)
             self._scores[key] = worst_of(held_out.score(encoder) for held_out in self.held_out)
         return self._scores[key]
 

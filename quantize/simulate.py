@@ -110,10 +110,11 @@ class SimulatedEncoder:
             raise RecipeError(f"the {self.target} quantizer left these layers float: {', '.join(missing)}")
         return found
 
-    def variant(self, float_layers: Iterable[str] = ()) -> torch.nn.Module:
-        """The INT8 encoder with ``float_layers`` float (all layers float = the fp32 graph)."""
-        float_layers = set(float_layers)
-        unknown = float_layers - set(self.layers)
+    def variant(self, float_layers: Iterable[str] = (), a16_layers: Iterable[str] = ()) -> torch.nn.Module:
+        """The INT8 encoder with ``float_layers`` float (all layers float = the fp32 graph) and
+        ``a16_layers`` with 16-bit activations (the int8 ranges, on a symmetric int16 grid)."""
+        float_layers, a16_layers = set(float_layers), set(a16_layers)
+        unknown = (float_layers | a16_layers) - set(self.layers)
         if unknown:
             raise RecipeError(f"unknown layers: {', '.join(sorted(unknown))}")
         if float_layers == set(self.layers):
@@ -123,6 +124,9 @@ class SimulatedEncoder:
         for layer in float_layers:
             for name in self._compute[layer]:
                 _bypass(nodes[name])
+        for layer in a16_layers - float_layers:
+            for name in self._compute[layer]:
+                _widen(nodes[name])
         module.graph.eliminate_dead_code()
         module.recompile()
         return module
@@ -136,16 +140,18 @@ def _qparams(node: torch.fx.Node) -> tuple:
     return tuple(node.args[1:])
 
 
-def _bypass(node: torch.fx.Node) -> None:
-    """Feed ``node`` its float inputs and weights and hand its float output on: every
-    dequantize(quantize(x)) around it becomes x, including the pairs a quantizer propagated
-    from its output through views (XNNPACK and LiteRT share the output's quantization with
-    the permutes and reshapes after it)."""
-    for arg in list(node.all_input_nodes):
-        if _target_name(arg) in _DEQUANTIZE and _target_name(arg.args[0]) in _QUANTIZE:
-            node.replace_input_with(arg, arg.args[0].args[0])
+def _input_pairs(node: torch.fx.Node) -> list[tuple[torch.fx.Node, torch.fx.Node]]:
+    """(quantize, dequantize) of every input of ``node`` that is dequantize(quantize(x))."""
+    return [(arg.args[0], arg) for arg in node.all_input_nodes
+            if _target_name(arg) in _DEQUANTIZE and _target_name(arg.args[0]) in _QUANTIZE]
+
+
+def _output_pairs(node: torch.fx.Node) -> list[tuple[torch.fx.Node, torch.fx.Node]]:
+    """(quantize, dequantize) pairs that round ``node``'s output, including those a quantizer
+    propagated from its output through views (XNNPACK and LiteRT share the output's
+    quantization with the permutes and reshapes after it)."""
     output_params = None
-    replacements: list[tuple[torch.fx.Node, torch.fx.Node]] = []
+    pairs: list[tuple[torch.fx.Node, torch.fx.Node]] = []
     stack = [node]
     while stack:
         current = stack.pop()
@@ -154,9 +160,30 @@ def _bypass(node: torch.fx.Node) -> None:
                 output_params = _qparams(user)
                 for dequantize in user.users:
                     if _target_name(dequantize) in _DEQUANTIZE:
-                        replacements.append((dequantize, user.args[0]))
+                        pairs.append((user, dequantize))
                         stack.append(dequantize)
             elif current is not node and _target_name(user) in _PASS_THROUGH:
                 stack.append(user)
-    for dequantize, value in replacements:
-        dequantize.replace_all_uses_with(value)
+    return pairs
+
+
+def _bypass(node: torch.fx.Node) -> None:
+    """Feed ``node`` its float inputs and weights and hand its float output on: every
+    dequantize(quantize(x)) around it becomes x."""
+    for quantize, dequantize in _input_pairs(node):
+        node.replace_input_with(dequantize, quantize.args[0])
+    for quantize, dequantize in _output_pairs(node):
+        dequantize.replace_all_uses_with(quantize.args[0])
+
+
+def _widen(node: torch.fx.Node) -> None:
+    """Round ``node``'s activations (per-tensor inputs, and its output where quantized) on a
+    symmetric int16 grid over the calibrated int8 range; per-channel weights stay int8."""
+    for quantize, dequantize in [*_input_pairs(node), *_output_pairs(node)]:
+        if _target_name(quantize) != _QUANTIZE[0]:
+            continue  # a per-channel weight
+        scale, zero_point, quant_min, quant_max = quantize.args[1:5]
+        bound = max(abs((quant_min - zero_point) * scale), abs((quant_max - zero_point) * scale))
+        wide = (bound / (2**15 - 1), 0, -(2**15 - 1), 2**15 - 1, torch.int16)
+        quantize.args = (quantize.args[0], *wide)
+        dequantize.args = (dequantize.args[0], *wide)

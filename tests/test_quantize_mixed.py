@@ -171,6 +171,56 @@ def test_a_simulated_variant_equals_quantizing_with_the_per_layer_recipe(model, 
         assert torch.allclose(simulated.variant(layers)(x), graph(x), atol=1e-5)  # all float = fp32
 
 
+def test_a_simulated_a16_variant_matches_quantizing_those_layers_with_16_bit_activations(model, split):
+    """Widening a layer's int8 quantize/dequantize pairs to int16 = annotating it with an int16 config
+    (up to the int16 range being derived from the int8 one), and closer to fp32 than int8."""
+    from edge_sam.quantize.pt2e import quantize_pt2e
+    from edge_sam.quantize.sensitivity import LayerStudy
+    from edge_sam.quantize.simulate import SimulatedEncoder, target_quantizer
+    from edge_sam.targets.core.contract import calibration_batches, deploy_graph, encoder_input
+
+    calibration, held_out = split
+    layers = quantizable_layers(model.config)
+    simulated = SimulatedEncoder(model, 64, get_recipe(STATIC), "onnx", calibration)
+    every_a16 = get_recipe(STATIC).with_layers({layer: "a16" for layer in layers}, name="all-a16")
+    assert every_a16.activation_widths == {8, 16} and every_a16.schemes == {"static"}
+    graph = deploy_graph(model, 64, "encoder")
+    batches, total = calibration_batches(model, calibration, 64, "encoder")
+    direct = quantize_pt2e(graph, graph.example_inputs(), target_quantizer("onnx", every_a16), batches,
+                           fold_quantize=False, total=total)
+    assert any(n.args[-1] == torch.int16 for n in direct.graph.nodes if "quantize_per_tensor" in str(n.target))
+    x = encoder_input(next(iter(held_out.images())), 64)  # an image: random noise leaves the calibrated range
+    with torch.no_grad():
+        fp32, int8, a16 = graph(x), simulated.variant()(x), simulated.variant(a16_layers=layers)(x)
+        int8_error, a16_error = (int8 - fp32).norm(), (a16 - fp32).norm()
+        assert a16_error < int8_error  # what is left is the int8 weights' (measured 0.23 vs 0.40)
+        assert (a16 - direct(x)).norm() < int8_error / 20  # measured 0.005
+    for target in ("executorch", "tflite"):  # no 16-bit activations per layer there: refused before calibrating
+        with pytest.raises(RecipeError, match="asks 16|not per layer"):
+            LayerStudy(model, get_recipe(STATIC), target, calibration, [HeldOutSet(model, held_out, 64)], fallback="a16")
+
+
+def test_onnx_quantizes_the_a16_layers_inputs_to_int16(model, images, tmp_path):
+    require_toolchain("onnxruntime")
+    import onnx
+
+    a16 = ["image_encoder.patch_embed", "image_encoder.blocks.0.mlp.fc1"]
+    recipe = get_recipe(STATIC).with_layers({layer: "a16" if layer in a16 else "static"
+                                             for layer in quantizable_layers(model.config)}, name="onnx-a16-mixed")
+    out = get_target("onnx").export(model, "int8", recipe, tmp_path / "art", calibration=image_folder(images),
+                                    calibration_images=2)
+    graph = onnx.load(str(out / "encoder.onnx")).graph
+    zero_point_types = {t.name: t.data_type for t in graph.initializer}
+    widths = {}
+    for node in graph.node:
+        if node.op_type == "QuantizeLinear":
+            bits = 16 if zero_point_types[node.input[2]] == onnx.TensorProto.INT16 else 8
+            widths[bits] = widths.get(bits, 0) + 1
+    assert widths == {16: 2, 8: widths[8]} and widths[8] > 2  # the image (patch embedding) and fc1's input
+    with pytest.raises(RecipeError, match="not per layer"):
+        get_target("tflite").export(model, "int8", recipe, tmp_path / "t", calibration=image_folder(images))
+
+
 def test_sensitivity_table_has_every_layer_both_ways(study, tmp_path):
     from edge_sam.quantize.sensitivity import measure_sensitivity, read_sensitivity, write_sensitivity
 
@@ -245,6 +295,11 @@ def test_quantize_commands_fail_in_one_line(tmp_path, images, capsys):
     assert "holds 8 images; the split needs 6 for calibration and at least 16 held out" in err and err.count("\n") == 1
     assert main(["quantize", "mixed", "--images", str(images), "--min-mask-iou", "1.5", "--out", str(tmp_path / "r.json")]) == 2
     assert "between 0 and 1" in capsys.readouterr().err
+    assert main(["quantize", "mixed", "--images", str(images), "--calibration-images", "2", "--held-out-images", "4",
+                 "--img-size", "64", "--fallback", "a16", "--target", "coreml", "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert "target coreml quantizes activations to 8 bits" in err and err.count("\n") == 1
+    assert not (tmp_path / "r.json").exists()
 
 
 # -- targets honour per-layer choices -----------------------------------------------------------------

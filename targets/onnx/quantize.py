@@ -22,7 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_sam.errors import require
-from edge_sam.quantize.layers import float_layer_filter, layers_of_scopes
+from edge_sam.quantize.layers import combine_filters, float_layer_filter, layer_filter, layers_of_scopes
+from edge_sam.quantize.layers import node_scopes as pt2e_node_scopes
 from edge_sam.quantize.pt2e import with_recipe_activations
 from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
 from edge_sam.targets.core.toolchain_log import capture
@@ -90,23 +91,35 @@ def simulation_quantizer(recipe: QuantRecipe):
     """A PT2E quantizer that places quantize/dequantize where :func:`quantize_int8`'s static QDQ
     does, so the per-layer sensitivity can rank layers for ONNX in PyTorch: per-channel symmetric
     int8 weights, per-tensor int8 inputs with the recipe's observer, outputs float unless the
-    recipe rounds them (``int8_outputs``). It uses ExecuTorch's XNNPACK quantizer patterns."""
+    recipe rounds them (``int8_outputs``), int16 inputs in the recipe's ``a16`` layers. It uses
+    ExecuTorch's XNNPACK quantizer patterns."""
     import torch
 
     xnnpack = require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", "executorch")
     unsupported = sorted(op.value for op in recipe.quantized_ops if op not in _SIMULATED_OPS)
     if unsupported:
         raise RecipeError(f"recipe '{recipe.name}': the ONNX INT8 simulation covers conv and linear, not {', '.join(unsupported)}")
-    config = with_recipe_activations(xnnpack.get_symmetric_quantization_config(is_per_channel=recipe.per_channel_weights), recipe)
-    if not recipe.int8_outputs:
-        config = dataclasses.replace(config, output_activation=None)
-    quantizer = xnnpack.XNNPACKQuantizer()
-    for op_class in recipe.quantized_ops:
-        quantizer.set_operator_type(getattr(torch.ops.aten, _SIMULATED_OPS[op_class]).default, config)
-    keep = float_layer_filter(recipe)
-    if keep is not None:
-        quantizer.set_filter_function(keep)
-    return quantizer
+    def quantizer_for(widths_of: QuantRecipe, keep):
+        config = with_recipe_activations(xnnpack.get_symmetric_quantization_config(is_per_channel=recipe.per_channel_weights), widths_of)
+        if not recipe.int8_outputs:
+            config = dataclasses.replace(config, output_activation=None)
+        quantizer = xnnpack.XNNPACKQuantizer()
+        for op_class in recipe.quantized_ops:
+            quantizer.set_operator_type(getattr(torch.ops.aten, _SIMULATED_OPS[op_class]).default, config)
+        if keep is not None:
+            quantizer.set_filter_function(keep)
+        return quantizer
+
+    if not recipe.a16_layers:
+        return quantizer_for(recipe, float_layer_filter(recipe))
+    from torchao.quantization.pt2e.quantizer import ComposableQuantizer
+
+    in_a16_layer = layer_filter(recipe.a16_layers)
+    # A pattern's nodes outside any module (the graph input the patch embedding reads) pass both.
+    wide = lambda node: in_a16_layer(node) or not pt2e_node_scopes(node)  # noqa: E731
+    narrow = combine_filters(float_layer_filter(recipe), lambda node: not in_a16_layer(node))
+    return ComposableQuantizer([quantizer_for(recipe, narrow),
+                                quantizer_for(dataclasses.replace(recipe, activation_bits=16), wide)])
 
 
 def ort_extra_options(recipe: QuantRecipe, op_types: list[str]) -> dict:
@@ -115,10 +128,24 @@ def ort_extra_options(recipe: QuantRecipe, op_types: list[str]) -> dict:
         "MatMulConstBOnly": OpClass.ATTENTION_MATMUL not in recipe.quantized_ops,
         # symmetric int16 as on LiteRT; below opset 21 16-bit Q/DQ are com.microsoft ops
         "ActivationSymmetric": recipe.symmetric_activations or wide,
-        "UseQDQContribOps": wide,
+        "UseQDQContribOps": 16 in recipe.activation_widths,
         "WeightSymmetric": True,
         "OpTypesToExcludeOutputQuantization": [] if recipe.int8_outputs else op_types,
     }
+
+
+def a16_overrides(model, recipe: QuantRecipe, names: list[str]) -> dict:
+    """onnxruntime ``TensorQuantOverrides`` that make the activation input of every quantized node
+    in the recipe's ``a16`` layers symmetric int16 (each is read by that node alone: a layer norm's
+    or GELU's output, the image, an attention output)."""
+    from onnxruntime.quantization import QuantType
+
+    if not recipe.a16_layers:
+        return {}
+    chosen = set(names)
+    tensors = [node.input[0] for node in model.graph.node
+               if node.name in chosen and layers_of_scopes(node_scopes(node), recipe.a16_layers)]
+    return {"TensorQuantOverrides": {tensor: [{"quant_type": QuantType.QInt16, "symmetric": True}] for tensor in tensors}}
 
 
 def convert_fp16(src: Path, dst: Path) -> None:
@@ -186,8 +213,9 @@ def quantize_int8(
     # per-layer comparison with the fp32 graph; the dynamo export is already optimized.
     prepared = work_dir / f"{src.stem}.prep.onnx"
     quant_pre_process(str(src), str(prepared), skip_optimization=True)
-    names, op_types = nodes_to_quantize(onnx.load(str(prepared), load_external_data=False), recipe)
-    extra = {**ort_extra_options(recipe, op_types), **(extra_options or {})}
+    graph = onnx.load(str(prepared), load_external_data=False)
+    names, op_types = nodes_to_quantize(graph, recipe)
+    extra = {**ort_extra_options(recipe, op_types), **a16_overrides(graph, recipe, names), **(extra_options or {})}
     feeds = None
     if recipe.scheme != "dynamic":
         if make_feeds is None:

@@ -72,15 +72,16 @@ QDQ_FUSION = "QDQSelectorActionTransformer"
 
 
 def open_session(
-    path: Path, spec: GraphSpec, providers: list[str], threads: int | None, spinning: bool, activation_bits: int = 8
+    path: Path, spec: GraphSpec, providers: list[str], threads: int | None, spinning: bool, wide_activations: bool = False
 ):
     """An InferenceSession whose inputs and outputs must be the ones the manifest records; its
-    first run tells which provider ran each node (:mod:`.placement`)."""
+    first run tells which provider ran each node (:mod:`.placement`). ``wide_activations``: the
+    graph has 16-bit activation Q/DQ (see ``QDQ_FUSION``)."""
     import onnxruntime as ort
 
     options = session_options(threads, spinning)
     enable_profiling(options, path.stem)
-    disabled = [QDQ_FUSION] if activation_bits == 16 else []
+    disabled = [QDQ_FUSION] if wide_activations else []
     try:
         session = PlacedSession(ort.InferenceSession(str(path), options, providers=providers, disabled_optimizers=disabled))
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs

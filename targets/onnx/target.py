@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edge_sam.errors import EdgeSamError
+from edge_sam.quantize.recipe_file import recipe_from_manifest
 from edge_sam.modeling import EfficientSam
 from edge_sam.transforms import image_to_tensor
 
@@ -162,9 +163,10 @@ class OnnxTarget(Target):
         """``providers``: None (CPU), "auto", or names; ``threads``: intra-op threads (default: all
         cores); ``spinning``: let idle worker threads spin (lower latency on an otherwise idle CPU)."""
         chosen = select_providers(providers)
+        widths = recipe_from_manifest(manifest.recipe).activation_widths if manifest.recipe else {8}
         graphs = [
             SessionGraph(open_session(artifact_dir / manifest.graph(role).file, manifest.graph(role), chosen, threads, spinning,
-                                      (manifest.recipe or {}).get("activation_bits", 8)))
+                                      16 in widths))
             for role in ("encoder", "decoder")
         ]
         variant = "tensorrt" if manifest.export_options.get("for_runtime") == "tensorrt" else manifest.interface

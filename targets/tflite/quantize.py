@@ -129,6 +129,7 @@ def recipe_quantizer(recipe: QuantRecipe):
     """
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
 
+    refuse_a16_layers(recipe)
     annotators = annotators_for(recipe)
     keep = float_layer_filter(recipe)
 
@@ -140,6 +141,14 @@ def recipe_quantizer(recipe: QuantRecipe):
             return model
 
     return RecipeQuantizer().set_global(_quantization_config(recipe))
+
+
+def refuse_a16_layers(recipe: QuantRecipe) -> None:
+    """LiteRT's 16x8 mode here is whole-graph (ai-edge-quantizer by op type), and its int8 path is
+    PT2E: a recipe that mixes int8 and 16-bit-activation layers cannot be honoured."""
+    if recipe.a16_layers and recipe.activation_bits == 8:
+        raise RecipeError(f"recipe '{recipe.name}': LiteRT takes 16-bit activations for the whole graph "
+                          "(static-a16-conv-linear), not per layer")
 
 
 def dynamic_range(content: bytes, recipe: QuantRecipe) -> bytes:

@@ -96,7 +96,7 @@ class TfliteTarget(Target):
         return specs
 
     def _graph(self, model: EfficientSam, request: ExportRequest, role: str, digest: str) -> bytes:
-        from edge_sam.targets.tflite.quantize import dynamic_range, recipe_quantizer, static_16x8
+        from edge_sam.targets.tflite.quantize import dynamic_range, recipe_quantizer, refuse_a16_layers, static_16x8
 
         size = request.img_size
         float_graph = functools.partial(tflite_graphs.float_graph, model, size, role, digest)
@@ -106,6 +106,7 @@ class TfliteTarget(Target):
             return float_graph()
         if request.recipe.scheme == "dynamic":
             return dynamic_range(float_graph(), request.recipe)
+        refuse_a16_layers(request.recipe)
         batches, total = calibration_batches(model, request.calibration, size, role)
         if request.recipe.activation_bits == 16:
             names = IO_NAMES[role][0]
