@@ -30,8 +30,9 @@ def to_raster(masks: torch.Tensor, grid: tuple[int, int], levels: int) -> torch.
 class MaskDecoder(nn.Module):
     # Prompts of one image decoded per call in forward(): each prompt carries [4096, 256]-sized
     # image tensors at 1024, and a few at a time keep them in the CPU's caches (16 at once was
-    # slower per prompt than one).
-    prompt_chunk: int = 4
+    # slower per prompt than one; on 2 threads 2 at a time beat 1 and 4 in fp32 and bf16:
+    # benchmarks/decoder_latency.py --chunks, docs/performance.md).
+    prompt_chunk: int = 2
 
     def __init__(self, config: EfficientSamConfig) -> None:
         super().__init__()
