@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mixed.add_argument("--max-float", type=int, default=None, metavar="N", help="keep at most N layers float")
     mixed.add_argument("--fallback", choices=("float", "a16"), default="float",
                        help="what a layer the budget needs out of INT8 becomes: float (default), or a16: static with "
-                            "int16 activations, so the recipe stays integer (targets with 16-bit activations per layer: onnx)")
+                            "int16 activations, so the recipe stays integer (targets with 16-bit activations: onnx, tflite)")
     mixed.add_argument("--sensitivity", metavar="DIR|FILE.json",
                        help="reuse the ranking of an earlier `quantize sensitivity` run (its folder) or of an earlier "
                             "`quantize mixed` (its recipe file), e.g. to search again under another budget")

@@ -15,7 +15,9 @@ ONNX dynamo exporter in each node's ``pkg.torch.onnx.name_scopes``; both are rea
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -82,6 +84,28 @@ def float_layer_filter(recipe: QuantRecipe | None) -> Callable[[torch.fx.Node], 
 def layer_filter(layers: tuple[str, ...]) -> Callable[[torch.fx.Node], bool]:
     """A PT2E node filter that accepts exactly the ops traced inside ``layers``."""
     return lambda node: bool(layers_of_scopes(node_scopes(node), layers))
+
+
+def per_width_quantizer(recipe: QuantRecipe, make: Callable[[QuantRecipe, Callable[[torch.fx.Node], bool] | None], Any]):
+    """A target's PT2E quantizer for ``recipe``, its ``a16`` layers with 16-bit activations.
+
+    ``make(recipe, keep)`` builds the target's quantizer for one activation width, annotating
+    only the nodes ``keep`` accepts (None: all). Without a16 layers that is the whole answer; with
+    them, one quantizer for the int8 layers and one for the a16 layers are composed. The nodes of a
+    pattern that lie outside every module (the graph input the patch embedding reads) pass both
+    filters, or the layer reading them would be left unannotated.
+    """
+    if not recipe.a16_layers:
+        return make(recipe, float_layer_filter(recipe))
+    from torchao.quantization.pt2e.quantizer import ComposableQuantizer
+
+    in_a16_layer = layer_filter(recipe.a16_layers)
+
+    def wide(node: torch.fx.Node) -> bool:
+        return in_a16_layer(node) or not node_scopes(node)
+
+    narrow = combine_filters(float_layer_filter(recipe), lambda node: not in_a16_layer(node))
+    return ComposableQuantizer([make(recipe, narrow), make(dataclasses.replace(recipe, activation_bits=16), wide)])
 
 
 def combine_filters(*filters: Callable[[torch.fx.Node], bool] | None) -> Callable[[torch.fx.Node], bool] | None:

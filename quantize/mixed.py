@@ -101,7 +101,7 @@ def search(studies: Sequence[LayerStudy], ranking: Sequence[str], budget: Budget
         bar.set_postfix_str(_fidelity_text(fidelity))
     bar.close()
     if not budget.met(fidelity):
-        tried = f"{len(floats)} layers float" if floats else "every layer INT8"
+        tried = f"{len(floats)} layers {studies[0].fallback}" if floats else "every layer INT8"
         cap = "" if limit >= len(layers) else f" with at most {limit} layers float"
         raise BudgetError(
             f"no recipe{cap} meets {budget.describe()} on the {fidelity.n_prompts} held-out prompts: with {tried} "

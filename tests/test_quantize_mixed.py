@@ -4,6 +4,7 @@ the mixed-precision search and its errors, and the targets honouring per-layer c
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -94,11 +95,6 @@ def test_16_bit_activations_only_where_the_runtime_has_the_kernels(tiny_model, t
         dataclasses.replace(get_recipe("dynamic-linear"), activation_bits=16)
     with pytest.raises(RecipeError, match="activations in 12 bits"):
         dataclasses.replace(a16, activation_bits=12)
-    per_layer = a16.with_layers({quantizable_layers(tiny_model.config)[0]: "float"}, name="a16-mixed")
-    write_image(tmp_path / "calibration" / "gray.png", np.full((64, 64, 3), 128, np.uint8))
-    with pytest.raises(RecipeError, match="LiteRT's 16x8 quantization here is by op type"):
-        get_target("tflite").export(tiny_model, "int8", per_layer, tmp_path / "t", calibration=image_folder(tmp_path / "calibration"))
-    assert not (tmp_path / "t").exists()
 
 
 def test_recipe_file_round_trip(model, tmp_path):
@@ -195,30 +191,43 @@ def test_a_simulated_a16_variant_matches_quantizing_those_layers_with_16_bit_act
         int8_error, a16_error = (int8 - fp32).norm(), (a16 - fp32).norm()
         assert a16_error < int8_error  # what is left is the int8 weights' (measured 0.23 vs 0.40)
         assert (a16 - direct(x)).norm() < int8_error / 20  # measured 0.005
-    for target in ("executorch", "tflite"):  # no 16-bit activations per layer there: refused before calibrating
-        with pytest.raises(RecipeError, match="asks 16|not per layer"):
-            LayerStudy(model, get_recipe(STATIC), target, calibration, [HeldOutSet(model, held_out, 64)], fallback="a16")
+    with pytest.raises(RecipeError, match="asks 16"):  # no 16-bit activations there: refused before calibrating
+        LayerStudy(model, get_recipe(STATIC), "executorch", calibration, [HeldOutSet(model, held_out, 64)], fallback="a16")
 
 
-def test_onnx_quantizes_the_a16_layers_inputs_to_int16(model, images, tmp_path):
+def test_onnx_and_litert_honour_a16_and_float_layers(model, images, tmp_path):
+    """Per layer: a16 layers read int16, float layers nothing quantized, the rest int8."""
     require_toolchain("onnxruntime")
     import onnx
+    from ai_edge_litert.interpreter import Interpreter
 
-    a16 = ["image_encoder.patch_embed", "image_encoder.blocks.0.mlp.fc1"]
-    recipe = get_recipe(STATIC).with_layers({layer: "a16" if layer in a16 else "static"
-                                             for layer in quantizable_layers(model.config)}, name="onnx-a16-mixed")
-    out = get_target("onnx").export(model, "int8", recipe, tmp_path / "art", calibration=image_folder(images),
-                                    calibration_images=2)
-    graph = onnx.load(str(out / "encoder.onnx")).graph
+    from edge_sam.targets.tflite.quantize import layer_scope_regex
+
+    choices = {"image_encoder.patch_embed": "a16", "image_encoder.blocks.0.mlp.fc1": "a16",
+               "image_encoder.blocks.0.attn.qkv": "float"}
+    layers = quantizable_layers(model.config)
+    recipe = get_recipe(STATIC).with_layers({layer: choices.get(layer, "static") for layer in layers}, name="per-layer-a16")
+    onnx_out, tflite_out = (get_target(target).export(model, "int8", recipe, tmp_path / target, calibration=image_folder(images),
+                                                      calibration_images=2) for target in ("onnx", "tflite"))
+
+    graph = onnx.load(str(onnx_out / "encoder.onnx")).graph
     zero_point_types = {t.name: t.data_type for t in graph.initializer}
-    widths = {}
-    for node in graph.node:
-        if node.op_type == "QuantizeLinear":
-            bits = 16 if zero_point_types[node.input[2]] == onnx.TensorProto.INT16 else 8
-            widths[bits] = widths.get(bits, 0) + 1
-    assert widths == {16: 2, 8: widths[8]} and widths[8] > 2  # the image (patch embedding) and fc1's input
-    with pytest.raises(RecipeError, match="not per layer"):
-        get_target("tflite").export(model, "int8", recipe, tmp_path / "t", calibration=image_folder(images))
+    widths = [16 if zero_point_types[n.input[2]] == onnx.TensorProto.INT16 else 8 for n in graph.node if n.op_type == "QuantizeLinear"]
+    # the image (patch embedding) and fc1's input at 16 bits; qkv's input not quantized at all
+    assert widths.count(16) == 2 and widths.count(8) == len(layers) + 1 - len(choices)  # the neck has two convs
+
+    interpreter = Interpreter(model_path=str(tflite_out / "encoder.tflite"))
+    tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
+    input_types = {}
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in ("FULLY_CONNECTED", "CONV_2D"):
+            name = tensors[op["outputs"][0]]["name"]
+            (layer,) = [layer for layer in layers if re.search(layer_scope_regex(layer), name)]
+            input_types.setdefault(layer, set()).add(tensors[op["inputs"][0]]["dtype"].__name__)
+    assert set(input_types) == set(layers)
+    assert {layer: types for layer, types in input_types.items() if types != {"int8"}} == {
+        "image_encoder.patch_embed": {"int16"}, "image_encoder.blocks.0.mlp.fc1": {"int16"},
+        "image_encoder.blocks.0.attn.qkv": {"float32"}}
 
 
 def test_sensitivity_table_has_every_layer_both_ways(study, tmp_path):

@@ -22,8 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_sam.errors import require
-from edge_sam.quantize.layers import combine_filters, float_layer_filter, layer_filter, layers_of_scopes
-from edge_sam.quantize.layers import node_scopes as pt2e_node_scopes
+from edge_sam.quantize.layers import layers_of_scopes, per_width_quantizer
 from edge_sam.quantize.pt2e import with_recipe_activations
 from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
 from edge_sam.targets.core.toolchain_log import capture
@@ -99,8 +98,9 @@ def simulation_quantizer(recipe: QuantRecipe):
     unsupported = sorted(op.value for op in recipe.quantized_ops if op not in _SIMULATED_OPS)
     if unsupported:
         raise RecipeError(f"recipe '{recipe.name}': the ONNX INT8 simulation covers conv and linear, not {', '.join(unsupported)}")
-    def quantizer_for(widths_of: QuantRecipe, keep):
-        config = with_recipe_activations(xnnpack.get_symmetric_quantization_config(is_per_channel=recipe.per_channel_weights), widths_of)
+
+    def quantizer_for(width_recipe: QuantRecipe, keep):
+        config = with_recipe_activations(xnnpack.get_symmetric_quantization_config(is_per_channel=recipe.per_channel_weights), width_recipe)
         if not recipe.int8_outputs:
             config = dataclasses.replace(config, output_activation=None)
         quantizer = xnnpack.XNNPACKQuantizer()
@@ -110,16 +110,7 @@ def simulation_quantizer(recipe: QuantRecipe):
             quantizer.set_filter_function(keep)
         return quantizer
 
-    if not recipe.a16_layers:
-        return quantizer_for(recipe, float_layer_filter(recipe))
-    from torchao.quantization.pt2e.quantizer import ComposableQuantizer
-
-    in_a16_layer = layer_filter(recipe.a16_layers)
-    # A pattern's nodes outside any module (the graph input the patch embedding reads) pass both.
-    wide = lambda node: in_a16_layer(node) or not pt2e_node_scopes(node)  # noqa: E731
-    narrow = combine_filters(float_layer_filter(recipe), lambda node: not in_a16_layer(node))
-    return ComposableQuantizer([quantizer_for(recipe, narrow),
-                                quantizer_for(dataclasses.replace(recipe, activation_bits=16), wide)])
+    return per_width_quantizer(recipe, quantizer_for)
 
 
 def ort_extra_options(recipe: QuantRecipe, op_types: list[str]) -> dict:

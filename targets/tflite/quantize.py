@@ -18,22 +18,24 @@ A per-layer recipe's float layers are kept out of every annotator by a node filt
 module each op was traced in (the same filter the other PT2E targets use).
 
 Dynamic-range recipes: ai-edge-quantizer on the fp32 .tflite, by TFLite op type (whole graph:
-per-layer choices are refused there). 16-bit activation recipes (LiteRT's 16x8 full-integer
-kernels) take the same route, calibrated there: through PT2E the converter turns the GELU between
-two int16 linear layers into an int16 GELU, which LiteRT does not have. (litert-torch's
+per-layer choices are refused there). Recipes with 16-bit activations (LiteRT's 16x8 kernels), for
+the whole graph or per layer, take the same route, calibrated there, one rule per layer: through
+PT2E the converter turns the GELU between two int16 linear layers into an int16 GELU, which LiteRT
+does not have. (litert-torch's
 own dynamic PT2E mode also quantizes every conv's weights whatever the quantizer annotated, so
 it cannot honour a linear-only recipe.)
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from edge_sam.quantize.layers import combine_filters, float_layer_filter
+from edge_sam.quantize.layers import combine_filters, per_width_quantizer
 from edge_sam.quantize.pt2e import with_recipe_activations
 from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
 from edge_sam.targets.core.toolchain_log import capture
@@ -129,49 +131,56 @@ def recipe_quantizer(recipe: QuantRecipe):
     """
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
 
-    refuse_a16_layers(recipe)
     annotators = annotators_for(recipe)
-    keep = float_layer_filter(recipe)
 
-    class RecipeQuantizer(PT2EQuantizer):
-        def _annotate_all_static_patterns(self, model, quantization_config, filter_fn=None):
-            if quantization_config is not None:
-                for annotate in annotators:
-                    annotate(model, quantization_config, combine_filters(filter_fn, keep))
-            return model
+    def quantizer_for(width_recipe: QuantRecipe, keep):
+        class RecipeQuantizer(PT2EQuantizer):
+            def _annotate_all_static_patterns(self, model, quantization_config, filter_fn=None):
+                if quantization_config is not None:
+                    for annotate in annotators:
+                        annotate(model, quantization_config, combine_filters(filter_fn, keep))
+                return model
 
-    return RecipeQuantizer().set_global(_quantization_config(recipe))
+        return RecipeQuantizer().set_global(_quantization_config(width_recipe))
 
-
-def refuse_a16_layers(recipe: QuantRecipe) -> None:
-    """LiteRT's 16x8 mode here is whole-graph (ai-edge-quantizer by op type), and its int8 path is
-    PT2E: a recipe that mixes int8 and 16-bit-activation layers cannot be honoured."""
-    if recipe.a16_layers and recipe.activation_bits == 8:
-        raise RecipeError(f"recipe '{recipe.name}': LiteRT takes 16-bit activations for the whole graph "
-                          "(static-a16-conv-linear), not per layer")
+    # With a16 layers the composition only simulates: the export goes through ai-edge-quantizer.
+    return per_width_quantizer(recipe, quantizer_for)
 
 
 def dynamic_range(content: bytes, recipe: QuantRecipe) -> bytes:
     """int8 weights for the TFLite ops of the recipe's op classes; activations quantized per run."""
     from ai_edge_quantizer import qtyping
 
-    tool = _by_op_type(content, recipe, "dynamic-range")
+    _check_supported(recipe, WEIGHT_TFL_OPS)
+    if recipe.float_layers:
+        raise RecipeError(f"recipe '{recipe.name}': LiteRT's dynamic-range quantization here is by op type for the "
+                          "whole graph; it cannot keep single layers float")
+    tool = _quantizer(content)
     for op_name, granularity in _weight_ops(recipe):
         tool.add_dynamic_config(".*", qtyping.TFLOperationName(op_name), 8, granularity)
     return bytes(tool.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model)
 
 
-def static_16x8(content: bytes, recipe: QuantRecipe, feeds: Iterable[dict[str, np.ndarray]], total: int) -> bytes:
-    """int8 weights and int16 activations (LiteRT's 16x8 kernels) for the TFLite ops of the recipe's
-    op classes, activation ranges calibrated on ``feeds`` (signature input name -> array)."""
+def static_by_op_type(content: bytes, recipe: QuantRecipe, feeds: Iterable[dict[str, np.ndarray]], total: int) -> bytes:
+    """Static int8 weights with 8- or 16-bit activations (LiteRT's 16x8 kernels) for the TFLite ops
+    of the recipe's op classes, per layer as the recipe says (a16 layers 16 bits, float layers
+    left alone, found by their module scope in the op names), activation ranges calibrated on
+    ``feeds`` (signature input name -> array)."""
     from ai_edge_quantizer import calibrator, qtyping
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
-    tool = _by_op_type(content, recipe, "16x8")
-    for op_name, granularity in _weight_ops(recipe):
-        tool.add_static_config(".*", qtyping.TFLOperationName(op_name), activation_num_bits=16, weight_num_bits=8,
-                               weight_granularity=granularity)
+    _check_supported(recipe, WEIGHT_TFL_OPS)
+    tool = _quantizer(content)
+    # the latest matching rule wins: the whole graph first, then the layers that differ
+    rules = [(".*", recipe.activation_bits, AlgorithmName.MIN_MAX_UNIFORM_QUANT)]
+    rules += [(layer_scope_regex(layer), 16, AlgorithmName.MIN_MAX_UNIFORM_QUANT) for layer in recipe.a16_layers]
+    rules += [(layer_scope_regex(layer), recipe.activation_bits, AlgorithmName.NO_QUANTIZE) for layer in recipe.float_layers]
+    for regex, bits, algorithm in rules:
+        for op_name, granularity in _weight_ops(recipe):
+            tool.add_static_config(regex, qtyping.TFLOperationName(op_name), activation_num_bits=bits, weight_num_bits=8,
+                                   weight_granularity=granularity, algorithm_key=algorithm)
     ranges: dict = {}
-    with capture("ai-edge-quantizer 16x8"):
+    with capture("ai-edge-quantizer static"):
         for sample in tqdm(feeds, total=total, desc="calibrating", unit="batch", leave=False):
             # One sample per call, ranges merged here: over several samples its calibrator keeps a
             # moving average (smoothing 0.95), i.e. about the first sample's range, which clipped
@@ -180,8 +189,18 @@ def static_16x8(content: bytes, recipe: QuantRecipe, feeds: Iterable[dict[str, n
             ranges = _widest(ranges, tool.calibrate({SIGNATURE: [sample]}, num_threads=1,
                                                     mode=calibrator.CalibrationMode.CALIBRATION_PROFILER_BASED))
         if not ranges:
-            raise ValueError("LiteRT 16x8 quantization needs at least one calibration batch")
+            raise ValueError("LiteRT static quantization needs at least one calibration batch")
         return bytes(tool.quantize(ranges, enable_progress_bar=False, enable_progress_report=False).quantized_model)
+
+
+def layer_scope_regex(layer: str) -> str:
+    """A regex for the TFLite ops of one encoder layer (``image_encoder.blocks.0.attn.qkv``) by the
+    module path litert-torch writes into their output names
+    (``...EncoderGraph/...Block_0/...Attention_attn/...Linear_qkv;1``: each module as
+    ``Class_attribute``, a list item as ``Class_index``)."""
+    parts = layer.split(".")[1:]
+    keys = [part for i, part in enumerate(parts) if not (i + 1 < len(parts) and parts[i + 1].isdigit())]
+    return "EncoderGraph" + "".join(rf"/(?:\w+\.)*[A-Za-z0-9]+_{re.escape(key)}" for key in keys) + r"(?:[/;]|$)"
 
 
 def _widest(ranges: dict, new: dict) -> dict:
@@ -196,14 +215,9 @@ def _widest(ranges: dict, new: dict) -> dict:
     return merged
 
 
-def _by_op_type(content: bytes, recipe: QuantRecipe, mode: str):
-    """ai-edge-quantizer over ``content``, after checking the recipe can be applied by op type."""
+def _quantizer(content: bytes):
     from ai_edge_quantizer import quantizer
 
-    _check_supported(recipe, WEIGHT_TFL_OPS)
-    if recipe.float_layers:
-        raise RecipeError(f"recipe '{recipe.name}': LiteRT's {mode} quantization here is by op type for the "
-                          "whole graph; it cannot keep single layers float")
     return quantizer.Quantizer(bytearray(content))
 
 

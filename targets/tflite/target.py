@@ -96,7 +96,7 @@ class TfliteTarget(Target):
         return specs
 
     def _graph(self, model: EfficientSam, request: ExportRequest, role: str, digest: str) -> bytes:
-        from edge_sam.targets.tflite.quantize import dynamic_range, recipe_quantizer, refuse_a16_layers, static_16x8
+        from edge_sam.targets.tflite.quantize import dynamic_range, recipe_quantizer, static_by_op_type
 
         size = request.img_size
         float_graph = functools.partial(tflite_graphs.float_graph, model, size, role, digest)
@@ -106,12 +106,11 @@ class TfliteTarget(Target):
             return float_graph()
         if request.recipe.scheme == "dynamic":
             return dynamic_range(float_graph(), request.recipe)
-        refuse_a16_layers(request.recipe)
         batches, total = calibration_batches(model, request.calibration, size, role)
-        if request.recipe.activation_bits == 16:
+        if 16 in request.recipe.activation_widths:
             names = IO_NAMES[role][0]
             feeds = ({name: tensor.numpy() for name, tensor in zip(names, batch)} for batch in batches)
-            return static_16x8(float_graph(), request.recipe, feeds, total)
+            return static_by_op_type(float_graph(), request.recipe, feeds, total)
         return tflite_graphs.int8_graph(model, size, role, recipe_quantizer(request.recipe), batches, total)
 
     # -- load ---------------------------------------------------------------------------------
