@@ -291,3 +291,14 @@ def test_integer_tensors_dequantize_int16_as_well_as_int8():
         codes = quantize_input(np.array([0.5, -1.0], np.float32), {"dtype": dtype, "quantization": (0.25, 0)})
         assert codes.dtype == dtype and codes.tolist() == [2, -4]
         assert dequantize_output(codes, (0.25, 0)).tolist() == [0.5, -1.0]
+
+
+def test_int8_io_only_where_the_graph_has_an_integer_boundary(model, calibration, tmp_path):
+    """The 16-bit route (ai-edge-quantizer) and float exports take and return float32: asking for
+    an int8 boundary there is one line, before anything is written."""
+    from edge_sam.errors import EdgeSamError
+
+    for precision, recipe in (("fp32", None), ("int8", "static-a16-conv-linear")):
+        with pytest.raises(EdgeSamError, match="--int8-io keeps the int8 inputs and outputs of a static 8-bit graph"):
+            get_target("tflite").export(model, precision, recipe, tmp_path / precision, calibration=calibration, int8_io=True)
+        assert not (tmp_path / precision).exists()

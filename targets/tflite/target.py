@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
 
 from edge_sam.targets.core.contract import IO_NAMES, calibration_batches, encoder_input
@@ -81,6 +82,16 @@ class TfliteTarget(Target):
         return interpreter_module() if module == INTERPRETER else super().require(module)
 
     # -- export -------------------------------------------------------------------------------
+    def resolve_export_options(self, request: ExportRequest, opts: dict) -> dict:
+        """``int8_io`` only where the converter makes an integer boundary: static 8-bit PT2E graphs
+        (the 16-bit route quantizes inside a float-in, float-out graph)."""
+        recipe = request.recipe
+        if opts.get("int8_io") and not (recipe and recipe.scheme == "static" and 16 not in recipe.activation_widths):
+            what = recipe.name if recipe else request.precision
+            raise EdgeSamError(f"--int8-io keeps the int8 inputs and outputs of a static 8-bit graph; a {what} export "
+                               "takes and returns float32")
+        return dict(opts)
+
     def write_graphs(
         self, model: EfficientSam, request: ExportRequest, out_dir: Path, *, int8_io: bool = False
     ) -> list[GraphSpec]:
