@@ -36,10 +36,10 @@ from typing import Any
 import edge_sam
 from edge_sam.errors import EdgeSamError
 from edge_sam.quantize.heldout import split_images
-from edge_sam.quantize.layers import check_layers
+from edge_sam.quantize.layers import check_layers, quantizable_layers
 from edge_sam.quantize.mixed import Budget
 from edge_sam.quantize.recipe_file import load_recipe_file
-from edge_sam.quantize.recipes import get_recipe
+from edge_sam.quantize.recipes import A16, FLOAT, get_recipe
 from edge_sam.runner import TorchRunner, model_at_size
 from edge_sam.staging import staged_dir
 from edge_sam.transforms import read_image
@@ -100,18 +100,19 @@ class CompareReport:
         ]
         for name, image_set in setup["sets"].items():
             lines += ["", f"## {name}: {image_set['count']} images of {image_set['path']}, {image_set['prompts']} prompts", ""]
-            header = ["target", "row", "recipe", "float layers", "size MB", "enc p50 s", "IoU mean", "p5", "worst",
-                      "emb SQNR dB", "GT box", "GT 1-click", "budget"]
-            lines += ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] * 3 + ["---:"] * 9 + ["---"]) + " |"]
+            header = ["target", "row", "recipe", "float layers", "16-bit layers", "size MB", "enc p50 s", "IoU mean", "p5",
+                      "worst", "emb SQNR dB", "GT box", "GT 1-click", "budget"]
+            lines += ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] * 3 + ["---:"] * 10 + ["---"]) + " |"]
             fp32 = self.reference
             gt = fp32["gt_miou"].get(name) or {}
-            lines.append("| " + " | ".join(["pytorch", "fp32", "-", "all", _num(fp32["size_mb"], 1),
+            lines.append("| " + " | ".join(["pytorch", "fp32", "-", "all", "-", _num(fp32["size_mb"], 1),
                                             _num(fp32["encoder_p50_s"], 3), "-", "-", "-", "-", _num(gt.get("box")),
                                             _num(gt.get("1-click")), "-"]) + " |")
             for row in self.rows:
                 measured = row["sets"][name]
                 gt = measured.get("gt_miou") or {}
-                cells = [row["target"], row["row"], row["recipe"], str(row["float_layers"]), _num(row["size_mb"], 1),
+                cells = [row["target"], row["row"], row["recipe"], str(row["float_layers"]), str(row["a16_layers"]),
+                         _num(row["size_mb"], 1),
                          _num(row["encoder_p50_s"], 3), _num(measured["mask_iou_mean"]), _num(measured["mask_iou_p5"]),
                          _num(measured["mask_iou_worst"]), _num(measured["embedding_sqnr_db_mean"], 1),
                          _num(gt.get("box")), _num(gt.get("1-click")), "met" if row["budget_met"][name] else "missed"]
@@ -194,10 +195,14 @@ def compare(
         report_rows = []
         for index, (target, row) in enumerate(plans):
             recipe = runners[index].manifest.recipe
+            floats = sum(choice == FLOAT for choice in recipe["layers"].values())
             measured = {name: _summary(report, index) for name, report in reports.items()}
             report_rows.append({
                 "target": target, "runs_on": RUNS_ON.get(target, target), "row": row, "recipe": recipe["name"],
-                "float_layers": sum(choice == "float" for choice in recipe["layers"].values()),
+                "float_layers": floats,
+                # layers with 16-bit activations: all but the float ones in a 16-bit recipe, else its "a16" choices
+                "a16_layers": (len(quantizable_layers(model.config)) - floats if recipe.get("activation_bits") == 16 else
+                               sum(choice == A16 for choice in recipe["layers"].values())),
                 "size_mb": runners[index].describe()["bytes"] / 1e6, "artifact": Path(folders[index]).name,
                 "encoder_p50_s": measured["held-out"]["encoder_p50_s"], "sets": measured,
                 "budget_met": {name: m["mask_iou_mean"] >= budget.min_mask_iou and m["mask_iou_p5"] >= budget.min_mask_iou_p5

@@ -353,7 +353,8 @@ def test_compare_measures_every_row_on_every_image_set(model, images, tmp_path, 
                  "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     data = json.loads((out / "compare.json").read_text())
-    assert [(r["target"], r["row"], r["float_layers"]) for r in data["rows"]] == [("onnx", "PTQ", 0), ("onnx", "mixed", 2)]
+    assert [(r["target"], r["row"], r["float_layers"], r["a16_layers"]) for r in data["rows"]] == [
+        ("onnx", "PTQ", 0, 0), ("onnx", "mixed", 2, 0)]
     assert set(data["sets"]) == {"held-out", "extra"} and data["sets"]["held-out"]["count"] == 2
     assert all(set(r["sets"]) == {"held-out", "extra"} and r["size_mb"] > 0 for r in data["rows"])
     assert data["budget"] == {"min_mask_iou": 0.5, "min_mask_iou_p5": 0.1}
@@ -367,6 +368,12 @@ def test_compare_measures_every_row_on_every_image_set(model, images, tmp_path, 
     data = json.loads((out / "compare.json").read_text())
     assert data["budget"] == {"min_mask_iou": 1.0, "min_mask_iou_p5": 0.1}
     assert not any(row["budget_met"]["held-out"] for row in data["rows"])
+    # a 16-bit recipe: every layer counted as a 16-bit one
+    code = main(["quantize", "compare", "--checkpoint", str(checkpoint), "--images", str(images), "--calibration-images", "3",
+                 "--held-out-images", "2", "--targets", "onnx", "--recipe", "static-a16-conv-linear", "--out", str(out), "--overwrite"])
+    assert code == 0, capsys.readouterr().err
+    (row,) = json.loads((out / "compare.json").read_text())["rows"]
+    assert (row["recipe"], row["float_layers"], row["a16_layers"]) == ("static-a16-conv-linear", 0, len(layers))
 
 
 def test_sample_photos_for_the_search_are_real_colour_photos(tmp_path):
