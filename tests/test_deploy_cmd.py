@@ -267,3 +267,22 @@ def test_choice_is_the_fastest_artifact_that_passes_the_gate():
     assert onnx.artifact == "onnx-fp16" and "fastest of 2 passing" in onnx.why and "next onnx-fp32" in onnx.why
     assert tflite.row is None and "best is tflite-int8 at mask IoU 0.9500" in tflite.why
     assert coreml.row is None and "no artifact was built" in coreml.why
+
+
+def test_summary_says_what_to_try_when_int8_misses_the_gate():
+    """Alternatives come from each failing target's declared schemes and activation widths."""
+    from edge_sam.targets.pipeline.summary import int8_advice
+
+    def row(target: str, precision: str, iou: float) -> dict:
+        recipe = "static-conv-linear" if precision == "int8" else None
+        return {"target": target, "precision": precision, "recipe": recipe, "mask_iou_mean": iou,
+                "artifact_dir": f"out/{target}-{precision}"}
+
+    passing = [row("onnx", "fp32", 1.0), row("onnx", "int8", 0.99), row("executorch", "int8", 0.985)]
+    assert int8_advice(passing, 0.98, "ckpt.pt") == []
+    advice = "\n".join(int8_advice([row("onnx", "fp32", 1.0), row("onnx", "int8", 0.95), row("executorch", "int8", 0.9)],
+                                   0.98, "ckpt.pt"))
+    assert "misses the gate on executorch, onnx" in advice
+    assert "edge-sam quantize mixed --checkpoint ckpt.pt --images DIR --target executorch,onnx" in advice
+    assert "`static-a16-conv-linear` (onnx)" in advice and "`dynamic-linear` (executorch, onnx)" in advice
+    assert "w8-conv-linear" not in advice  # neither target takes weight-only recipes

@@ -110,6 +110,44 @@ def artifact_table(rows: list[dict[str, Any]], outcomes: dict[str, str], gate: f
     return "\n".join(lines)
 
 
+# Registry recipes that keep the masks where full static INT8 loses them (docs/quantization.md), best first.
+_INT8_ALTERNATIVES = (
+    ("static-a16-conv-linear", "int8 weights, 16-bit activations, every layer integer (NPUs with 16-bit activations)"),
+    ("dynamic-linear", "int8 weights, activation ranges computed per run (CPU; not full-integer)"),
+    ("w8-conv-linear", "int8 weights, float activations"),
+)
+
+
+def int8_advice(rows: list[dict[str, Any]], gate: float, checkpoint: str) -> list[str]:
+    """What to try when int8 artifacts miss the gate: a mixed recipe searched for this checkpoint,
+    and the registry recipes each failing target takes (from its declared schemes and widths)."""
+    from edge_sam.quantize.recipes import RECIPES, RecipeError, check_schemes
+    from edge_sam.targets.core.registry import get_target
+
+    failing = [row for row in rows if row.get("precision") == "int8" and not passes(row, gate)]
+    if not failing:
+        return []
+    targets = sorted({row["target"] for row in failing})
+    recipes = sorted({row.get("recipe") or "?" for row in failing})
+    lines = [f"int8 ({', '.join(recipes)}) misses the gate on {', '.join(targets)}. To try, each a `--recipe` of this "
+             "command (on the bundled model these kept the masks where full static INT8 lost them: "
+             "docs/quantization.md):", "",
+             f"- a mixed-precision recipe searched for this checkpoint: `edge-sam quantize mixed --checkpoint {checkpoint} "
+             f"--images DIR --target {','.join(targets)} --out mixed.json`, then `--recipe mixed.json`"]
+    for name, what in _INT8_ALTERNATIVES:
+        takers = []
+        for target in targets:
+            runtime = get_target(target)
+            try:
+                check_schemes(RECIPES[name], target, runtime.schemes, runtime.activation_bits)
+            except RecipeError:
+                continue
+            takers.append(target)
+        if takers and name not in recipes:
+            lines.append(f"- `{name}` ({', '.join(takers)}): {what}")
+    return lines
+
+
 def render_summary(
     *,
     checkpoint: str,
@@ -149,6 +187,9 @@ def render_summary(
     if reference:
         lines += ["", f"fp32 PyTorch reference: encoder p50 {_cell(reference.get('encoder_p50_s'), '.3f')} s, "
                       f"decoder p50 {_cell(_ms(reference.get('decoder_p50_s')), '.1f')} ms."]
+    advice = int8_advice(rows, gate, checkpoint)
+    if advice:
+        lines += ["", "## INT8 that keeps the masks", ""] + advice
     failed = {name: outcome for name, outcome in outcomes.items() if outcome.startswith("failed")}
     if failed:
         lines += ["", "## Failed", ""] + [f"- {name}: {outcome}" for name, outcome in failed.items()]
