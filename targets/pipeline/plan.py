@@ -80,7 +80,7 @@ def plan_jobs(targets: list[str] | None, precisions: list[str], recipe: QuantRec
             skipped.append(f"{name}: {exc}")
             continue
         for precision in precisions:
-            reason = _refusal(target, precision, recipe)
+            reason = refusal(target, precision, recipe)
             if reason:
                 skipped.append(f"{name} {precision}: {reason}")
             else:
@@ -90,7 +90,7 @@ def plan_jobs(targets: list[str] | None, precisions: list[str], recipe: QuantRec
     return Plan(tuple(jobs), tuple(skipped), tuple(dict.fromkeys(job.target for job in jobs)))
 
 
-def _refusal(target: Target, precision: str, recipe: QuantRecipe) -> str | None:
+def refusal(target: Target, precision: str, recipe: QuantRecipe) -> str | None:
     """Why ``target`` cannot export ``precision`` (with ``recipe`` for int8), or None."""
     if precision not in target.precisions:
         return f"target {target.name} exports {', '.join(target.precisions)} only"

@@ -121,8 +121,9 @@ _INT8_ALTERNATIVES = (
 def int8_advice(rows: list[dict[str, Any]], gate: float, checkpoint: str) -> list[str]:
     """What to try when int8 artifacts miss the gate: a mixed recipe searched for this checkpoint,
     and the registry recipes each failing target takes (from its declared schemes and widths)."""
-    from edge_sam.quantize.recipes import RECIPES, RecipeError, check_schemes
+    from edge_sam.quantize.recipes import RECIPES
     from edge_sam.targets.core.registry import get_target
+    from edge_sam.targets.pipeline.plan import refusal
 
     failing = [row for row in rows if row.get("precision") == "int8" and not passes(row, gate)]
     if not failing:
@@ -135,14 +136,7 @@ def int8_advice(rows: list[dict[str, Any]], gate: float, checkpoint: str) -> lis
              f"- a mixed-precision recipe searched for this checkpoint: `edge-sam quantize mixed --checkpoint {checkpoint} "
              f"--images DIR --target {','.join(targets)} --out mixed.json`, then `--recipe mixed.json`"]
     for name, what in _INT8_ALTERNATIVES:
-        takers = []
-        for target in targets:
-            runtime = get_target(target)
-            try:
-                check_schemes(RECIPES[name], target, runtime.schemes, runtime.activation_bits)
-            except RecipeError:
-                continue
-            takers.append(target)
+        takers = [target for target in targets if refusal(get_target(target), "int8", RECIPES[name]) is None]
         if takers and name not in recipes:
             lines.append(f"- `{name}` ({', '.join(takers)}): {what}")
     return lines
