@@ -18,14 +18,18 @@ it overlaps most; the table gives the mask count against PyTorch's (within 2%), 
 mean matched IoU and the share of masks with IoU >= 0.99. Random weights (the parity
 checkpoint) keep few or no masks at SAM's thresholds: time with it, and compare masks with
 the reference model (``--checkpoint reference --pred-iou-thresh 0.2 --stability-thresh 0.3``,
-the thresholds ``edge-sam demo`` uses for it).
+the thresholds ``edge-sam demo`` uses for it). ``--profile`` prints where each path's
+everything-mode spends its time.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import os
+import pstats
 import statistics
 import subprocess
 import sys
@@ -76,13 +80,30 @@ def child(job: dict) -> dict:
         decodes.append(time.perf_counter() - start)
     config = EverythingConfig(points_per_side=job["grid"], pred_iou_thresh=job["pred_iou_thresh"],
                               stability_score_thresh=job["stability_thresh"])
+    generator = EverythingGenerator(predictor, config)
+    profiler = cProfile.Profile() if job["profile"] else None
     start = time.perf_counter()
-    records = EverythingGenerator(predictor, config).generate(image, progress=False)
+    if profiler:
+        profiler.enable()
+    records = generator.generate(image, progress=False)
+    if profiler:
+        profiler.disable()
     total_s = time.perf_counter() - start
-    masks = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, h, w), bool)
-    np.savez_compressed(job["masks"], masks=np.packbits(masks, axis=-1), shape=np.array(masks.shape))
+    peak_mb = peak_rss_mb()  # before saving: a stack of the masks here is not the generator's memory
+    packed = [np.packbits(r["segmentation"], axis=-1) for r in records]
+    masks = np.stack(packed) if packed else np.zeros((0, h, (w + 7) // 8), np.uint8)
+    np.savez_compressed(job["masks"], masks=masks, shape=np.array((len(records), h, w)))
     return {"encoder_s": encoder_s, "decode_s": statistics.median(decodes), "total_s": total_s, "masks": len(records),
-            "peak_rss_mb": peak_rss_mb(), "label": predictor.runner.label}
+            "peak_rss_mb": peak_mb, "label": predictor.runner.label, "profile": _top_functions(profiler)}
+
+
+def _top_functions(profiler: "cProfile.Profile | None", count: int = 8) -> str | None:
+    """The functions everything-mode spent the most time in (their own time, not their callees')."""
+    if profiler is None:
+        return None
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(count)
+    return text.getvalue()
 
 
 def load_masks(path: str) -> np.ndarray:
@@ -120,6 +141,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--pred-iou-thresh", type=float, default=0.88)
     parser.add_argument("--stability-thresh", type=float, default=0.95)
+    parser.add_argument("--profile", action="store_true",
+                        help="print where each path's everything-mode spends its time (cProfile; slows it a little)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -138,13 +161,16 @@ def main() -> None:
         for index, artifact in enumerate([None, *artifacts]):
             job = {"checkpoint": args.checkpoint, "artifact": artifact, "image": args.image, "grid": args.grid,
                    "threads": args.threads, "pred_iou_thresh": args.pred_iou_thresh,
-                   "stability_thresh": args.stability_thresh, "masks": str(Path(work) / f"masks_{index}.npz")}
+                   "stability_thresh": args.stability_thresh, "masks": str(Path(work) / f"masks_{index}.npz"),
+                   "profile": args.profile}
             load = os.getloadavg()[0]
             result = run_path(job)
             result["loadavg"] = load
             result["masks_file"] = job["masks"]
             rows.append(result)
             print(f"  {result['label']}: {result['total_s']:.1f} s, {result['masks']} masks", file=sys.stderr, flush=True)
+            if result["profile"]:
+                print(result.pop("profile"), file=sys.stderr, flush=True)
         reference = load_masks(rows[0]["masks_file"])
         for row in rows:
             ious = matched_ious(load_masks(row["masks_file"]), reference)

@@ -45,10 +45,21 @@ def point_grid(points_per_side: int, image_hw: tuple[int, int]) -> np.ndarray:
     return np.stack([xs.ravel(), ys.ravel()], axis=-1).astype(np.float32)
 
 
+def count_true(masks: torch.Tensor) -> torch.Tensor:
+    """Pixels set per mask, [N, ...] bool (CPU) -> [N] int64.
+
+    NumPy's ``count_nonzero`` per mask allocates nothing and is ~10x faster than a torch sum with
+    a dtype, which first copies the masks into that dtype: a temporary as large as a chunk of
+    full-size masks, allocated and freed between small long-lived tensors, which fragments the
+    heap (peak RSS grew by ~10 MB per chunk over a grid).
+    """
+    return torch.tensor([np.count_nonzero(mask) for mask in masks.flatten(1).numpy()], dtype=torch.int64)
+
+
 def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
     """IoU between the masks thresholded at threshold +/- offset: near 1 for crisp masks."""
-    inner = (logits > threshold + offset).flatten(1).sum(-1)
-    outer = (logits > threshold - offset).flatten(1).sum(-1)
+    inner = count_true(logits > threshold + offset)
+    outer = count_true(logits > threshold - offset)
     return inner.float() / outer.clamp(min=1).float()
 
 
@@ -78,14 +89,15 @@ def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> 
 def mask_to_box(masks: torch.Tensor) -> torch.Tensor:
     """[N, H, W] bool -> [N, 4] xyxy boxes (exclusive max corner); empty masks give zeros."""
     n, h, w = masks.shape
-    rows, cols = masks.any(dim=2), masks.any(dim=1)
+    as_bytes = masks.view(torch.uint8)  # torch's bool any() over a dimension is ~10x slower than a byte max
+    rows, cols = as_bytes.amax(dim=2) > 0, as_bytes.amax(dim=1) > 0
     ys, xs = torch.arange(h), torch.arange(w)
     y0 = torch.where(rows, ys, h).amin(dim=1)
     y1 = torch.where(rows, ys + 1, 0).amax(dim=1)
     x0 = torch.where(cols, xs, w).amin(dim=1)
     x1 = torch.where(cols, xs + 1, 0).amax(dim=1)
     boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
-    return torch.where(masks.flatten(1).any(dim=1)[:, None], boxes, torch.zeros_like(boxes))
+    return torch.where(rows.any(dim=1)[:, None], boxes, torch.zeros_like(boxes))
 
 
 def _chunks(items: np.ndarray, size: int) -> Iterator[np.ndarray]:
@@ -126,10 +138,16 @@ class EverythingGenerator:
         return torch.cat(kept_logits), torch.cat(kept_iou), torch.cat(kept_stability), torch.cat(kept_points)
 
     def _full_masks(self, logits: torch.Tensor, image_hw: tuple[int, int], threshold: float) -> Iterator[torch.Tensor]:
+        """Full-size masks of ``logits``, ``points_per_batch`` at a time, in one buffer that the
+        next chunk overwrites: no allocation per chunk, so the heap does not grow over thousands
+        of candidates (nothing to hand back to the OS between chunks)."""
         step = self.config.points_per_batch
+        full = torch.empty(min(step, len(logits)), *image_hw)
+        masks = torch.empty(full.shape, dtype=torch.bool)
         for start in range(0, len(logits), step):
-            yield upscale_logits(logits[start : start + step], image_hw) > threshold
-            release_freed_memory()
+            count = min(step, len(logits) - start)
+            upscale_logits(logits[start : start + count], image_hw, out=full[:count])
+            yield torch.gt(full[:count], threshold, out=masks[:count])
 
     @torch.inference_mode()
     def generate(self, image: np.ndarray | None = None, progress: bool = True) -> list[dict]:
@@ -149,14 +167,18 @@ class EverythingGenerator:
         boxes, areas = [], []
         for chunk in self._full_masks(logits, image_hw, threshold):
             boxes.append(mask_to_box(chunk))
-            areas.append(chunk.flatten(1).sum(-1))
+            areas.append(count_true(chunk))
         if not boxes:
             return []
         boxes_t, areas_t = torch.cat(boxes), torch.cat(areas)
         keep = (areas_t > max(cfg.min_mask_area, 0)).nonzero().flatten()
         keep = keep[box_nms(boxes_t[keep], iou[keep], cfg.box_nms_thresh)]
         # Pass 2: full-size masks of the survivors only.
-        masks_t = torch.cat(list(self._full_masks(logits[keep], image_hw, threshold))) if len(keep) else None
+        masks_t = torch.empty(len(keep), *image_hw, dtype=torch.bool)
+        filled = 0
+        for chunk in self._full_masks(logits[keep], image_hw, threshold):
+            masks_t[filled : filled + len(chunk)] = chunk
+            filled += len(chunk)
 
         records = []
         for row, i in enumerate(keep.tolist()):

@@ -78,9 +78,28 @@ def preprocess(batched_images: torch.Tensor, img_size: int) -> torch.Tensor:
     return (batched_images - mean) / std
 
 
-def upscale_logits(low_res: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
-    """Low-res mask logits [..., h, w] -> bicubic to the image size, as the reference does."""
+def upscale_logits(
+    low_res: torch.Tensor, image_hw: tuple[int, int], out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Low-res mask logits [..., h, w] -> bicubic to the image size, as the reference does;
+    into ``out`` (shaped like the result) when given, so bulk callers reuse one buffer.
+
+    On CPU through OpenCV's cubic resize (the same a = -0.75 kernel and pixel-centre alignment as
+    torch's ``bicubic``, within 1e-4 of its range: about one pixel in a million lands on the
+    other side of the threshold), 3-7x faster than torch's CPU kernel on 2 threads;
+    segment-everything upscales every candidate mask, so this is its hot loop. Other devices,
+    and tensors that need gradients, go through torch.
+    """
     lead = low_res.shape[:-2]
-    flat = low_res.reshape(-1, 1, *low_res.shape[-2:]).float()
-    full = F.interpolate(flat, image_hw, mode="bicubic")
+    flat = low_res.reshape(-1, *low_res.shape[-2:]).float()
+    on_torch = flat.device.type != "cpu" or flat.requires_grad
+    if on_torch and out is None:
+        return F.interpolate(flat[:, None], image_hw, mode="bicubic").reshape(*lead, *image_hw)
+    full = torch.empty(flat.shape[0], *image_hw) if out is None else out.view(-1, *image_hw)
+    if on_torch:
+        full.copy_(F.interpolate(flat[:, None], image_hw, mode="bicubic")[:, 0])
+    else:
+        height, width = image_hw
+        for source, target in zip(flat.contiguous().numpy(), full.numpy()):
+            cv2.resize(source, (width, height), dst=target, interpolation=cv2.INTER_CUBIC)
     return full.reshape(*lead, *image_hw)

@@ -38,8 +38,8 @@ from edge_sam.errors import EdgeSamError
 from edge_sam.quantize.heldout import split_images
 from edge_sam.quantize.layers import check_layers, quantizable_layers
 from edge_sam.quantize.mixed import Budget
-from edge_sam.quantize.recipe_file import load_recipe_file
-from edge_sam.quantize.recipes import A16, FLOAT, get_recipe
+from edge_sam.quantize.recipe_file import load_recipe_file, recipe_from_manifest
+from edge_sam.quantize.recipes import get_recipe
 from edge_sam.runner import TorchRunner, model_at_size
 from edge_sam.staging import staged_dir
 from edge_sam.transforms import read_image
@@ -194,15 +194,12 @@ def compare(
         first = reports["held-out"]
         report_rows = []
         for index, (target, row) in enumerate(plans):
-            recipe = runners[index].manifest.recipe
-            floats = sum(choice == FLOAT for choice in recipe["layers"].values())
+            recipe = recipe_from_manifest(runners[index].manifest.recipe)
             measured = {name: _summary(report, index) for name, report in reports.items()}
             report_rows.append({
-                "target": target, "runs_on": RUNS_ON.get(target, target), "row": row, "recipe": recipe["name"],
-                "float_layers": floats,
-                # layers with 16-bit activations: all but the float ones in a 16-bit recipe, else its "a16" choices
-                "a16_layers": (len(quantizable_layers(model.config)) - floats if recipe.get("activation_bits") == 16 else
-                               sum(choice == A16 for choice in recipe["layers"].values())),
+                "target": target, "runs_on": RUNS_ON.get(target, target), "row": row, "recipe": recipe.name,
+                "float_layers": len(recipe.float_layers),
+                "a16_layers": len(recipe.a16_of(quantizable_layers(model.config))),
                 "size_mb": runners[index].describe()["bytes"] / 1e6, "artifact": Path(folders[index]).name,
                 "encoder_p50_s": measured["held-out"]["encoder_p50_s"], "sets": measured,
                 "budget_met": {name: m["mask_iou_mean"] >= budget.min_mask_iou and m["mask_iou_p5"] >= budget.min_mask_iou_p5

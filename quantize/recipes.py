@@ -24,7 +24,7 @@ sensitive, so static recipes keep it float.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -136,6 +136,13 @@ class QuantRecipe:
     def a16_layers(self) -> tuple[str, ...]:
         """The layers this recipe quantizes with 16-bit activations by name (its per-layer choices)."""
         return tuple(layer for layer, choice in self.layers if choice == A16)
+
+    def a16_of(self, layers: Sequence[str]) -> tuple[str, ...]:
+        """Which of ``layers`` run with 16-bit activations: in a 16-bit recipe every layer it does
+        not keep float, else its ``"a16"`` choices."""
+        if self.activation_bits == 16:
+            return tuple(layer for layer in layers if layer not in self.float_layers)
+        return tuple(layer for layer in layers if layer in self.a16_layers)
 
     def quantizes(self, component: Component) -> bool:
         return component in self.components

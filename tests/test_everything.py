@@ -10,6 +10,7 @@ from edge_sam.everything import (
     EverythingConfig,
     EverythingGenerator,
     box_nms,
+    count_true,
     mask_to_box,
     point_grid,
     stability_score,
@@ -37,6 +38,7 @@ def test_mask_to_box_and_stability():
     masks = torch.zeros(2, 8, 10, dtype=torch.bool)
     masks[0, 2:5, 3:7] = True
     assert mask_to_box(masks).tolist() == [[3, 2, 7, 5], [0, 0, 0, 0]]
+    assert count_true(masks).tolist() == [12, 0]
     logits = torch.full((1, 4, 4), -5.0)
     logits[0, :2, :2] = 5.0
     logits[0, 2, 2] = 0.5  # inside the outer threshold only

@@ -66,6 +66,23 @@ def test_logits_and_single_mask(predictor):
     np.testing.assert_allclose(logits, upscale_logits(torch.from_numpy(low), (48, 80)).numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize(("low_hw", "image_hw"), [((64, 64), (603, 1072)), ((16, 16), (48, 80)), ((5, 7), (9, 3))])
+def test_upscale_logits_is_torch_bicubic(low_hw, image_hw):
+    """The CPU path (OpenCV's cubic resize) against torch's bicubic, which the reference uses:
+    within 1e-4 of the logits' range, into a given buffer too; gradients take torch's path."""
+    low = torch.randn(2, 3, *low_hw, generator=torch.Generator().manual_seed(0)) * 4
+    expected = torch.nn.functional.interpolate(low.reshape(6, 1, *low_hw), image_hw, mode="bicubic").reshape(2, 3, *image_hw)
+    full = upscale_logits(low, image_hw)
+    assert full.shape == expected.shape
+    assert (full - expected).abs().max() <= 1e-4 * float(low.abs().max())
+    assert ((full > 0) == (expected > 0)).float().mean() >= 0.9999
+    buffer = torch.empty(6, *image_hw)
+    assert upscale_logits(low, image_hw, out=buffer).data_ptr() == buffer.data_ptr()
+    torch.testing.assert_close(buffer.reshape(2, 3, *image_hw), full)
+    wanting_grad = low.clone().requires_grad_(True)
+    torch.testing.assert_close(upscale_logits(wanting_grad, image_hw).detach(), expected)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -20,6 +20,7 @@ import numpy as np
 
 from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
+from edge_sam.quantize.recipes import QuantRecipe
 
 from edge_sam.targets.core.contract import IO_NAMES, calibration_batches, encoder_input
 from edge_sam.targets.core.manifest import GraphSpec, Manifest, TensorSpec, artifact_label
@@ -58,6 +59,12 @@ def graph_spec(content: bytes, role: str) -> GraphSpec:
                      specs(signature.get_output_details(), output_names))
 
 
+def _sixteen_bit_route(recipe: QuantRecipe) -> bool:
+    """Static recipes with any 16-bit activations are quantized by ai-edge-quantizer on the fp32
+    file (through PT2E the converter makes an int16 GELU, which LiteRT lacks): float in, float out."""
+    return recipe.scheme == "static" and 16 in recipe.activation_widths
+
+
 class TfliteTarget(Target):
     name = "tflite"
     backend = "litert (XNNPACK delegate)"
@@ -86,7 +93,7 @@ class TfliteTarget(Target):
         """``int8_io`` only where the converter makes an integer boundary: static 8-bit PT2E graphs
         (the 16-bit route quantizes inside a float-in, float-out graph)."""
         recipe = request.recipe
-        if opts.get("int8_io") and not (recipe and recipe.scheme == "static" and 16 not in recipe.activation_widths):
+        if opts.get("int8_io") and not (recipe and recipe.scheme == "static" and not _sixteen_bit_route(recipe)):
             what = recipe.name if recipe else request.precision
             raise EdgeSamError(f"--int8-io keeps the int8 inputs and outputs of a static 8-bit graph; a {what} export "
                                "takes and returns float32")
@@ -118,7 +125,7 @@ class TfliteTarget(Target):
         if request.recipe.scheme == "dynamic":
             return dynamic_range(float_graph(), request.recipe)
         batches, total = calibration_batches(model, request.calibration, size, role)
-        if 16 in request.recipe.activation_widths:
+        if _sixteen_bit_route(request.recipe):
             names = IO_NAMES[role][0]
             feeds = ({name: tensor.numpy() for name, tensor in zip(names, batch)} for batch in batches)
             return static_by_op_type(float_graph(), request.recipe, feeds, total)
