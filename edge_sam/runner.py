@@ -49,6 +49,9 @@ class Runner(ABC):
     # Only the PyTorch model keeps the single-mask output token: every exported decoder graph
     # returns the three multimask outputs.
     single_mask_output: bool = False
+    # Runs on torch's own thread pool. Other runners bring their runtime's threads, which torch's
+    # host-side ops between their calls compete with (:func:`edge_sam.everything.host_threads`).
+    uses_torch_threads: bool = False
 
     @abstractmethod
     def encode(self, image: np.ndarray) -> np.ndarray: ...
@@ -151,6 +154,8 @@ class TorchRunner(Runner):
     timing of a call is its GPU time plus the transfers, and :meth:`measured_memory` reports the
     peak GPU memory of the weights plus the largest call.
     """
+
+    uses_torch_threads = True
 
     single_mask_output = True
 

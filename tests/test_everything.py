@@ -104,12 +104,14 @@ class LoopingRunner(Runner):
         self.inner = TorchRunner(model)
         self.label, self.img_size, self.max_prompt_points = "looping", self.inner.img_size, self.inner.max_prompt_points
         self.decode_calls = 0
+        self.torch_threads_while_decoding: set[int] = set()
 
     def encode(self, image):
         return self.inner.encode(image)
 
     def decode(self, embedding, points, labels, image_hw):
         self.decode_calls += 1
+        self.torch_threads_while_decoding.add(torch.get_num_threads())
         return self.inner.decode(embedding, points, labels, image_hw)
 
 
@@ -118,7 +120,10 @@ def test_everything_over_the_default_decode_loop_equals_the_batched_path(make_ti
     config = EverythingConfig(points_per_side=4, points_per_batch=5, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     batched = EverythingGenerator(Predictor(model), config).generate(dogs, progress=False)
     runner = LoopingRunner(model)
+    threads_before = torch.get_num_threads()
     looped = EverythingGenerator(Predictor(runner), config).generate(dogs, progress=False)
     assert runner.decode_calls == 16 and len(looped) == len(batched) > 0
+    # a runner with its own runtime threads decodes the grid while torch's pool is one thread (restored after)
+    assert runner.torch_threads_while_decoding == {1} and torch.get_num_threads() == threads_before > 1
     for a, b in zip(batched, looped):
         assert a["point_coords"] == b["point_coords"] and mask_iou(a["segmentation"], b["segmentation"]) >= 0.999
