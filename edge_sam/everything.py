@@ -11,7 +11,6 @@ exported artifact decodes a chunk's queries one by one (``Runner.decode_batch``'
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -23,7 +22,6 @@ from tqdm.auto import tqdm
 from .data.codec import encode_rle
 from .memory import release_freed_memory
 from .predictor import Predictor, Prompt
-from .runner import Runner
 from .transforms import upscale_logits
 
 
@@ -102,25 +100,6 @@ def mask_to_box(masks: torch.Tensor) -> torch.Tensor:
     return torch.where(rows.any(dim=1)[:, None], boxes, torch.zeros_like(boxes))
 
 
-@contextlib.contextmanager
-def host_threads(runner: Runner) -> Iterator[None]:
-    """torch on one thread while an exported runtime decodes the grid.
-
-    Between decoder calls everything-mode filters each chunk with torch ops; torch's idle OpenMP
-    workers then spin, taking the cores from the runtime's own threads (LiteRT's grid loop ran
-    at 2.1 s instead of 1.4 s on 2 cores). A PyTorch runner shares torch's pool: left as it is.
-    """
-    if runner.uses_torch_threads:
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _chunks(items: np.ndarray, size: int) -> Iterator[np.ndarray]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -143,7 +122,7 @@ class EverythingGenerator:
         batches = tqdm(
             list(_chunks(grid, cfg.points_per_batch)), desc="everything: decoding grid", unit="batch", disable=not progress
         )
-        with host_threads(self.predictor.runner):
+        with self.predictor.runner.host_side():  # the filters between decoder calls
             for points in batches:
                 prompts = [Prompt(point[None], np.ones(1, np.float32)) for point in points]
                 low_res, iou = self.predictor.decode_low_res(prompts, multimask_output=True)

@@ -31,6 +31,23 @@ def model_at_size(model: EfficientSam, img_size: int) -> EfficientSam:
     return resized.to(next(model.parameters()).device).eval()
 
 
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch's intra-op pool at one thread inside the block, restored after.
+
+    After each parallel op torch's idle OpenMP workers spin for milliseconds; next to another
+    runtime's threads on a small CPU they take its cores (on 2 cores a 256-px LiteRT encoder ran
+    1.5x slower right after a two-thread preprocessing op, and LiteRT's decoder 1.3x slower in
+    everything-mode's grid loop). One thread makes no workers to spin.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class Runner(ABC):
     """Runs the model (PyTorch, or an exported artifact of any runtime) behind the same calls.
 
@@ -50,8 +67,13 @@ class Runner(ABC):
     # returns the three multimask outputs.
     single_mask_output: bool = False
     # Runs on torch's own thread pool. Other runners bring their runtime's threads, which torch's
-    # host-side ops between their calls compete with (:func:`edge_sam.everything.host_threads`).
+    # host-side ops between their calls compete with (:meth:`host_side`).
     uses_torch_threads: bool = False
+
+    def host_side(self) -> contextlib.AbstractContextManager:
+        """The context for host-side torch work next to this runner's calls (preprocessing,
+        everything-mode's filters): one torch thread, unless the runner runs on torch's pool."""
+        return contextlib.nullcontext() if self.uses_torch_threads else one_torch_thread()
 
     @abstractmethod
     def encode(self, image: np.ndarray) -> np.ndarray: ...

@@ -127,3 +127,16 @@ def test_everything_over_the_default_decode_loop_equals_the_batched_path(make_ti
     assert runner.torch_threads_while_decoding == {1} and torch.get_num_threads() == threads_before > 1
     for a, b in zip(batched, looped):
         assert a["point_coords"] == b["point_coords"] and mask_iou(a["segmentation"], b["segmentation"]) >= 0.999
+
+
+def test_host_side_work_is_one_torch_thread_beside_another_runtime(make_tiny_model):
+    """Host-side torch work next to a runtime with its own threads (preprocessing, the grid's
+    filters) runs on one torch thread, so no idle OpenMP worker spins on the runtime's cores;
+    beside the PyTorch model it keeps torch's pool."""
+    model = make_tiny_model(img_size=128)
+    threads_before = torch.get_num_threads()
+    with LoopingRunner(model).host_side():
+        assert torch.get_num_threads() == 1
+    with TorchRunner(model).host_side():
+        assert torch.get_num_threads() == threads_before
+    assert torch.get_num_threads() == threads_before > 1

@@ -53,7 +53,8 @@ class DeployFormRunner(ArtifactRunner):
         self.label = label
 
     def encode(self, image: np.ndarray) -> np.ndarray:
-        x = preprocess(image_to_tensor(image), self.img_size).numpy()
+        with self.host_side():
+            x = preprocess(image_to_tensor(image), self.img_size).numpy()
         return self.run_encoder(np.ascontiguousarray(x, dtype=np.float32))
 
     def decode(self, embedding, points, labels, image_hw):

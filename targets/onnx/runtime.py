@@ -115,7 +115,9 @@ class OnnxOfficialRunner(ReportsPlacement, ArtifactRunner):
         self.encoder, self.decoder = encoder, decoder
 
     def encode(self, image: np.ndarray) -> np.ndarray:
-        return self.encoder(image_to_tensor(image).numpy())[0]
+        with self.host_side():
+            pixels = image_to_tensor(image).numpy()
+        return self.encoder(pixels)[0]
 
     def decode(self, embedding, points, labels, image_hw):
         _, iou, low_res = self.decoder(
