@@ -34,7 +34,8 @@ from torch.utils.data import default_collate
 import edge_sam
 from edge_sam.quantize.compare import PHOTO, PHOTO_CROPS
 from edge_sam.quantize.heldout import Fidelity, HeldOutSet, split_images
-from edge_sam.quantize.qat import DistillationItems, DistillationObjective
+from edge_sam.quantize.qat import DistillationObjective
+from edge_sam.train.objects import DistillationItems
 from edge_sam.quantize.qat_graph import (
     activation_quantizers, calibrate_activation_ranges, fake_quantizers, freeze_activation_ranges,
     prepare_qat_encoder, quantizer_place,

@@ -163,13 +163,13 @@ def _eval_sets(path: str | None, work: Path) -> dict[str, ImageSource]:
     return {"photo crops": photo_crops(read_image(SAMPLE), work / "crops"), "synthetic": open_source(splits["test"])}
 
 
-def _train_images(path: str | None, work: Path, size: int) -> list[np.ndarray]:
+def _train_images(path: str | None, work: Path, size: int) -> ImageSource:
     if path:
-        return list(open_source(path).images())
+        return open_source(path)
     from edge_sam.data import generate_synthetic
 
     splits = generate_synthetic(work / "train", {"train": 24}, img_size=max(size, 256), seed=1, progress=False)
-    return list(open_source(splits["train"]).images())
+    return open_source(splits["train"])
 
 
 if __name__ == "__main__":

@@ -30,14 +30,10 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edge_sam.checkpoint import load_model
-from edge_sam.data.codec import make_annotation
-from edge_sam.data.types import Sample
 from edge_sam.deploy import DecoderGraph
 from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
@@ -45,7 +41,8 @@ from edge_sam.quantize.recipes import DEFAULT_RECIPE, QuantRecipe, get_recipe
 from edge_sam.train import distributed
 from edge_sam.train.config import RunConfig
 from edge_sam.train.loop import RunLog, TrainOutcome, run_steps, to_device, training_session
-from edge_sam.train.objects import PromptedObjects, PromptMix
+from edge_sam.train.losses import binary_kl
+from edge_sam.train.objects import DistillationItems
 from edge_sam.train.optim import build_optimizer, warmup_cosine
 from edge_sam.train.sampling import training_loader
 from edge_sam.train.state import STATE_FILE, load_state, save_state
@@ -66,7 +63,6 @@ from .qat_graph import (
 )
 
 # Stand-in objects for images without annotations: rectangles covering this share of each side.
-REGION_SIDE = (0.1, 0.7)
 
 
 @dataclass
@@ -109,55 +105,6 @@ class QatConfig(RunConfig):
     def freeze_step(self) -> int:
         """The step after which activation ranges stay fixed (0: from the start)."""
         return round(self.freeze_observers * self.steps)
-
-
-def _random_regions(sample: Sample, rng: np.random.Generator, count: int) -> Sample:
-    """The image with ``count`` random rectangles as its objects: somewhere for prompts to land."""
-    h, w = sample.image.shape[:2]
-    annotations = []
-    for _ in range(count):
-        rh, rw = (max(2, int(side * rng.uniform(*REGION_SIDE))) for side in (h, w))
-        y, x = int(rng.integers(0, h - rh + 1)), int(rng.integers(0, w - rw + 1))
-        mask = np.zeros((h, w), bool)
-        mask[y : y + rh, x : x + rw] = True
-        annotations.append(make_annotation(mask))
-    return Sample(sample.image, annotations, sample.image_id)
-
-
-class _Indexed:
-    """An :class:`ImageSource` as the ``dataset[i]`` / ``len`` that :class:`PromptedObjects` reads."""
-
-    def __init__(self, source: ImageSource) -> None:
-        self.source = source
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, index: int) -> Sample:
-        return self.source.sample(index)
-
-
-class DistillationItems(PromptedObjects):
-    """Training items for QAT: an image at the model size and up to ``max_objects`` prompts."""
-
-    def __init__(self, source: ImageSource, img_size: int, max_objects: int, flip_prob: float) -> None:
-        super().__init__(_Indexed(source), img_size, max_objects, PromptMix(), flip_prob)
-
-    def build(self, sample: Sample, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        if not sample.annotations:
-            sample = _random_regions(sample, rng, self.max_objects)
-        item = super().build(sample, rng)
-        del item["masks"]  # the teacher is the target; the masks only placed the prompts
-        return item
-
-
-def binary_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-    """Per-pixel KL(teacher || student) of the mask probabilities, averaged over the last two dims
-    (0 where they agree; weighted toward pixels the teacher is unsure of, the mask boundary)."""
-    target = torch.sigmoid(teacher_logits)
-    cross = F.binary_cross_entropy_with_logits(student_logits, target, reduction="none")
-    entropy = F.binary_cross_entropy_with_logits(teacher_logits, target, reduction="none")
-    return (cross - entropy).mean(dim=(-2, -1))
 
 
 class DistillationObjective(nn.Module):

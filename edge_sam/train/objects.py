@@ -1,4 +1,5 @@
-"""Training items for SAM finetuning: an image at the model size, up to K objects, a prompt each.
+"""Training items for SAM finetuning and for distilling from a teacher: an image at the model size,
+up to K objects, a prompt each.
 
 Images are resized to the square model size the way inference resizes them (bilinear), masks
 with area averaging; prompts are drawn on the resized masks, so their pixel coordinates are
@@ -17,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from edge_sam.data import prompts
+from edge_sam.data.codec import make_annotation
 from edge_sam.data.types import Sample
 
 from .sampling import SampleKey, step_seed
@@ -136,3 +138,49 @@ class PromptedObjects(Dataset):
             "valid": torch.from_numpy(valid),
             "seed": torch.tensor(int(rng.integers(2**62)), dtype=torch.int64),
         }
+
+
+REGION_SIDE = (0.1, 0.7)  # stand-in objects' sides, as fractions of the image's
+
+
+def random_regions(sample: Sample, rng: np.random.Generator, count: int) -> Sample:
+    """The image with ``count`` random rectangles as its objects: somewhere for prompts to land."""
+    h, w = sample.image.shape[:2]
+    annotations = []
+    for _ in range(count):
+        rh, rw = (max(2, int(side * rng.uniform(*REGION_SIDE))) for side in (h, w))
+        y, x = int(rng.integers(0, h - rh + 1)), int(rng.integers(0, w - rw + 1))
+        mask = np.zeros((h, w), bool)
+        mask[y : y + rh, x : x + rw] = True
+        annotations.append(make_annotation(mask))
+    return Sample(sample.image, annotations, sample.image_id)
+
+
+class _Indexed:
+    """An image source (``len`` and ``sample(i)``, e.g. ``edge_sam.targets``' ImageSource) as the
+    ``dataset[i]`` that :class:`PromptedObjects` reads."""
+
+    def __init__(self, source) -> None:
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.source.sample(index)
+
+
+class DistillationItems(PromptedObjects):
+    """Items for distilling from a teacher (QAT, a reduced input size): an image at the model size
+    and up to ``max_objects`` prompts on its objects, or on random rectangles when the source has
+    no annotations (a plain folder); the teacher's outputs are the targets, so no masks are kept."""
+
+    def __init__(self, source, img_size: int, max_objects: int, flip_prob: float) -> None:
+        super().__init__(_Indexed(source), img_size, max_objects, PromptMix(), flip_prob)
+
+    def build(self, sample: Sample, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        if not sample.annotations:
+            sample = random_regions(sample, rng, self.max_objects)
+        item = super().build(sample, rng)
+        del item["masks"]  # the teacher is the target; the masks only placed the prompts
+        return item
