@@ -33,7 +33,8 @@ def model_at_size(model: EfficientSam, img_size: int) -> EfficientSam:
 
 @contextlib.contextmanager
 def one_torch_thread() -> Iterator[None]:
-    """torch's intra-op pool at one thread inside the block, restored after.
+    """torch's intra-op pool at one thread inside the block, restored after (per calling thread:
+    torch reads its OpenMP thread count per thread).
 
     After each parallel op torch's idle OpenMP workers spin for milliseconds; next to another
     runtime's threads on a small CPU they take its cores (on 2 cores a 256-px LiteRT encoder ran

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 
+from edge_sam.eval.metrics import mask_iou
 from edge_sam.everything import (
     EverythingConfig,
     EverythingGenerator,
@@ -15,9 +18,8 @@ from edge_sam.everything import (
     point_grid,
     stability_score,
 )
-from edge_sam.eval.metrics import mask_iou
 from edge_sam.predictor import Predictor
-from edge_sam.runner import Runner, TorchRunner
+from edge_sam.runner import Runner, TorchRunner, one_torch_thread
 
 
 def test_point_grid_covers_cell_centres():
@@ -140,3 +142,23 @@ def test_host_side_work_is_one_torch_thread_beside_another_runtime(make_tiny_mod
     with TorchRunner(model).host_side():
         assert torch.get_num_threads() == threads_before
     assert torch.get_num_threads() == threads_before > 1
+
+
+def test_one_torch_thread_nests_and_leaves_other_threads_alone():
+    """Nested uses restore once; torch reads its thread count per calling thread, so another
+    thread's use neither changes ours nor is undone by ours."""
+    before = torch.get_num_threads()
+    seen: list[int] = []
+
+    def other_thread() -> None:
+        with one_torch_thread():
+            seen.append(torch.get_num_threads())
+
+    with one_torch_thread():
+        with one_torch_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 1
+    worker = threading.Thread(target=other_thread)
+    worker.start()
+    worker.join(5)
+    assert seen == [1] and torch.get_num_threads() == before > 1
