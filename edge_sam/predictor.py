@@ -178,8 +178,9 @@ class Predictor:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Several queries at once: masks [Q, M, H, W], IoU [Q, M], low-res logits [Q, M, h, w]."""
         low_res, iou = self.decode_low_res(prompts, multimask_output)
-        full = upscale_logits(low_res, self.image_hw)
-        masks = full if return_logits else full > self.mask_threshold
+        with self.runner.host_side():  # the next call's runtime threads find the cores free
+            full = upscale_logits(low_res, self.image_hw)
+            masks = full if return_logits else full > self.mask_threshold
         return masks.numpy(), iou.numpy(), low_res.numpy()
 
     def decode_low_res(self, prompts: Sequence[Prompt], multimask_output: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
