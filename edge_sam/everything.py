@@ -51,7 +51,7 @@ def count_true(masks: torch.Tensor) -> torch.Tensor:
     NumPy's ``count_nonzero`` per mask allocates nothing and is ~10x faster than a torch sum with
     a dtype, which first copies the masks into that dtype: a temporary as large as a chunk of
     full-size masks, allocated and freed between small long-lived tensors, which fragments the
-    heap (peak RSS grew by ~10 MB per chunk over a grid).
+    heap (peak RSS grew with every chunk of a grid).
     """
     return torch.tensor([np.count_nonzero(mask) for mask in masks.flatten(1).numpy()], dtype=torch.int64)
 
