@@ -303,6 +303,27 @@ def test_failed_export_leaves_nothing(model, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_static_int8_linear_layers_run_integer_kernels(artifacts, tmp_path):
+    """The runner's session options for an 8-bit static graph let onnxruntime turn each linear
+    layer's Q/DQ group into MatMulIntegerToFloat; with its default MatMul + Add -> Gemm fusion
+    they ran as dequantize + float Gemm (slower than fp32)."""
+    import onnxruntime as ort
+
+    from edge_sam.targets.onnx.runtime import disabled_optimizers, session_options
+
+    def optimized_ops(disabled: list[str]) -> set[str]:
+        options = session_options(threads=1)
+        options.optimized_model_filepath = str(tmp_path / f"optimized-{len(disabled)}.onnx")
+        ort.InferenceSession(str(artifacts["deploy-int8"] / "encoder.onnx"), options,
+                             providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+        return {node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node}
+
+    assert disabled_optimizers("static", {8}) == ["MatMulAddFusion"]
+    ours, default = optimized_ops(disabled_optimizers("static", {8})), optimized_ops([])
+    assert "MatMulIntegerToFloat" in ours and "Gemm" not in ours
+    assert "MatMulIntegerToFloat" not in default  # what the option is for: fails if onnxruntime changes
+
+
 def test_static_int8_without_calibration_is_refused(model, tmp_path):
     with pytest.raises(EdgeSamError, match="needs calibration images"):
         get_target("onnx").export(model, "int8", None, tmp_path / "art")

@@ -69,19 +69,33 @@ def session_options(threads: int | None = None, spinning: bool = False, optimize
 # cost the reference model's encoder 5 dB of embedding SQNR on photos (docs/onnx.md), so artifacts
 # with 16-bit activations run their Q/DQ nodes as written (dequantize, float op).
 QDQ_FUSION = "QDQSelectorActionTransformer"
+# onnxruntime fuses each MatMul + bias Add into a Gemm before the Q/DQ fusion looks at the graph,
+# and has no integer kernel for a Gemm whose output stays float: the linear layers of an 8-bit
+# static graph then ran dequantize + fp32 Gemm, slower than the fp32 graph. Without this fusion
+# the Q/DQ fusion turns them into MatMulIntegerToFloat (int8 GEMM, float output; docs/onnx.md).
+MATMUL_ADD_FUSION = "MatMulAddFusion"
+
+
+def disabled_optimizers(scheme: str | None, activation_widths: frozenset[int] | set[int]) -> list[str]:
+    """The onnxruntime graph optimizers a quantized graph runs without (none for float graphs):
+    ``scheme`` and the activation widths of the recipe that quantized it."""
+    if 16 in activation_widths:
+        return [QDQ_FUSION]
+    return [MATMUL_ADD_FUSION] if scheme == "static" else []
 
 
 def open_session(
-    path: Path, spec: GraphSpec, providers: list[str], threads: int | None, spinning: bool, wide_activations: bool = False
+    path: Path, spec: GraphSpec, providers: list[str], threads: int | None, spinning: bool,
+    disabled: list[str] | None = None,
 ):
     """An InferenceSession whose inputs and outputs must be the ones the manifest records; its
-    first run tells which provider ran each node (:mod:`.placement`). ``wide_activations``: the
-    graph has 16-bit activation Q/DQ (see ``QDQ_FUSION``)."""
+    first run tells which provider ran each node (:mod:`.placement`). ``disabled``: graph
+    optimizers to leave out (:func:`disabled_optimizers`)."""
     import onnxruntime as ort
 
     options = session_options(threads, spinning)
     enable_profiling(options, path.stem)
-    disabled = [QDQ_FUSION] if wide_activations else []
+    disabled = list(disabled or [])
     try:
         session = PlacedSession(ort.InferenceSession(str(path), options, providers=providers, disabled_optimizers=disabled))
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs

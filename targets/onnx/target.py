@@ -27,7 +27,14 @@ from edge_sam.targets.core.target import ExportRequest, Target, TargetOption
 from edge_sam.targets.onnx import graphs as onnx_graphs
 from edge_sam.targets.onnx import tensorrt
 from edge_sam.targets.onnx.attention import ATTENTION_FORMS, fuse_attention_file
-from edge_sam.targets.onnx.runtime import OnnxDeployRunner, OnnxOfficialRunner, SessionGraph, open_session, select_providers
+from edge_sam.targets.onnx.runtime import (
+    OnnxDeployRunner,
+    OnnxOfficialRunner,
+    SessionGraph,
+    disabled_optimizers,
+    open_session,
+    select_providers,
+)
 
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
@@ -163,10 +170,16 @@ class OnnxTarget(Target):
         """``providers``: None (CPU), "auto", or names; ``threads``: intra-op threads (default: all
         cores); ``spinning``: let idle worker threads spin (lower latency on an otherwise idle CPU)."""
         chosen = select_providers(providers)
-        widths = recipe_from_manifest(manifest.recipe).activation_widths if manifest.recipe else {8}
+        recipe = recipe_from_manifest(manifest.recipe) if manifest.recipe else None
+
+        def without(role: str) -> list[str]:
+            if recipe is None or not recipe.quantizes(role):
+                return []
+            return disabled_optimizers(recipe.scheme, recipe.activation_widths)
+
         graphs = [
             SessionGraph(open_session(artifact_dir / manifest.graph(role).file, manifest.graph(role), chosen, threads, spinning,
-                                      16 in widths))
+                                      without(role)))
             for role in ("encoder", "decoder")
         ]
         variant = "tensorrt" if manifest.export_options.get("for_runtime") == "tensorrt" else manifest.interface
