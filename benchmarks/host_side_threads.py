@@ -64,11 +64,10 @@ def main() -> None:
     if args.child:
         print(json.dumps(time_artifact(args.child, args.threads, args.rounds, args.calls)))
         return
-    flags = sorted({flag for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
-                    for flag in line.split(":", 1)[1].split()} & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16"}) \
-        if Path("/proc/cpuinfo").exists() else []
+    from edge_sam.targets.validation.bench import cpu_flags
+
     print(f"# encode with host-side torch work on one thread vs torch's pool; {args.threads} threads, "
-          f"{args.rounds} rounds x {args.calls} calls, load {os.getloadavg()[0]:.1f}, cpu flags {' '.join(flags) or '?'}")
+          f"{args.rounds} rounds x {args.calls} calls, load {os.getloadavg()[0]:.1f}, cpu flags {cpu_flags() or '?'}")
     print("| artifact | size | one thread: median / min ms | torch's pool: median / min ms | pool / one thread (medians) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for artifact in args.artifact:

@@ -62,8 +62,6 @@ from .qat_graph import (
     with_encoder_weights,
 )
 
-# Stand-in objects for images without annotations: rectangles covering this share of each side.
-
 
 @dataclass
 class QatConfig(RunConfig):

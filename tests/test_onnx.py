@@ -309,6 +309,7 @@ def test_static_int8_linear_layers_run_integer_kernels(artifacts, tmp_path):
     they ran as dequantize + float Gemm (slower than fp32)."""
     import onnxruntime as ort
 
+    from edge_sam.quantize.recipes import get_recipe
     from edge_sam.targets.onnx.runtime import disabled_optimizers, session_options
 
     def optimized_ops(disabled: list[str]) -> set[str]:
@@ -318,8 +319,9 @@ def test_static_int8_linear_layers_run_integer_kernels(artifacts, tmp_path):
                              providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
         return {node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node}
 
-    assert disabled_optimizers("static", {8}) == ["MatMulAddFusion"]
-    ours, default = optimized_ops(disabled_optimizers("static", {8})), optimized_ops([])
+    disabled = disabled_optimizers(get_recipe("static-conv-linear"), "encoder")
+    assert disabled == ["MatMulAddFusion"]
+    ours, default = optimized_ops(disabled), optimized_ops([])
     assert "MatMulIntegerToFloat" in ours and "Gemm" not in ours
     assert "MatMulIntegerToFloat" not in default  # what the option is for: fails if onnxruntime changes
 

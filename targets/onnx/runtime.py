@@ -8,6 +8,7 @@ The CPU provider is the default; ``providers="auto"`` takes the best installed a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from edge_sam.transforms import image_to_tensor
 from edge_sam.targets.core.manifest import ArtifactError, GraphSpec, Manifest, check_io_names, first_line
 from edge_sam.targets.core.runner import ArtifactRunner, GraphPairRunner
 from edge_sam.targets.onnx.placement import PlacedSession, ReportsPlacement, enable_profiling
+
+if TYPE_CHECKING:
+    from edge_sam.quantize.recipes import QuantRecipe
 
 PROVIDER_PREFERENCE = (
     "TensorrtExecutionProvider",
@@ -76,12 +80,14 @@ QDQ_FUSION = "QDQSelectorActionTransformer"
 MATMUL_ADD_FUSION = "MatMulAddFusion"
 
 
-def disabled_optimizers(scheme: str | None, activation_widths: frozenset[int] | set[int]) -> list[str]:
-    """The onnxruntime graph optimizers a quantized graph runs without (none for float graphs):
-    ``scheme`` and the activation widths of the recipe that quantized it."""
-    if 16 in activation_widths:
+def disabled_optimizers(recipe: QuantRecipe | None, role: str) -> list[str]:
+    """The onnxruntime graph optimizers the ``role`` graph of an artifact quantized with ``recipe``
+    runs without (none for a float graph)."""
+    if recipe is None or not recipe.quantizes(role):
+        return []
+    if 16 in recipe.activation_widths:
         return [QDQ_FUSION]
-    return [MATMUL_ADD_FUSION] if scheme == "static" else []
+    return [MATMUL_ADD_FUSION] if recipe.scheme == "static" else []
 
 
 def open_session(

@@ -171,15 +171,9 @@ class OnnxTarget(Target):
         cores); ``spinning``: let idle worker threads spin (lower latency on an otherwise idle CPU)."""
         chosen = select_providers(providers)
         recipe = recipe_from_manifest(manifest.recipe) if manifest.recipe else None
-
-        def without(role: str) -> list[str]:
-            if recipe is None or not recipe.quantizes(role):
-                return []
-            return disabled_optimizers(recipe.scheme, recipe.activation_widths)
-
         graphs = [
             SessionGraph(open_session(artifact_dir / manifest.graph(role).file, manifest.graph(role), chosen, threads, spinning,
-                                      without(role)))
+                                      disabled_optimizers(recipe, role)))
             for role in ("encoder", "decoder")
         ]
         variant = "tensorrt" if manifest.export_options.get("for_runtime") == "tensorrt" else manifest.interface
