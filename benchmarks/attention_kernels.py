@@ -6,14 +6,17 @@ on hand, each runtime in its own process, interleaved rounds (min over rounds):
   matmuls: dynamic (DynamicQuantizeLinear + MatMulInteger on QK^T and on softmax @ V, the
   softmax output re-quantized at run time) and static (QLinearMatMul with fixed scales, the
   softmax output on a 1/255 grid);
-- PyTorch: SDPA (flash kernel), materialized matmul + softmax, and SDPA under bf16 autocast;
+- PyTorch: SDPA (flash kernel), materialized matmul + softmax, SDPA under bf16 autocast, and
+  torchao's fused INT8 attention (``torchao::qscaled_dot_product``: uint8 q, k, v, probabilities
+  and output with fixed scales), where torchao has a CPU kernel for it;
 - ExecuTorch: matmul + softmax lowered to XNNPACK (what the ExecuTorch target exports) and the
   ``llama::custom_sdpa`` kernel the executorch wheel ships (libcustom_ops_aot_lib), non-causal.
 
     python benchmarks/attention_kernels.py [--rounds 5] [--threads 2] [--tokens 4096]
 
 It prints ms per attention and the error of each form against fp32 (max abs, and cosine of the
-output), so "is INT8 attention worth it on this CPU" is one command.
+output), so "is INT8 attention worth it on this CPU" is one command. A form the installed
+toolchain cannot run here is listed under the table with the toolchain's reason.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 
 HEADS, HEAD_DIM = 3, 64
 RUNTIMES = ("onnx", "torch", "executorch")  # one process each
+UNAVAILABLE: dict[str, str] = {}  # form -> why this machine's toolchain cannot run it (filled by the workers)
 
 
 def _inputs(tokens: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -170,7 +174,48 @@ def _torch_worker(tokens: int, threads: int):
     with torch.inference_mode():
         forms = {"torch SDPA (fp32, flash)": lambda: merge(F.scaled_dot_product_attention(q, k, v)),
                  "torch matmul+softmax (fp32)": materialized, "torch SDPA (bf16 autocast)": bf16}
+        int8 = _torchao_int8_sdpa(q, k, v, merge)
+        if int8 is not None:
+            forms["torchao qscaled_dot_product (int8 q, k, v, probabilities)"] = int8
     return {name: (lambda f=f: _no_grad(f)) for name, f in forms.items()}
+
+
+def _torchao_int8_sdpa(q, k, v, merge):
+    """torchao's fused INT8 attention, quantizing q, k, v per tensor (asymmetric uint8 over
+    their ranges), the probabilities on [0, their max] and the output over its fp32 range; None
+    (and the reason in UNAVAILABLE) where torchao has no kernel for this CPU."""
+    import torch
+    import torch.nn.functional as F
+    import torchao.ops  # noqa: F401 - registers torchao::qscaled_dot_product
+
+    name = "torchao qscaled_dot_product (int8 q, k, v, probabilities)"
+
+    def grid(x):
+        lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+        scale = (hi - lo) / 255
+        return scale, int(round(-lo / scale))
+
+    def to_u8(x, scale, zero):
+        return torch.clamp(torch.round(x / scale) + zero, 0, 255).to(torch.uint8)
+
+    (qs, qz), (ks, kz), (vs, vz) = grid(q), grid(k), grid(v)
+    probs_max = float(((q * HEAD_DIM**-0.5) @ k.transpose(-2, -1)).softmax(-1).max())
+    os_, oz = grid(F.scaled_dot_product_attention(q, k, v))
+
+    def call():
+        out = torch.ops.torchao.qscaled_dot_product(
+            to_u8(q, qs, qz), to_u8(k, ks, kz), to_u8(v, vs, vz), None, 0.0, False, None,
+            qs, qz, ks, kz, vs, vz, probs_max / 255, 0, os_, oz)
+        return merge((out.float() - oz) * os_)
+
+    try:
+        call()
+    except (NotImplementedError, RuntimeError) as error:
+        amx = torch.cpu._is_amx_tile_supported() if hasattr(torch.cpu, "_is_amx_tile_supported") else False
+        UNAVAILABLE[name] = (f"{str(error).splitlines()[0][:160]} (torchao's inductor template for it needs AMX tiles: "
+                             f"{'present' if amx else 'absent'} on this CPU)")
+        return None
+    return call
 
 
 def _executorch_worker(tokens: int, threads: int):
@@ -226,7 +271,7 @@ def worker_main(runtime: str, tokens: int, threads: int) -> None:
         out = call().astype(np.float64)
         cos = float((out.ravel() @ reference.ravel()) / (np.linalg.norm(out) * np.linalg.norm(reference)))
         errors[name] = {"max_abs": float(np.abs(out - reference).max()), "cosine": cos}
-    protocol.write(json.dumps({"forms": list(forms), "errors": errors}) + "\n")
+    protocol.write(json.dumps({"forms": list(forms), "errors": errors, "unavailable": UNAVAILABLE}) + "\n")
     for line in sys.stdin:
         name = json.loads(line)["form"]
         start = time.perf_counter()
@@ -270,6 +315,9 @@ def main() -> None:
     for name, values in times.items():
         print(f"| {name} | {min(values) * 1e3:.1f} | {base / min(values):.2f}x | {errors[name]['max_abs']:.2e} | "
               f"{errors[name]['cosine']:.6f} |")
+    for _, ready in workers.values():
+        for name, reason in ready.get("unavailable", {}).items():
+            print(f"not available here: {name}: {reason}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +36,11 @@ from edge_sam.runner import TorchRunner
 from edge_sam.targets import get_target, load_runner
 from edge_sam.targets.core.calibration import dataset_source, photo_crops
 from edge_sam.targets.core.manifest import read_manifest
+from edge_sam.targets.validation.bench import cpu_flags, cpu_model, load_average_text
 from edge_sam.targets.validation.drift import measure_drift
 from edge_sam.transforms import read_image
 
 SAMPLE = Path(edge_sam.__file__).parent / "assets" / "dogs.jpg"
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "asimddp", "i8mm")
 
 
 @dataclass(frozen=True)
@@ -83,24 +82,7 @@ PLANS = (
 
 def cpu_description() -> str:
     """CPU model, core count and the SIMD flags that decide int8/fp16 kernel speed."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.machine(), "x86_64"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith(("flags", "Features")):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    present = [f for f in CPU_FLAGS if f in flags]
-    return f"{model}, {os.cpu_count()} cores, flags: {' '.join(present) or 'unknown'}"
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(f"{value:.1f}" for value in os.getloadavg())
-    except OSError:
-        return "n/a"
+    return f"{cpu_model()}, {os.cpu_count()} cores, flags: {cpu_flags() or 'unknown'}"
 
 
 def export_all(model, plans, work: Path, calibration, reuse: bool) -> dict[Plan, Path]:
@@ -133,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", action="store_true", help="keep artifacts already in --work")
     args = parser.parse_args(argv)
 
-    started, load_start = time.time(), load_average()
+    started, load_start = time.time(), load_average_text()
     wanted = set(args.targets.split(","))
     plans = [p for p in PLANS if p.target in wanted]
     model = edge_sam.load_model(args.checkpoint)
@@ -159,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     synth = reports["synthetic"]
     print()
     print(f"Reference model `{args.checkpoint}` at {img_size} px; torch {torch.__version__}, {torch.get_num_threads()} "
-          f"torch threads; {cpu_description()}; load average (1/5/15 min) {load_start} at start, {load_average()} at end "
+          f"torch threads; {cpu_description()}; load average (1/5/15 min) {load_start} at start, {load_average_text()} at end "
           f"({(time.time() - started) / 60:.0f} min).")
     print(f"Held-out set: synthetic test split images 0-{args.test_images - 1} (seed 0), {synth.n_prompts} prompts "
           f"(box + centre click per object, up to 8 objects per image)"

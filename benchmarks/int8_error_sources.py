@@ -1,7 +1,8 @@
 """Where static INT8 loses the embedding, and how much finetuning the weights can take back.
 
     python benchmarks/int8_error_sources.py --images SYNTH/test --train SYNTH/train \
-        [--recipe static-conv-linear] [--calibration-images 8] [--held-out-images 24] [--top 8] [--steps 60]
+        [--recipe static-conv-linear] [--calibration-images 8] [--held-out-images 24] [--top 8] [--steps 60] \
+        [--lr 1e-5,1e-4] [--parts 1,2,3]
 
 On the bundled reference model (or ``--checkpoint``), with the recipe's fake quantization as
 QAT simulates it (PT2E, XNNPACK's quantizer: what ExecuTorch exports, and what ONNX QDQ, LiteRT
@@ -15,7 +16,9 @@ and Core ML W8A8 mirror), calibrated min/max on the first ``--calibration-images
    then everything fake-quantized but those (an upper bound for keeping just them in 16 bits);
 3. the weights' headroom: QAT's distillation loss (``edge_sam.quantize.qat``) on one fixed batch
    of 4 ``--train`` images for ``--steps`` AdamW steps: how far the weights can pull that batch's
-   own error down (overfitting is the best case) and what it does to the held-out images.
+   own error down (overfitting is the best case) and what it does to the held-out images. With
+   several ``--lr`` values each starts again from the same PTQ weights; the batch's SQNR is
+   printed at every quarter of the steps, so a plateau shows.
 
 Prints text; no file is written. Numbers in docs/qat.md came from this script.
 """
@@ -23,6 +26,7 @@ Prints text; no file is written. Numbers in docs/qat.md came from this script.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import tempfile
 from pathlib import Path
@@ -110,7 +114,8 @@ def main() -> None:
     parser.add_argument("--held-out-images", type=int, default=24)
     parser.add_argument("--top", type=int, default=8)
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--lr", default="1e-5", help="AdamW learning rate(s) of step 3, comma-separated")
+    parser.add_argument("--parts", default="1,2,3", help="which of the three parts to run, e.g. 3")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -123,7 +128,6 @@ def main() -> None:
         crops = photo_crops(read_image(PHOTO), Path(tmp) / "crops", PHOTO_CROPS)
         sets = {f"{len(held_out)} held-out images of {args.images}": HeldOutSet(model, held_out, size),
                 f"{PHOTO_CROPS} crops of {PHOTO.name}": HeldOutSet(model, crops, size)}
-    synthetic = next(iter(sets.values()))
 
     student = prepare_qat_encoder(model, get_recipe(args.recipe), size)
     batches, _ = calibration_batches(model, calibration, size, "encoder")
@@ -137,13 +141,31 @@ def main() -> None:
         for name, module in quantizers.items():
             module.enable_fake_quant(name in names)
 
-    print(f"1. {args.recipe}: {len(quantizers) - len(activations)} weight and {len(activations)} activation quantizers")
+    parts = {int(part) for part in args.parts.split(",")}
+    if 1 in parts:
+        split_weights_and_activations(student, sets, args.recipe, only)
+    if 2 in parts:
+        costliest_activations(student, model, sets, activations, only, args.top)
+    if 3 in parts:
+        only(set(quantizers))
+        weights_headroom(student, objective, sets, args)
+
+
+def split_weights_and_activations(student, sets: dict[str, HeldOutSet], recipe: str, only) -> None:
+    """Part 1: everything fake-quantized, then the weights alone, then the activations alone."""
+    quantizers, activations = fake_quantizers(student), activation_quantizers(student)
+    print(f"1. {recipe}: {len(quantizers) - len(activations)} weight and {len(activations)} activation quantizers")
     for label, names in (("everything", set(quantizers)), ("weights only", set(quantizers) - set(activations)),
                          ("activations only", set(activations))):
         only(names)
         for set_name, scored in sets.items():
             print(f"   {label:17s} {set_name}: {fidelity_text(scored.score(student))}")
 
+
+def costliest_activations(student, model, sets: dict[str, HeldOutSet], activations, only, top: int) -> None:
+    """Part 2: each activation quantizer alone; the costliest, then everything but those."""
+    quantizers = fake_quantizers(student)
+    synthetic = next(iter(sets.values()))
     layers = quantizable_layers(model.config)
     alone = []
     for name in activations:
@@ -153,46 +175,55 @@ def main() -> None:
         alone.append((mean_sqnr(student, synthetic), placement(student, name, layers), place, float(scale.reshape(-1)[0]), name))
     alone.sort(key=lambda row: row[0])
     only(set())  # peak / RMS of the fp32 values
-    print(f"2. one activation quantizer at a time (embedding SQNR on the held-out images; the {args.top} costliest;")
+    print(f"2. one activation quantizer at a time (embedding SQNR on the held-out images; the {top} costliest;")
     print("   peak / RMS: the largest magnitude the quantizer sees over those images, over the tensor's RMS):")
-    for sqnr, (role, layer), place, scale, name in alone[: args.top]:
+    for sqnr, (role, layer), place, scale, name in alone[:top]:
         print(f"   {sqnr:5.1f} dB  {role:9s} {layer:36s} peak / RMS {peak_over_rms(student, quantizers[name], synthetic):5.1f} "
               f"(graph: {place['input']} -> {', '.join(place['consumers'])}; scale {scale:.4g})")
 
-    spared = {name for *_, name in alone[: args.top]}
+    spared = {name for *_, name in alone[:top]}
     only(set(quantizers) - spared)
-    print(f"   the {args.top} above left unrounded (what 16-bit activations there would approach), everything else INT8:")
+    print(f"   the {top} above left unrounded (what 16-bit activations there would approach), everything else INT8:")
     for set_name, scored in sets.items():
         print(f"   {set_name}: {fidelity_text(scored.score(student))}")
 
-    only(set(quantizers))
+
+def weights_headroom(student, objective: DistillationObjective, sets: dict[str, HeldOutSet], args) -> None:
+    """Part 3: QAT's loss overfitting one fixed batch, from the same PTQ weights at each learning rate."""
     source = open_source(args.train)
+    size = objective.img_size
     items = DistillationItems(source, size, max_objects=8, flip_prob=0.0)
     batch = default_collate([items[(i, (0, 0, 0, i))] for i in range(4)])
     params = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    start = copy.deepcopy(student.state_dict())
 
-    def batch_nmse() -> float:
+    def batch_sqnr() -> float:
         objective.train(False)
         with torch.no_grad():
             value = objective(batch)["embedding_nmse"].item()
         objective.train(True)
-        return value
+        return -10 * math.log10(value)
 
-    before = batch_nmse(), {n: s.score(student) for n, s in sets.items()}
-    for _ in range(args.steps):
-        loss = objective(batch)["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-    after = batch_nmse(), {n: s.score(student) for n, s in sets.items()}
-    print(f"3. QAT's loss on one fixed batch of 4 images of {args.train}, {args.steps} AdamW steps at lr {args.lr}:")
-    print(f"   that batch's embedding SQNR {-10 * math.log10(before[0]):.2f} -> {-10 * math.log10(after[0]):.2f} dB")
-    for set_name in sets:
-        print(f"   {set_name}: {fidelity_text(before[1][set_name])}\n"
-              f"   {' ' * len(set_name)}  -> {fidelity_text(after[1][set_name])}")
-
+    before = batch_sqnr(), {n: s.score(student) for n, s in sets.items()}
+    checkpoints = {max(1, args.steps * quarter // 4) for quarter in range(1, 5)}
+    for lr in (float(value) for value in args.lr.split(",")):
+        student.load_state_dict(start)
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+        trace = []
+        for step in range(1, args.steps + 1):
+            loss = objective(batch)["loss"]
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            if step in checkpoints:
+                trace.append(f"{batch_sqnr():.2f} (step {step})")
+        after = {n: s.score(student) for n, s in sets.items()}
+        print(f"3. QAT's loss on one fixed batch of 4 images of {args.train}, {args.steps} AdamW steps at lr {lr:g}:")
+        print(f"   that batch's embedding SQNR {before[0]:.2f} -> {' -> '.join(trace)} dB")
+        for set_name in sets:
+            print(f"   {set_name}: {fidelity_text(before[1][set_name])}\n"
+                  f"   {' ' * len(set_name)}  -> {fidelity_text(after[set_name])}")
 
 if __name__ == "__main__":
     main()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import edge_sam
 from edge_sam.quantize.recipe_file import read_recipe_file
+from edge_sam.targets.validation.bench import cpu_flags, cpu_model, load_average_text
 
 SAMPLE = Path(edge_sam.__file__).parent / "assets" / "dogs.jpg"
 
@@ -60,13 +60,6 @@ def timed_in_child(artifact: Path, runs: int, threads: int) -> list[float]:
     if result.returncode != 0:
         raise SystemExit(f"timing {artifact} failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])["seconds"]
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(f"{v:.1f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     mixed = read_recipe_file(args.recipe_file)
     targets = [t for t in args.targets.split(",") if t]
     model = edge_sam.load_model(args.checkpoint)
-    load_start = load_average()
+    load_start = load_average_text()
     with tempfile.TemporaryDirectory(prefix="mixed-latency-") as temp:
         work = Path(args.work or temp)
         artifacts = {(t, kind): work / f"{t}-{kind}" for t in targets for kind in ("full", "mixed")}
@@ -123,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Encoder latency, full static INT8 ({args.recipe}) vs mixed ({mixed.name}: {floats} of {len(mixed.layers)} "
           f"layers float), checkpoint {args.checkpoint}; {args.rounds} interleaved rounds x {args.runs} calls, each "
           f"artifact timed in its own process, {args.threads} runtime threads; {os.cpu_count()} CPUs "
-          f"({platform.processor() or platform.machine()}); load average {load_start} at start, {load_average()} at end.")
+          f"({cpu_model()}; {cpu_flags() or 'flags unknown'}); load average {load_start} at start, {load_average_text()} at end.")
     print("| target | full INT8 s (min) | mixed s (min) | mixed / full (median of rounds) | within "
           f"{args.max_ratio:.2f}x | float layers |")
     print("| --- | ---: | ---: | ---: | --- | ---: |")

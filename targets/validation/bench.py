@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -331,15 +332,34 @@ def run_bench(
                        {**machine_info(), "cpu_flags": cpu_flags()})
 
 
-def cpu_flags() -> str:
-    """The SIMD features that decide which kernels run (AVX-512, VNNI, bf16, AMX)."""
+def _cpuinfo() -> list[str]:
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        return Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return ""
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+        return []
+
+
+def cpu_flags() -> str:
+    """The SIMD features that decide which kernels run (AVX-512, VNNI, bf16, AMX; Arm's dot
+    product and i8mm)."""
+    flags = next((line.split(":", 1)[1].split() for line in _cpuinfo() if line.startswith(("flags", "Features"))), [])
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16",
+              "asimddp", "i8mm")
     return " ".join(f for f in wanted if f in flags)
+
+
+def cpu_model() -> str:
+    """The CPU's model name where the kernel reports one, else the architecture."""
+    name = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "")
+    return name or platform.processor() or platform.machine()
+
+
+def load_average_text() -> str:
+    """The 1 / 5 / 15 minute load averages, for a benchmark's header."""
+    try:
+        return " / ".join(f"{value:.1f}" for value in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 # -- the table -----------------------------------------------------------------------------------
