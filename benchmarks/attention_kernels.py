@@ -200,19 +200,19 @@ def _torchao_int8_sdpa(q, k, v, merge):
 
     (qs, qz), (ks, kz), (vs, vz) = grid(q), grid(k), grid(v)
     probs_max = float(((q * HEAD_DIM**-0.5) @ k.transpose(-2, -1)).softmax(-1).max())
-    os_, oz = grid(F.scaled_dot_product_attention(q, k, v))
+    out_scale, out_zero = grid(F.scaled_dot_product_attention(q, k, v))
 
     def call():
         out = torch.ops.torchao.qscaled_dot_product(
             to_u8(q, qs, qz), to_u8(k, ks, kz), to_u8(v, vs, vz), None, 0.0, False, None,
-            qs, qz, ks, kz, vs, vz, probs_max / 255, 0, os_, oz)
-        return merge((out.float() - oz) * os_)
+            qs, qz, ks, kz, vs, vz, probs_max / 255, 0, out_scale, out_zero)
+        return merge((out.float() - out_zero) * out_scale)
 
     try:
         call()
     except (NotImplementedError, RuntimeError) as error:
         amx = torch.cpu._is_amx_tile_supported() if hasattr(torch.cpu, "_is_amx_tile_supported") else False
-        UNAVAILABLE[name] = (f"{str(error).splitlines()[0][:160]} (torchao's inductor template for it needs AMX tiles: "
+        UNAVAILABLE[name] = (f"{str(error).splitlines()[0].split('. ')[0]} (torchao's inductor template for it needs AMX tiles: "
                              f"{'present' if amx else 'absent'} on this CPU)")
         return None
     return call

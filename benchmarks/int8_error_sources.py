@@ -29,6 +29,7 @@ import argparse
 import copy
 import math
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -151,7 +152,8 @@ def main() -> None:
         weights_headroom(student, objective, sets, args)
 
 
-def split_weights_and_activations(student, sets: dict[str, HeldOutSet], recipe: str, only) -> None:
+def split_weights_and_activations(student: torch.fx.GraphModule, sets: dict[str, HeldOutSet], recipe: str,
+                                  only: Callable[[set[str]], None]) -> None:
     """Part 1: everything fake-quantized, then the weights alone, then the activations alone."""
     quantizers, activations = fake_quantizers(student), activation_quantizers(student)
     print(f"1. {recipe}: {len(quantizers) - len(activations)} weight and {len(activations)} activation quantizers")
@@ -162,7 +164,8 @@ def split_weights_and_activations(student, sets: dict[str, HeldOutSet], recipe: 
             print(f"   {label:17s} {set_name}: {fidelity_text(scored.score(student))}")
 
 
-def costliest_activations(student, model, sets: dict[str, HeldOutSet], activations, only, top: int) -> None:
+def costliest_activations(student: torch.fx.GraphModule, model, sets: dict[str, HeldOutSet], activations: dict,
+                          only: Callable[[set[str]], None], top: int) -> None:
     """Part 2: each activation quantizer alone; the costliest, then everything but those."""
     quantizers = fake_quantizers(student)
     synthetic = next(iter(sets.values()))
@@ -188,7 +191,8 @@ def costliest_activations(student, model, sets: dict[str, HeldOutSet], activatio
         print(f"   {set_name}: {fidelity_text(scored.score(student))}")
 
 
-def weights_headroom(student, objective: DistillationObjective, sets: dict[str, HeldOutSet], args) -> None:
+def weights_headroom(student: torch.fx.GraphModule, objective: DistillationObjective, sets: dict[str, HeldOutSet],
+                     args: argparse.Namespace) -> None:
     """Part 3: QAT's loss overfitting one fixed batch, from the same PTQ weights at each learning rate."""
     source = open_source(args.train)
     size = objective.img_size
@@ -224,6 +228,7 @@ def weights_headroom(student, objective: DistillationObjective, sets: dict[str, 
         for set_name in sets:
             print(f"   {set_name}: {fidelity_text(before[1][set_name])}\n"
                   f"   {' ' * len(set_name)}  -> {fidelity_text(after[set_name])}")
+
 
 if __name__ == "__main__":
     main()

@@ -4,6 +4,8 @@ worker processes. No test here asserts a speed: benchmarks are commands, not uni
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -13,6 +15,7 @@ from edge_sam.deploy import DecoderGraph, EncoderGraph
 from edge_sam.errors import EdgeSamError
 from edge_sam.flops import decoder_flops, encoder_flops
 from edge_sam.modeling import EfficientSamConfig
+from edge_sam.targets.validation import bench
 from edge_sam.targets.validation.bench import (
     COLUMNS, BenchPath, BenchResult, ExportSpec, markdown_report, markdown_table, run_bench, table_rows,
 )
@@ -168,3 +171,16 @@ def test_timed_pytorch_decodes_reuse_the_context_of_the_last_encode(make_tiny_mo
     last_encoded, _ = runner._embedding_on_device
     assert worker.embeddings[0] is last_encoded
     assert runner._decoder_context is not None
+
+
+@pytest.mark.parametrize("cpuinfo, flags, model", [
+    (["processor : 0", "model name : AMD EPYC 9B45", "flags : fpu sse avx2 fma avx512f avx512_vnni avx512_bf16"],
+     "avx2 fma avx512f avx512_vnni avx512_bf16", "AMD EPYC 9B45"),
+    (["processor : 0", "Features : fp asimd asimddp i8mm bf16", "CPU part : 0xd4f"], "asimddp i8mm", None),
+])
+def test_cpu_flags_and_model_read_x86_and_arm_cpuinfo(monkeypatch, cpuinfo, flags, model):
+    """Benchmarks record the kernels' SIMD features: x86 "flags" and Arm "Features" lines alike;
+    without a "model name" line the architecture names the CPU."""
+    monkeypatch.setattr(bench, "_cpuinfo", lambda: cpuinfo)
+    assert bench.cpu_flags() == flags
+    assert bench.cpu_model() == (model or platform.processor() or platform.machine())
