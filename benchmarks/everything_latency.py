@@ -60,10 +60,10 @@ def child(job: dict) -> dict:
     if job["artifact"]:
         from edge_sam.targets import load_runner
         from edge_sam.targets.core.manifest import read_manifest
-        from edge_sam.targets.core.registry import get_target
+        from edge_sam.targets.core.registry import threads_option
 
-        declared = {o.name for o in get_target(read_manifest(job["artifact"]).target).runtime_options}
-        predictor = Predictor(load_runner(job["artifact"], **({"threads": job["threads"]} if "threads" in declared else {})))
+        options = threads_option(read_manifest(job["artifact"]).target, job["threads"])
+        predictor = Predictor(load_runner(job["artifact"], **options))
     else:
         predictor = Predictor(edge_sam.load_model(job["checkpoint"]))
     predictor.set_image(image)  # warm-up

@@ -34,12 +34,12 @@ def time_artifact(artifact: str, threads: int, rounds: int, calls: int) -> dict:
 
     from edge_sam.targets import get_target
     from edge_sam.targets.core.manifest import read_manifest
+    from edge_sam.targets.core.registry import threads_option
     from edge_sam.transforms import read_image
 
     torch.set_num_threads(threads)
     target = get_target(read_manifest(artifact).target)
-    options = {"threads": threads} if any(o.name == "threads" for o in target.runtime_options) else {}
-    runner = target.load(artifact, **options)
+    runner = target.load(artifact, **threads_option(target.name, threads))
     image = read_image(SAMPLE)
     runner.encode(image)  # warm-up
     seconds: dict[str, list[float]] = {"one thread": [], "pool": []}

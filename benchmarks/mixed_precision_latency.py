@@ -44,12 +44,12 @@ def time_one(artifact: str, runs: int, threads: int) -> dict:
     from edge_sam.targets import get_target
     from edge_sam.targets.core.contract import encoder_input
     from edge_sam.targets.core.manifest import read_manifest
+    from edge_sam.targets.core.registry import threads_option
     from edge_sam.timing import time_calls
     from edge_sam.transforms import read_image
 
     target = get_target(read_manifest(artifact).target)
-    options = {"threads": threads} if any(o.name == "threads" for o in target.runtime_options) else {}
-    runner = target.load(artifact, **options)
+    runner = target.load(artifact, **threads_option(target.name, threads))
     pixels = np.ascontiguousarray(encoder_input(read_image(SAMPLE), runner.img_size).numpy())
     return {"artifact": artifact, "seconds": time_calls(lambda: runner.run_encoder(pixels), runs, warmup=1)}
 

@@ -40,3 +40,11 @@ def get_target(name: str) -> Target:
 def load_runner(artifact_dir: str | os.PathLike, **runtime_opts: Any) -> Runner:
     """A runner for any artifact: its manifest names the target that loads it."""
     return get_target(read_manifest(artifact_dir).target).load(artifact_dir, **runtime_opts)
+
+
+def threads_option(target_name: str, threads: int | None) -> dict[str, int]:
+    """``{"threads": threads}`` where the target declares a ``threads`` runtime option, else
+    nothing: benchmarks pin every runtime to the same thread count, and a target without the
+    option (Core ML's host executor) would refuse it."""
+    declared = {option.name for option in get_target(target_name).runtime_options}
+    return {"threads": threads} if threads and "threads" in declared else {}

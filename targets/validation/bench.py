@@ -75,11 +75,10 @@ class BenchPath:
     def for_artifact(cls, artifact: str | os.PathLike, threads: int | None = None) -> "BenchPath":
         """An artifact folder; ``threads`` is passed where the target declares a threads option."""
         from edge_sam.targets.core.manifest import read_manifest
-        from edge_sam.targets.core.registry import get_target
+        from edge_sam.targets.core.registry import threads_option
 
         manifest = read_manifest(artifact)
-        declared = {option.name for option in get_target(manifest.target).runtime_options}
-        options = {"threads": threads} if threads and "threads" in declared else {}
+        options = threads_option(manifest.target, threads)
         parts = [manifest.target, manifest.precision] + ([manifest.recipe["name"]] if manifest.recipe else [])
         parts += [f"{k}={v}" for k, v in sorted(manifest.export_options.items())]
         if manifest.img_size != manifest.model_config.get("img_size"):
