@@ -192,3 +192,74 @@ def test_app_api_everything_and_errors(tmp_path, make_tiny_model):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A valid 1-bit grayscale PNG of ``width`` x ``height``, all black: about 12 kB per 100 megapixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte 0, then the packed bits
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # bit depth 1, grayscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_upload_size_read_from_the_header():
+    """Every format the app takes gives its width and height before it is decoded."""
+    from edge_sam.apps.web.session import image_header_size
+
+    image = np.random.default_rng(0).integers(0, 255, (37, 53, 3), np.uint8)
+    for ext, params in [(".png", []), (".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), (".bmp", []),
+                        (".webp", []), (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]), (".tiff", [])]:
+        ok, encoded = cv2.imencode(ext, image, params)
+        assert ok and image_header_size(encoded.tobytes()) == (53, 37), (ext, params)
+    assert image_header_size(huge_png(12000, 9000)) == (12000, 9000)
+    assert image_header_size(b"not an image") is None
+    assert image_header_size(b"\x89PNG\r\n\x1a\n\x00\x00") is None
+
+
+def test_app_refuses_an_upload_over_the_pixel_limit(tmp_path, make_tiny_model):
+    """A small file of many pixels (12000x12000 in 18 kB) is refused from its header with one line,
+    and the server goes on answering: a normal upload and a click after it work."""
+    import json
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from edge_sam import save_model
+    from edge_sam.apps.web.server import make_server
+    from edge_sam.apps.web.session import MAX_UPLOAD_PIXELS, AppSession
+
+    checkpoint = save_model(make_tiny_model(), tmp_path / "tiny.safetensors")
+    server = make_server(AppSession(checkpoint, []))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def post(path: str, body: bytes) -> tuple[int, dict]:
+        request = urllib.request.Request(url + path, data=body, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    try:
+        huge = huge_png(12000, 12000)
+        assert len(huge) < 1_000_000 and 12000 * 12000 > MAX_UPLOAD_PIXELS
+        status, error = post("/api/upload?name=huge.png", huge)
+        assert status == 400, error
+        assert error["error"] == ("image of 12000x12000 (144 megapixels) is over the 50 megapixel limit "
+                                  "for uploads: scale it down")
+        ok, small = cv2.imencode(".png", np.full((40, 60, 3), 200, np.uint8))
+        status, uploaded = post("/api/upload?name=small.png", small.tobytes())
+        assert status == 200 and (uploaded["width"], uploaded["height"]) == (60, 40)
+        status, result = post("/api/segment", json.dumps({"image": uploaded["id"], "points": [[30, 20, 1]]}).encode())
+        assert status == 200 and len(result["results"]) == 1
+    finally:
+        server.shutdown()
+        server.server_close()

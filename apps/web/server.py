@@ -7,7 +7,8 @@ API (JSON in and out; an error is ``{"error": "one line"}`` with status 400):
 
 - ``GET /api/info``: the engines (fp32 PyTorch, then each artifact) and the bundled images;
 - ``GET /api/image/<id>``: an image file as stored;
-- ``POST /api/upload?name=<file name>``: the raw file as the body -> the image's id and size;
+- ``POST /api/upload?name=<file name>``: the raw file as the body -> the image's id and size (at most
+  MAX_UPLOAD_BYTES of file and session.MAX_UPLOAD_PIXELS of image, read from its header);
 - ``POST /api/segment``: ``{"image": id, "points": [[x, y, label], ...], "box": [x0, y0, x1, y1] | null}``;
 - ``POST /api/everything``: ``{"image": id}``.
 """

@@ -40,12 +40,96 @@ REFERENCE_EVERYTHING = EverythingConfig(points_per_side=16, pred_iou_thresh=0.2,
 DEFAULT_EVERYTHING = EverythingConfig(points_per_side=16)
 
 
+UNREADABLE = "cannot decode the uploaded file as an image (JPEG, PNG, BMP, WebP, TIFF)"
+# An upload's pixel count, read from its header before anything is decoded: the 40 MB byte limit
+# alone let a 1 MB PNG of 20000x20000 through (1.2 GB decoded, a 400-megapixel mask sent back).
+MAX_UPLOAD_PIXELS = 50_000_000
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a JPEG's first start-of-frame segment (markers walked, nothing decoded)."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length field
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header before them
+            return None
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOF0..SOF15
+            if pos + 9 > len(data):
+                return None
+            return int.from_bytes(data[pos + 7:pos + 9], "big"), int.from_bytes(data[pos + 5:pos + 7], "big")
+        pos += 2 + length
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth (256) and ImageLength (257) from a TIFF's first IFD."""
+    order = "little" if data[:2] == b"II" else "big"
+    ifd = int.from_bytes(data[4:8], order)
+    count = int.from_bytes(data[ifd:ifd + 2], order)
+    size: dict[int, int] = {}
+    for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
+        tag, kind = int.from_bytes(data[entry:entry + 2], order), int.from_bytes(data[entry + 2:entry + 4], order)
+        if tag in (256, 257) and kind in (3, 4):  # SHORT or LONG, held in the entry itself
+            size[tag] = int.from_bytes(data[entry + 8:entry + (10 if kind == 3 else 12)], order)
+    return (size[256], size[257]) if len(size) == 2 else None
+
+
+def image_header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header of a JPEG, PNG, BMP, WebP or TIFF file, without decoding
+    it; None for anything else or a header cut short."""
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+            return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        if data[:2] == b"\xff\xd8":
+            return _jpeg_size(data)
+        if data[:2] == b"BM" and len(data) >= 26:
+            if int.from_bytes(data[14:18], "little") == 12:  # BITMAPCOREHEADER: 16-bit sizes
+                return int.from_bytes(data[18:20], "little"), int.from_bytes(data[20:22], "little")
+            width = int.from_bytes(data[18:22], "little", signed=True)
+            return abs(width), abs(int.from_bytes(data[22:26], "little", signed=True))  # height < 0: top-down
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+            chunk = data[12:16]
+            if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+                return (int.from_bytes(data[26:28], "little") & 0x3FFF,
+                        int.from_bytes(data[28:30], "little") & 0x3FFF)
+            if chunk == b"VP8L" and data[20] == 0x2F:
+                bits = int.from_bytes(data[21:25], "little")
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+            if chunk == b"VP8X":
+                return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+            return None
+        if data[:4] in (b"II*\x00", b"MM\x00*"):
+            return _tiff_size(data)
+    except IndexError:
+        return None
+    return None
+
+
 def decode_image_bytes(data: bytes) -> np.ndarray:
-    """An uploaded file -> HxWx3 uint8 RGB, or one ImageError."""
-    array = np.frombuffer(data, np.uint8)
-    image = cv2.imdecode(array, cv2.IMREAD_COLOR) if array.size else None
+    """An uploaded file -> HxWx3 uint8 RGB, or one ImageError; the size in its header is checked
+    against MAX_UPLOAD_PIXELS before it is decoded."""
+    size = image_header_size(data)
+    if size is None or min(size) < 1:
+        raise ImageError(UNREADABLE)
+    width, height = size
+    if width * height > MAX_UPLOAD_PIXELS:
+        raise ImageError(f"image of {width}x{height} ({width * height / 1e6:.0f} megapixels) is over the "
+                         f"{MAX_UPLOAD_PIXELS / 1e6:.0f} megapixel limit for uploads: scale it down")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise ImageError("cannot decode the uploaded file as an image (JPEG, PNG, BMP, WebP, TIFF)")
+        raise ImageError(UNREADABLE)
+    if image.shape[0] * image.shape[1] > MAX_UPLOAD_PIXELS:  # a header that understated the size
+        raise ImageError(f"image of {image.shape[1]}x{image.shape[0]} is over the "
+                         f"{MAX_UPLOAD_PIXELS / 1e6:.0f} megapixel limit for uploads: scale it down")
     image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     check_image(image)
     return image
