@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import re
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
+from edge_sam.staging import staged_dir
 from edge_sam.targets.core.toolchain_log import LOG_NAME, capture, export_log
 
 
@@ -87,3 +90,37 @@ def test_a_failed_export_writes_no_log(tmp_path, capfd):
             print("about to fail")
         raise RuntimeError("converter crashed")
     assert not (staging / LOG_NAME).exists() and capfd.readouterr().err == ""
+
+
+def _printed_log_path(err: str) -> Path:
+    match = re.search(r"\(see (.+)\)$", err.strip())
+    assert match, err
+    return Path(match.group(1))
+
+
+def test_the_printed_log_path_is_where_the_log_ends_up(tmp_path, capfd):
+    """An export stages its folder; deploy stages each artifact too and exports into that staging
+    folder. The line names the log in the folder the staging becomes, which exists afterwards."""
+    final = tmp_path / "deploy_out" / "demo-fp32"
+    with staged_dir(final, overwrite=True) as deploy_tmp:  # what deploy's _build does
+        with staged_dir(deploy_tmp) as export_tmp, export_log("demo", deploy_tmp, export_tmp):  # Target.export
+            with capture("conversion"):
+                print("converter chatter")
+    printed = _printed_log_path(capfd.readouterr().err)
+    assert printed == final / LOG_NAME
+    assert printed.is_file() and "converter chatter" in printed.read_text()
+    assert [p.name for p in final.parent.iterdir()] == ["demo-fp32"]  # no staging folder left
+
+
+def test_a_real_export_inside_deploy_staging_prints_a_path_that_exists(tmp_path, capfd, make_tiny_model):
+    from conftest import require_toolchain
+
+    from edge_sam.targets import get_target
+
+    require_toolchain("onnxruntime")
+    model = make_tiny_model()
+    final = tmp_path / "deploy_out" / "onnx-fp32"
+    with staged_dir(final, overwrite=True) as tmp:
+        get_target("onnx").export(model, "fp32", None, tmp)
+    printed = _printed_log_path(capfd.readouterr().err.splitlines()[-1])
+    assert printed == final / LOG_NAME and printed.is_file()

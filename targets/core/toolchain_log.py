@@ -36,6 +36,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from edge_sam.staging import final_path
+
 LOG_NAME = "toolchain.log"
 LOGGER = logging.getLogger("edge_sam.toolchain")
 # Warnings Python hides by default: logged, not counted (a toolchain's own deprecations are not the user's).
@@ -67,7 +69,9 @@ _capturing = False  # a capture inside a capture adds nothing
 @contextlib.contextmanager
 def export_log(target: str, artifact_dir: str | os.PathLike, staging_dir: str | os.PathLike) -> Iterator[ToolchainLog]:
     """Collect what the toolchain says during one export; write it to ``staging_dir/toolchain.log``
-    (the folder that becomes ``artifact_dir``) when the export succeeds and print one summary line.
+    (the folder that becomes ``artifact_dir``) when the export succeeds and print one summary line
+    naming the log where it will be: under ``artifact_dir``, or, when ``artifact_dir`` is itself a
+    staged temp folder (deploy stages each artifact and exports into that), under the folder it becomes.
     A failed export leaves its log in the ``edge_sam.toolchain`` logger at DEBUG."""
     log = ToolchainLog()
     _current.append(log)
@@ -80,7 +84,7 @@ def export_log(target: str, artifact_dir: str | os.PathLike, staging_dir: str | 
         _current.remove(log)
     (Path(staging_dir) / LOG_NAME).write_text(log.text() or "(the toolchain printed nothing)\n")
     tqdm.write(f"{target}: {log.warnings} toolchain warning{'s' if log.warnings != 1 else ''} "
-               f"(see {Path(artifact_dir) / LOG_NAME})", file=sys.stderr)
+               f"(see {final_path(Path(artifact_dir) / LOG_NAME)})", file=sys.stderr)
 
 
 @contextlib.contextmanager
