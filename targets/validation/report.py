@@ -13,6 +13,8 @@ import json
 import math
 import os
 from pathlib import Path
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from edge_sam.errors import EdgeSamError
@@ -125,10 +127,103 @@ def markdown_report(report: DriftReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def svg_plot(report: DriftReport, width: int = 640, height: int = 360) -> str:
-    """Mean mask IoU vs fp32 (y) against encoder p50 latency (x, log scale), one dot per runner."""
+def svg_plot(report: DriftReport, width: int = 640, height: int = 360, *, gate: float | None = None,
+             shipped: Collection[str] = ()) -> str:
+    """Mean mask IoU vs fp32 (y) against encoder p50 latency (x), one numbered dot per runner.
+
+    ``gate`` (a mean mask IoU) is drawn as a horizontal line; ``shipped`` names artifact folders
+    (e.g. "onnx-int8") whose dots get a ring, so the chosen artifact of each target stands out."""
     points = [(r.summary()["encoder_p50_s"], r.summary()["mask_iou_mean"], r.info["label"]) for r in report.runners]
-    return latency_scatter(points, report.reference.summary()["encoder_p50_s"], width=width, height=height)
+    shipped = set(shipped)
+    ringed = {r.info["label"] for r in report.runners if r.artifact_dir and Path(r.artifact_dir).name in shipped}
+    return latency_scatter(points, report.reference.summary()["encoder_p50_s"], width=width, height=height,
+                           gate=gate, shipped=ringed)
+
+
+_CHAR_PX = 6.8  # a generous width of one 12 px sans-serif character: layout boxes err on the roomy side
+_LINE_PX = 16
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
+_WIDE_RANGE = 4.0  # latencies spanning more than this factor get a log axis
+
+
+@dataclass(frozen=True)
+class _Box:
+    """An axis-aligned box in SVG pixels, to keep labels off each other and off the dots."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    def hits(self, other: _Box, gap: float = 2.0) -> bool:
+        return not (self.x1 + gap <= other.x0 or other.x1 + gap <= self.x0 or
+                    self.y1 + gap <= other.y0 or other.y1 + gap <= self.y0)
+
+
+def _text_box(x: float, y: float, text: str, anchor: str = "start") -> _Box:
+    """The box of 12 px text whose baseline starts (or ends, or centres) at (x, y)."""
+    w = len(text) * _CHAR_PX
+    x0 = {"start": x, "middle": x - w / 2, "end": x - w}[anchor]
+    return _Box(x0, y - 11, x0 + w, y + 3)
+
+
+def _nice_step(span: float, count: int) -> float:
+    """The 1-2-2.5-5 x 10^k step that cuts ``span`` into about ``count`` parts."""
+    raw = span / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw * 0.999)
+
+
+def _linear_ticks(lo: float, hi: float, count: int = 5) -> tuple[list[float], int]:
+    """Round ticks inside [lo, hi] and the decimals that print them all alike."""
+    step = _nice_step(hi - lo, count)
+    ticks = [round(k * step, 12) for k in range(math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9) + 1)]
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9) + (1 if round(step / 10 ** math.floor(math.log10(step)), 6) == 2.5 else 0))
+    return ticks, decimals
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 style ticks inside [lo, hi]: the sparsest set that still gives four."""
+    sets = ((1,), (1, 2, 5), (1, 2, 3, 5), (1, 1.5, 2, 3, 4, 5, 6, 8))
+    found: list[float] = []
+    for mantissas in sets:
+        found = [round(m * 10.0 ** k, 12) for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+                 for m in mantissas if lo <= m * 10.0 ** k <= hi]
+        if len(found) >= 4:
+            break
+    return found
+
+
+def _milliseconds(seconds: float) -> str:
+    """Three significant figures or more, in ms: 412, 41.2, 4.12."""
+    ms = seconds * 1e3
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}"
+
+
+def _group(label: str) -> str:
+    """The target a label starts with ("onnx-int8-... (onnx-int8)" -> "onnx"): one colour per target."""
+    return label.split(" ")[0].split("-")[0]
+
+
+def _place_number(x: float, y: float, text: str, taken: list[_Box], area: _Box) -> tuple[float, float, bool]:
+    """Where a dot's number goes: the nearest spot around (x, y) that hits no dot or label and
+    stays in the plot (falling back to the least crowded one); True when it needs a leader line."""
+    best: tuple[int, float, float, float] | None = None
+    for radius in (11, 17, 24, 32, 42, 54, 68, 84):
+        for degrees in (-45, 0, -90, 45, -135, 180, 90, 135, -22, 22, -68, -112, 68, 112, -158, 158):
+            cx = x + radius * math.cos(math.radians(degrees))
+            cy = y + radius * math.sin(math.radians(degrees)) + 4  # baseline sits 4 px under the centre
+            box = _text_box(cx, cy, text, "middle")
+            if box.x0 < area.x0 or box.x1 > area.x1 or box.y0 < area.y0 or box.y1 > area.y1:
+                continue
+            crowd = sum(box.hits(other) for other in taken)
+            if crowd == 0:
+                return cx, cy, radius > 11
+            if best is None or crowd < best[0]:
+                best = (crowd, cx, cy, radius)
+    if best is None:  # a plot too small for any spot: beside the dot
+        return x + 11, y + 4, False
+    return best[1], best[2], best[3] > 11
 
 
 def latency_scatter(
@@ -139,38 +234,127 @@ def latency_scatter(
     y_range: tuple[float, float] | None = None,
     width: int = 640,
     height: int = 360,
+    *,
+    gate: float | None = None,
+    shipped: Collection[str] = (),
 ) -> str:
-    """(encoder seconds, y, label) dots, x on a log scale, the reference's latency as a dashed
-    line. ``y_range`` defaults to [min(0.9, lowest - 0.01), 1], the range of a mask IoU."""
+    """(encoder seconds, y, label) as numbered dots keyed by a legend, so long, close labels never
+    pile up; x is log-scaled only when latencies span more than a factor of 4 (else close
+    latencies would bunch), the reference's latency is a dashed vertical line, ``gate`` a
+    horizontal one, and dots whose label is in ``shipped`` get a ring. ``width`` x ``height`` is
+    the plot; the legend is added on the right. ``y_range`` defaults to
+    [min(0.9, lowest - 0.01, gate - 0.01), 1], the range of a mask IoU."""
     points = [p for p in points if p[0] and p[1] is not None]
     if not points:
         return ""
     reference = reference_s
     xs = [p[0] for p in points] + ([reference] if reference else [])
-    lo, hi = math.log10(min(xs)) - 0.1, math.log10(max(xs)) + 0.1
-    y_lo, y_hi = y_range or (min(0.9, min(p[1] for p in points) - 0.01), 1.0)
-    left, right, top, bottom = 60, 20, 20, 40
+    x_min, x_max = min(xs), max(xs)
+    log_x = x_max / x_min > _WIDE_RANGE
+    if log_x:
+        lo, hi = math.log10(x_min) - 0.1, math.log10(x_max) + 0.1
+    else:
+        pad = (x_max - x_min) * 0.08 or x_max * 0.1
+        lo, hi = max(x_min - pad, 0.0), x_max + pad
+    y_lo, y_hi = y_range or (min(0.9, min(p[1] for p in points) - 0.01, *([gate - 0.01] if gate is not None else [])), 1.0)
+    scale, unit = (1.0, "s") if x_min >= 1 else (1e3, "ms")  # the axis's; the legend is always in ms
+    left, right, top, bottom = 64, 16, 20, 44
+    height = max(height, int(top + 12 + (len(points) + 3.5) * _LINE_PX + 8))  # the legend's rows and keys fit
+    area = _Box(left, top, width - right, height - bottom)
 
     def px(x: float) -> float:
-        return left + (math.log10(x) - lo) / (hi - lo) * (width - left - right)
+        return left + ((math.log10(x) if log_x else x) - lo) / (hi - lo) * (area.x1 - area.x0)
+
+    y_pad = (y_hi - y_lo) * 0.05  # headroom, so dots at IoU 1 have room for their numbers
 
     def py(y: float) -> float:
-        return top + (y_hi - y) / (y_hi - y_lo) * (height - top - bottom)
+        return top + (y_hi + y_pad - y) / (y_hi - y_lo + 2 * y_pad) * (area.y1 - area.y0)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11" font-family="sans-serif">',
-             f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" fill="none" stroke="#999"/>']
-    for tick in (y_lo, (y_hi + y_lo) / 2, y_hi):
-        parts.append(f'<text x="{left - 6}" y="{py(tick) + 4:.1f}" text-anchor="end">{tick:.3f}</text>')
-    for tick in sorted(set(xs)):
-        parts.append(f'<text x="{px(tick):.1f}" y="{height - bottom + 14}" text-anchor="middle">{tick:.3g}</text>')
+    x_texts = [_milliseconds(x) for x, _, _ in points]
+    y_texts = [f"{y:.4f}" if abs(y) < 10 else f"{y:.1f}" for _, y, _ in points]
+    y_head = " ".join(y_label.split()[:2])  # "mask IoU", "encoder speed-up"
+    legend_x = width + 12  # columns: dot, number, latency, y, then the label (its width matters only at the end)
+    x_col = legend_x + 44 + max(len(t) for t in [*x_texts, "enc ms"]) * _CHAR_PX
+    y_col = x_col + (max(len(t) for t in [*y_texts, y_head]) + 2) * _CHAR_PX
+    label_x = y_col + 2 * _CHAR_PX
+    total_width = int(label_x + max(len(t) for t in [*(p[2] for p in points), "gate: " + y_head + " >= 0.00"]) * _CHAR_PX)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="latency-scatter" width="{total_width}" height="{height}" '
+             f'font-size="12" font-family="sans-serif">',
+             f'<rect x="{left}" y="{top}" width="{area.x1 - area.x0}" height="{area.y1 - area.y0}" fill="none" stroke="#999"/>']
+    y_ticks, y_decimals = _linear_ticks(y_lo, y_hi)
+    for tick in y_ticks:
+        parts.append(f'<line x1="{left}" y1="{py(tick):.1f}" x2="{area.x1}" y2="{py(tick):.1f}" stroke="#eee"/>')
+        parts.append(f'<text class="y-tick" x="{left - 6}" y="{py(tick) + 4:.1f}" text-anchor="end">{tick:.{y_decimals}f}</text>')
+    if log_x:
+        x_ticks = [(t, f"{t * scale:g}") for t in _log_ticks(10 ** lo, 10 ** hi)]
+    else:
+        values, decimals = _linear_ticks(lo * scale, hi * scale, count=6)
+        x_ticks = [(t / scale, f"{t:.{decimals}f}") for t in values]
+    kept: list[_Box] = []
+    for tick, text in x_ticks:  # a tick whose label would touch the previous one is dropped
+        box = _text_box(px(tick), area.y1 + 16, text, "middle")
+        if box.x0 < 0 or (kept and box.hits(kept[-1], gap=8)):
+            continue
+        kept.append(box)
+        parts.append(f'<line x1="{px(tick):.1f}" y1="{top}" x2="{px(tick):.1f}" y2="{area.y1}" stroke="#eee"/>')
+        parts.append(f'<text class="x-tick" x="{px(tick):.1f}" y="{area.y1 + 16}" text-anchor="middle">{text}</text>')
+    taken: list[_Box] = [_Box(px(x) - 6, py(y) - 6, px(x) + 6, py(y) + 6) for x, y, _ in points]
     if reference:
-        parts.append(f'<line x1="{px(reference):.1f}" y1="{top}" x2="{px(reference):.1f}" y2="{height - bottom}" stroke="#c33" stroke-dasharray="4"/>')
-        parts.append(f'<text x="{px(reference) + 4:.1f}" y="{top + 12}" fill="#c33">{html.escape(reference_label)}</text>')
-    for x, y, label in points:
-        parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="5" fill="#1f77b4"/>')
-        parts.append(f'<text x="{px(x) + 7:.1f}" y="{py(y) - 7:.1f}">{html.escape(label)}</text>')
-    parts.append(f'<text x="{width / 2}" y="{height - 6}" text-anchor="middle">encoder latency p50 (s, log scale)</text>')
-    parts.append(f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">{html.escape(y_label)}</text>')
+        rx = px(reference)
+        anchor = "start" if rx < (left + area.x1) / 2 else "end"
+        tx = rx + 4 if anchor == "start" else rx - 4
+        taken.append(_text_box(tx, top + 14, reference_label, anchor))
+        parts.append(f'<line class="reference" x1="{rx:.1f}" y1="{top}" x2="{rx:.1f}" y2="{area.y1}" stroke="#c33" stroke-dasharray="4"/>')
+        parts.append(f'<text x="{tx:.1f}" y="{top + 14}" fill="#c33" text-anchor="{anchor}">{html.escape(reference_label)}</text>')
+    if gate is not None:
+        gy, text = py(gate), f"gate {gate:g}"
+        gate_box = _text_box(area.x1 - 4, gy - 4, text, "end")
+        if any(gate_box.hits(other) for other in taken):  # under the line when a dot sits on its label
+            gate_box = _text_box(area.x1 - 4, gy + 14, text, "end")
+        taken.append(gate_box)
+        parts.append(f'<line class="gate" x1="{left}" y1="{gy:.1f}" x2="{area.x1}" y2="{gy:.1f}" stroke="#333" stroke-dasharray="6 3"/>')
+        parts.append(f'<text x="{gate_box.x1:.1f}" y="{gate_box.y1 - 3:.1f}" text-anchor="end" fill="#333">{text}</text>')
+    groups = list(dict.fromkeys(_group(label) for _, _, label in points))
+    colour = {g: _PALETTE[i % len(_PALETTE)] for i, g in enumerate(groups)}
+    numbers = []
+    for number, (x, y, label) in enumerate(points, 1):
+        cx, cy = px(x), py(y)
+        tip = html.escape(f"{number}. {label}: {x_texts[number - 1]} ms, {y_texts[number - 1]}")
+        fill = colour[_group(label)]
+        parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{fill}" fill-opacity="0.85"><title>{tip}</title></circle>')
+        if label in shipped:
+            parts.append(f'<circle class="shipped" cx="{cx:.1f}" cy="{cy:.1f}" r="9" fill="none" stroke="#000" stroke-width="2"/>')
+        tx, ty, leader = _place_number(cx, cy, str(number), taken, area)
+        taken.append(_text_box(tx, ty, str(number), "middle"))
+        if leader:
+            parts.append(f'<line x1="{cx:.1f}" y1="{cy:.1f}" x2="{tx:.1f}" y2="{ty - 4:.1f}" stroke="#aaa" stroke-width="0.8"/>')
+        numbers.append(f'<text class="point-number" x="{tx:.1f}" y="{ty:.1f}" text-anchor="middle" font-weight="bold" '
+                       f'fill="{fill}">{number}</text>')
+    parts += numbers  # numbers over every dot and leader line
+    x_title = f"encoder latency p50 ({unit}{', log scale' if log_x else ''})"
+    parts.append(f'<text x="{(left + area.x1) / 2}" y="{height - 8}" text-anchor="middle">{x_title}</text>')
+    parts.append(f'<text x="16" y="{(top + area.y1) / 2}" transform="rotate(-90 16 {(top + area.y1) / 2})" '
+                 f'text-anchor="middle">{html.escape(y_label)}</text>')
+    head = f'<text y="{top + 12}" font-weight="bold"'
+    parts.append(f'{head} x="{label_x}">artifact</text>{head} x="{legend_x + 36}" text-anchor="end">#</text>'
+                 f'{head} x="{x_col:.0f}" text-anchor="end">enc ms</text>'
+                 f'{head} x="{y_col:.0f}" text-anchor="end">{html.escape(y_head)}</text>')
+    for number, ((_, _, label), x_text, y_text) in enumerate(zip(points, x_texts, y_texts), 1):
+        ly, fill, bold = top + 12 + number * _LINE_PX, colour[_group(label)], label in shipped
+        ring = f'<circle cx="{legend_x + 6}" cy="{ly - 4}" r="8" fill="none" stroke="#000" stroke-width="2"/>' if bold else ""
+        parts.append(f'<g class="legend-row"><circle cx="{legend_x + 6}" cy="{ly - 4}" r="5" fill="{fill}"/>{ring}'
+                     f'<text x="{legend_x + 36}" y="{ly}" text-anchor="end" font-weight="bold" fill="{fill}">{number}</text>'
+                     f'<text x="{label_x}" y="{ly}" font-weight="{"bold" if bold else "normal"}">{html.escape(label)}</text>'
+                     f'<text x="{x_col:.0f}" y="{ly}" text-anchor="end">{x_text}</text>'
+                     f'<text x="{y_col:.0f}" y="{ly}" text-anchor="end">{y_text}</text></g>')
+    key_y = top + 12 + (len(points) + 1.5) * _LINE_PX
+    if any(label in shipped for _, _, label in points):
+        parts.append(f'<circle cx="{legend_x + 6}" cy="{key_y - 4}" r="8" fill="none" stroke="#000" stroke-width="2"/>'
+                     f'<text x="{legend_x + 44}" y="{key_y}">shipped (ring)</text>')
+        key_y += _LINE_PX
+    if gate is not None:
+        parts.append(f'<line x1="{legend_x - 4}" y1="{key_y - 4}" x2="{legend_x + 30}" y2="{key_y - 4}" stroke="#333" '
+                     f'stroke-dasharray="6 3"/><text x="{legend_x + 44}" y="{key_y}">gate: {html.escape(y_head)} &#8805; {gate:g}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -181,7 +365,9 @@ def _html_table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> s
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def html_report(report: DriftReport, overlay_files: dict[str, list[str]]) -> str:
+def html_report(report: DriftReport, overlay_files: dict[str, list[str]], *, gate: float | None = None,
+                shipped: Collection[str] = ()) -> str:
+    """report.html; ``gate`` and ``shipped`` mark the plot (see :func:`svg_plot`)."""
     data = report.to_dict()
     sections = [
         "<h1>Drift report</h1>",
@@ -189,7 +375,7 @@ def html_report(report: DriftReport, overlay_files: dict[str, list[str]]) -> str
         f"prompts per runner. Machine: {html.escape(str(data['machine']['processor']))}, {data['machine']['cpu_count']} CPUs.</p>",
         _html_table([t for t, _ in COLUMNS], table_rows(report)),
         "<h2>Drift vs latency</h2>",
-        svg_plot(report),
+        svg_plot(report, gate=gate, shipped=shipped),
     ]
     for label, rows in data["layers"].items():
         sections += [f"<h2>Per-layer drift: {html.escape(label)}</h2>", _html_table(LAYER_COLUMNS, layer_table(rows))]
@@ -220,8 +406,12 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_report(report: DriftReport, out_dir: str | os.PathLike) -> Path:
-    """Write the report folder (replacing an earlier report there, never other files)."""
+def write_report(report: DriftReport, out_dir: str | os.PathLike, *, gate: float | None = None,
+                 shipped: Collection[str] = ()) -> Path:
+    """Write the report folder (replacing an earlier report there, never other files).
+
+    ``gate`` (the mean mask IoU an artifact must reach) and ``shipped`` (artifact folder names,
+    e.g. "onnx-int8") only mark the HTML plot: a horizontal gate line and a ring on what ships."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "report.json").is_file():
         raise EdgeSamError(f"{out_dir} exists and does not hold an earlier report; choose an empty or new folder")
@@ -236,5 +426,5 @@ def write_report(report: DriftReport, out_dir: str | os.PathLike) -> Path:
             overlay_files[runner.info["label"]] = names
         (tmp / "report.json").write_text(json.dumps(_json_safe(report.to_dict()), indent=2) + "\n")
         (tmp / "report.md").write_text(markdown_report(report))
-        (tmp / "report.html").write_text(html_report(report, overlay_files))
+        (tmp / "report.html").write_text(html_report(report, overlay_files, gate=gate, shipped=shipped))
     return out_dir
