@@ -1,12 +1,14 @@
 """Validation on a device: the transports (this machine; ssh against an sshd this module starts on
-127.0.0.1 with keys made for the test; adb without a device), the native (C++) and Python device
-programs, and the device row in the drift report, equal to the runner here."""
+127.0.0.1 with keys made for the test; adb against a fake ``adb`` on PATH that answers push, shell,
+pull and devices as adb does, over a device folder in tmp_path, and records every call), the native
+(C++) and Python device programs, and the device row in the drift report, equal to the runner here."""
 
 from __future__ import annotations
 
 import getpass
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -25,7 +27,7 @@ from edge_sam.eval.metrics import mask_iou
 from edge_sam.targets import get_target, load_runner
 from edge_sam.targets.core.prompts import grid_prompts
 from edge_sam.targets.remote.runner import ImageJob, Query, RemoteSettings, run_on_device
-from edge_sam.targets.remote.transport import LocalTransport, SshTransport, TransportError, transport_for
+from edge_sam.targets.remote.transport import AdbTransport, LocalTransport, SshTransport, TransportError, transport_for
 from edge_sam.targets.validation.drift import full_size_masks
 from edge_sam.transforms import write_image
 
@@ -103,13 +105,118 @@ def _local(tmp_path) -> LocalTransport:
     return transport
 
 
+# A stand-in for Android's adb: the argument handling and messages of platform-tools' adb for the
+# four commands the transport uses, over a device whose file system is the folder $FAKE_ADB_ROOT
+# (device path P is $FAKE_ADB_ROOT/P). ``shell`` runs the one command line with sh, in the device's
+# /; the only device folder the transport names, /data/local/tmp, is mapped into the root in the
+# command and back in its output. Every call's arguments go to $FAKE_ADB_LOG, one JSON list a line.
+FAKE_ADB = r"""
+import json, os, shutil, subprocess, sys
+
+root, serials = os.environ["FAKE_ADB_ROOT"], os.environ["FAKE_ADB_SERIALS"].split()
+args = sys.argv[1:]
+with open(os.environ["FAKE_ADB_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\n")
+
+def fail(message, status=1):
+    sys.stderr.write(message + "\n")
+    sys.exit(status)
+
+serial = None
+if args[:1] == ["-s"]:
+    serial, args = args[1], args[2:]
+if not args:
+    fail("adb: usage: no command specified")
+if args[0] == "devices":
+    print("List of devices attached")
+    for name in serials:
+        print(f"{name}\tdevice")
+    sys.exit(0)
+if serial is None:
+    if not serials:
+        fail("adb: no devices/emulators found")
+    if len(serials) > 1:
+        fail("adb: more than one device/emulator")
+elif serial not in serials:
+    fail(f"adb: device '{serial}' not found")
+
+def on_device(path):
+    if not path.startswith("/"):
+        fail(f"adb: error: remote path must be absolute: '{path}'")
+    return root + path
+
+def copy(source, destination):
+    (shutil.copytree if os.path.isdir(source) else shutil.copy2)(source, destination)
+
+command, rest = args[0], args[1:]
+if command == "push":  # adb push LOCAL... REMOTE: into REMOTE when it is a folder, else as REMOTE
+    if len(rest) < 2:
+        fail("adb: error: push requires an argument")
+    *sources, remote = rest
+    target = on_device(remote)
+    for source in sources:
+        if not os.path.exists(source):
+            fail(f"adb: error: cannot stat '{source}': No such file or directory")
+        into = os.path.isdir(target)
+        if remote.endswith("/") and not into and not os.path.isdir(os.path.dirname(target.rstrip("/"))):
+            fail(f"adb: error: failed to copy '{source}' to '{remote}': remote No such file or directory")
+        copy(source, os.path.join(target, os.path.basename(source.rstrip("/"))) if into else target.rstrip("/"))
+    print(f"{len(sources)} file(s) pushed. 0 file(s) skipped.")
+elif command == "pull":  # adb pull REMOTE LOCAL: into LOCAL when it is an existing folder, else as LOCAL
+    if len(rest) != 2:
+        fail("adb: error: pull requires an argument")
+    remote, local = rest
+    source = on_device(remote)
+    if not os.path.exists(source):
+        fail(f"adb: error: failed to stat remote object '{remote}': No such file or directory")
+    if not os.path.exists(local) and not os.path.isdir(os.path.dirname(os.path.abspath(local))):
+        fail(f"adb: error: cannot create file/directory '{local}': No such file or directory")
+    copy(source, os.path.join(local, os.path.basename(remote.rstrip("/"))) if os.path.isdir(local) else local)
+    print(f"{remote}: 1 file pulled. 0 file(s) skipped.")
+elif command == "shell":  # one argument: the device's sh -c runs it; several: joined with spaces
+    line = " ".join(rest).replace("/data/local/tmp", root + "/data/local/tmp")
+    done = subprocess.run(["sh", "-c", line], cwd=root, capture_output=True, text=True)
+    sys.stdout.write(done.stdout.replace(root, ""))
+    sys.stderr.write(done.stderr.replace(root, ""))
+    sys.exit(done.returncode)  # shell protocol v2 (Android 7+): the command's own exit status
+else:
+    fail(f"adb: unknown command {command}")
+"""
+
+
+@pytest.fixture
+def fake_adb(tmp_path, monkeypatch):
+    """A fake ``adb`` first on PATH, one device ``emulator-5554`` with an empty /data/local/tmp;
+    yields its device root, that folder and ``calls()``: the argument lists adb got so far."""
+    bin_dir, root = tmp_path / "fake-adb-bin", tmp_path / "fake-device"
+    bin_dir.mkdir()
+    scratch = root / "data" / "local" / "tmp"
+    scratch.mkdir(parents=True)
+    program = bin_dir / "adb"
+    program.write_text(f"#!{sys.executable}\n{FAKE_ADB}")
+    program.chmod(0o755)
+    log = tmp_path / "adb-calls.jsonl"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_ADB_ROOT", str(root))
+    monkeypatch.setenv("FAKE_ADB_LOG", str(log))
+    monkeypatch.setenv("FAKE_ADB_SERIALS", "emulator-5554")
+
+    def calls() -> list[list[str]]:
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    return {"root": root, "scratch": scratch, "calls": calls, "serial": "emulator-5554"}
+
+
 # -- the transports --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["local", "ssh"])
+@pytest.mark.parametrize("kind", ["local", "ssh", "adb"])
 def test_push_run_pull_and_nothing_left_behind(kind, request, tmp_path):
     if kind == "ssh":
         sshd = request.getfixturevalue("sshd")
         scratch, transport = sshd["scratch"], _ssh(sshd)
+    elif kind == "adb":
+        adb = request.getfixturevalue("fake_adb")
+        scratch, transport = adb["scratch"], transport_for(f"adb:{adb['serial']}")
     else:
         scratch = tmp_path / "device"
         scratch.mkdir()
@@ -144,12 +251,64 @@ def test_ssh_failures_are_one_line_and_leave_nothing(sshd):
 
 
 def test_adb_without_a_device_is_one_line():
-    """AdbTransport is written against adb's documented push/shell/pull; no Android device is
-    attached here, so only its refusal is checked (adb missing, or the serial not found)."""
+    """With whatever adb this machine has (usually none): adb missing, or the serial not found."""
     with pytest.raises(TransportError, match=r"^(adb not found on PATH|adb:no-such-serial: )"):
         transport_for("adb:no-such-serial").run(["true"])
     with pytest.raises(TransportError, match="unknown device 'ftp://host'"):
         transport_for("ftp://host")
+
+
+def test_adb_commands_and_quoting(fake_adb, tmp_path):
+    """The exact adb calls for a workspace, a push, a command and a pull, with names holding spaces,
+    quotes and shell characters: each argument reaches the device's shell as one word."""
+    serial, calls = fake_adb["serial"], fake_adb["calls"]
+    transport = transport_for(f"adb:{serial}")
+    assert isinstance(transport, AdbTransport) and transport.label == f"adb:{serial}"
+    folder = tmp_path / "it's a \"job\" $HOME"
+    folder.mkdir()
+    (folder / "in put.txt").write_text("payload\n")
+    words = ["a b", "it's", '"q"', "$HOME", "*", "; rm -rf /", ""]
+    with transport.workspace() as remote:
+        assert remote.startswith("/data/local/tmp/edge-sam.") and (fake_adb["root"] / remote[1:]).is_dir()
+        transport.push(folder, remote)
+        done = transport.run(["printf", "[%s]", *words], cwd=f"{remote}/{folder.name}")
+        assert done.returncode == 0 and done.stdout == "".join(f"[{w}]" for w in words)
+        transport.run_checked(["sh", "-c", 'cp "in put.txt" "out put.txt"'], cwd=f"{remote}/{folder.name}")
+        pulled = transport.pull(f"{remote}/{folder.name}/out put.txt", tmp_path / "back here")
+        assert pulled == tmp_path / "back here" / "out put.txt" and pulled.read_text() == "payload\n"
+    assert list(fake_adb["scratch"].iterdir()) == []
+    on_device = f"{remote}/it'\"'\"'s a \"job\" $HOME"
+    assert calls() == [
+        ["-s", serial, "shell", "mktemp -d /data/local/tmp/edge-sam.XXXXXX"],
+        ["-s", serial, "push", str(folder), f"{remote}/"],
+        ["-s", serial, "shell", f"cd '{on_device}' && printf '[%s]' 'a b' 'it'\"'\"'s' '\"q\"' '$HOME' '*' "
+                                "'; rm -rf /' ''"],
+        ["-s", serial, "shell", f"cd '{on_device}' && sh -c 'cp \"in put.txt\" \"out put.txt\"'"],
+        ["-s", serial, "pull", f"{remote}/{folder.name}/out put.txt", str(tmp_path / "back here")],
+        ["-s", serial, "shell", f"rm -rf {remote}"],
+    ]
+    assert shlex.split(calls()[2][3])[3:] == ["printf", "[%s]", *words]
+
+
+def test_adb_failures_are_one_line(fake_adb, tmp_path, monkeypatch):
+    """A serial adb does not know, a failed push or pull, a missing program, an exit status; with no
+    serial, adb is called without -s."""
+    calls = fake_adb["calls"]
+    with pytest.raises(TransportError, match=r"^adb:no-such-serial: adb: device 'no-such-serial' not found$"):
+        transport_for("adb:no-such-serial").run(["true"])
+    transport = transport_for("adb")
+    assert transport.label == "adb" and transport.run(["sh", "-c", "exit 3"]).returncode == 3
+    assert calls()[-1] == ["shell", "sh -c 'exit 3'"]
+    with pytest.raises(TransportError, match="^adb: no-such-program not found on the device"):
+        transport.run_checked(["no-such-program"])
+    with pytest.raises(TransportError, match=r"^adb: adb push missing failed: adb: error: cannot stat '.*missing'"):
+        transport.push(tmp_path / "missing", "/data/local/tmp")
+    with pytest.raises(TransportError, match=r"^adb: adb pull /data/local/tmp/nothing failed: "
+                                             r"adb: error: failed to stat remote object"):
+        transport.pull("/data/local/tmp/nothing", tmp_path)
+    monkeypatch.setenv("FAKE_ADB_SERIALS", "emulator-5554 emulator-5556")
+    with pytest.raises(TransportError, match="^adb: could not remove /x: adb: more than one device/emulator$"):
+        transport.remove("/x")
 
 
 # -- the device programs and the report --------------------------------------------------------------

@@ -8,7 +8,8 @@ removed afterwards (:meth:`Transport.workspace`). Implementations:
 - :class:`SshTransport` (``ssh://user@host[:port]``): OpenSSH's ``ssh`` client, files as tar
   streams over the same connection (the device needs ``sh`` and ``tar``, not scp or sftp);
 - :class:`AdbTransport` (``adb:SERIAL``): ``adb push`` / ``adb shell`` / ``adb pull`` for an
-  Android device (written against adb's documented commands; not run in this project).
+  Android device (tested against a fake ``adb`` that answers those commands as adb does, in
+  tests/test_remote.py; not run against a real device in this project).
 
 A host that refuses, a dropped connection, a command that does not exist on the device: each
 is one :class:`TransportError` line naming the device.
@@ -222,7 +223,7 @@ class SshTransport(Transport):
 
 class AdbTransport(Transport):
     """An Android device through adb (``adb -s SERIAL push|shell|pull``), scratch space under
-    /data/local/tmp (writable and executable for the shell user). Not run in this project."""
+    /data/local/tmp (writable and executable for the shell user). Tested against a fake adb only."""
 
     temp_root = "/data/local/tmp"
 
@@ -249,6 +250,9 @@ class AdbTransport(Transport):
             raise TransportError(f"{self.label}: adb push {Path(local).name} failed: {done.last_error_line()}")
 
     def pull(self, remote_path: str, local_dir: Path) -> Path:
+        # adb pull copies *into* LOCAL only when LOCAL is an existing folder; otherwise it makes
+        # LOCAL the copy itself (and the path returned below would not exist).
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
         done = _completed(self._adb_command("pull", remote_path, str(local_dir)), DEFAULT_TIMEOUT_S, self.label)
         if done.returncode != 0:
             raise TransportError(f"{self.label}: adb pull {remote_path} failed: {done.last_error_line()}")
