@@ -14,7 +14,6 @@ rest are held out for every fidelity number.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import edge_sam
@@ -148,10 +147,8 @@ def run_sensitivity(args: argparse.Namespace) -> int:
 
 
 def run_mixed(args: argparse.Namespace) -> int:
-    from edge_sam.quantize.mixed import Budget, mixed_recipe, search, verify
+    from edge_sam.quantize.mixed import Budget, find_mixed_recipe
     from edge_sam.quantize.recipe_file import write_recipe_file
-    from edge_sam.quantize.sensitivity import measure_sensitivity
-    from edge_sam.targets.core.target import state_dict_sha256
 
     budget = Budget(args.min_mask_iou, args.min_mask_iou_p5)
     out = Path(args.out)
@@ -163,33 +160,14 @@ def run_mixed(args: argparse.Namespace) -> int:
         raise EdgeSamError(f"--max-float must be 0 or more, got {args.max_float}")
     earlier = _earlier_ranking(args.sensitivity) if args.sensitivity else None
     model, recipe, studies = _studies(args, _targets(args.target), fallback=args.fallback)
+    ranking = None
     if earlier is not None:
         setup, ranking = earlier
         _check_same_setup(setup, studies[0])
-    else:
-        ranking = _combined_ranking([measure_sensitivity(study, both=False) for study in studies])
-    result = search(studies, ranking, budget, args.max_float)
-    mixed = mixed_recipe(recipe, studies[0].layers, result.float_layers, args.name or out.stem, budget, args.fallback)
-    result.verified = verify(model, mixed, studies, progress=print)
-    provenance = {
-        "command": "edge-sam quantize mixed",
-        "checkpoint": {"name": str(args.checkpoint), "state_dict_sha256": state_dict_sha256(model)},
-        "img_size": studies[0].img_size,
-        "targets": [s.target for s in studies],
-        "budget": dataclasses.asdict(budget),
-        "calibration": studies[0].calibration.describe(),
-        "held_out": [held_out.source.describe() for held_out in studies[0].held_out],
-        "n_prompts": [held_out.n_prompts for held_out in studies[0].held_out],
-        "ranking": ranking,
-        "fallback": args.fallback,
-        "float_layers": result.float_layers,  # the layers out of INT8 (float, or a16 with --fallback a16)
-        "int8_flop_share": result.int8_flop_share,
-        "full_int8": result.full_int8.to_dict(),
-        "simulated": result.fidelity.to_dict(),
-        "verified": {target: f.to_dict() for target, f in result.verified.items()},
-        "steps": result.steps,
-        "edge_sam": edge_sam.__version__,
-    }
+    mixed, result, provenance = find_mixed_recipe(
+        model, recipe, studies, budget, args.name or out.stem, command="edge-sam quantize mixed", ranking=ranking,
+        max_float=args.max_float, fallback=args.fallback, progress=print)
+    provenance["checkpoint"] = str(args.checkpoint)
     write_recipe_file(mixed, out, provenance)
     print(f"every layer INT8: mask IoU mean {result.full_int8.mask_iou_mean:.4f}, p5 {result.full_int8.mask_iou_p5:.4f}")
     print(f"{len(result.float_layers)} of {len(studies[0].layers)} layers {args.fallback}: {', '.join(result.float_layers) or 'none'}")
@@ -198,15 +176,6 @@ def run_mixed(args: argparse.Namespace) -> int:
           f"{100 * result.int8_flop_share:.1f}% of the encoder's FLOPs run INT8")
     print(f"wrote {out}; export with: edge-sam export --precision int8 --recipe {out} --target TARGET --calibration DIR")
     return 0
-
-
-def _combined_ranking(reports) -> list[str]:
-    """Layers by their lowest alone-SQNR over the targets' reports (most sensitive first)."""
-    worst: dict[str, float] = {}
-    for report in reports:
-        for row in report.rows:
-            worst[row.layer] = min(worst.get(row.layer, float("inf")), row.alone.embedding_sqnr_db)
-    return sorted(worst, key=lambda layer: worst[layer])
 
 
 def _earlier_ranking(path: str) -> tuple[dict, list[str]]:

@@ -7,6 +7,7 @@ instead of silently leaving weights at their initial values.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -183,3 +184,14 @@ def build_efficient_sam_vitt(checkpoint: str | os.PathLike | None = None) -> Eff
 def build_efficient_sam_vits(checkpoint: str | os.PathLike | None = None) -> EfficientSam:
     """EfficientSAM-S; random weights unless a checkpoint is given (.pt or the official .pt.zip)."""
     return load_model(checkpoint, config=EfficientSamConfig.vits()) if checkpoint else build_efficient_sam(EfficientSamConfig.vits())
+
+
+def state_dict_sha256(model: torch.nn.Module) -> str:
+    """A digest of the weights themselves, so an artifact can be matched to any checkpoint file
+    (or in-memory model) holding the same numbers."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        array = tensor.detach().to("cpu", torch.float32 if tensor.is_floating_point() else tensor.dtype).contiguous()
+        digest.update(f"{name}:{tuple(array.shape)}:{array.dtype};".encode())
+        digest.update(array.numpy().tobytes())
+    return digest.hexdigest()

@@ -25,12 +25,14 @@ from typing import Any
 
 from tqdm import tqdm
 
+import edge_sam
+from edge_sam.checkpoint import state_dict_sha256
 from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.heldout import Fidelity, worst_of
 from edge_sam.quantize.pt2e import quantize_pt2e
 from edge_sam.quantize.recipes import FLOAT, QuantRecipe
-from edge_sam.quantize.sensitivity import LayerStudy
+from edge_sam.quantize.sensitivity import LayerStudy, SensitivityReport, measure_sensitivity
 from edge_sam.quantize.simulate import target_quantizer
 
 from edge_sam.targets.core.contract import calibration_batches, deploy_graph
@@ -52,6 +54,11 @@ class Budget:
 
     def met(self, fidelity: Fidelity) -> bool:
         return fidelity.meets(self.min_mask_iou, self.min_mask_iou_p5)
+
+    def met_row(self, row: dict[str, Any]) -> bool:
+        """Whether a drift report row (mean and p5 mask IoU vs fp32) holds the budget."""
+        mean, p5 = row.get("mask_iou_mean"), row.get("mask_iou_p5")
+        return mean is not None and p5 is not None and mean >= self.min_mask_iou and p5 >= self.min_mask_iou_p5
 
     def describe(self) -> str:
         return f"mask IoU vs fp32 mean >= {self.min_mask_iou}, p5 >= {self.min_mask_iou_p5}"
@@ -147,3 +154,56 @@ def verify(model: EfficientSam, recipe: QuantRecipe, studies: Sequence[LayerStud
         if progress:
             progress(f"{study.target}: {_fidelity_text(scores[study.target])} with the target's per-layer quantizer")
     return scores
+
+
+def combined_ranking(reports: Sequence[SensitivityReport]) -> list[str]:
+    """Layers by their lowest alone-SQNR over the targets' reports (most sensitive first)."""
+    worst: dict[str, float] = {}
+    for report in reports:
+        for row in report.rows:
+            worst[row.layer] = min(worst.get(row.layer, float("inf")), row.alone.embedding_sqnr_db)
+    return sorted(worst, key=lambda layer: worst[layer])
+
+
+def find_mixed_recipe(
+    model: EfficientSam,
+    base: QuantRecipe,
+    studies: Sequence[LayerStudy],
+    budget: Budget,
+    name: str,
+    *,
+    command: str,
+    ranking: Sequence[str] | None = None,
+    max_float: int | None = None,
+    fallback: str = FLOAT,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[QuantRecipe, MixedResult, dict[str, Any]]:
+    """Rank the layers (unless ``ranking`` is given), search, verify with each target's own
+    quantizer: the recipe, the search's record, and the provenance a recipe file carries (how it
+    was chosen, and on which weights and images: what a cache of it must match)."""
+    if ranking is None:
+        ranking = combined_ranking([measure_sensitivity(study, both=False) for study in studies])
+    result = search(studies, ranking, budget, max_float)
+    mixed = mixed_recipe(base, studies[0].layers, result.float_layers, name, budget, fallback)
+    result.verified = verify(model, mixed, studies, progress=progress)
+    provenance = {
+        "command": command,
+        "checkpoint_state_dict_sha256": state_dict_sha256(model),
+        "img_size": studies[0].img_size,
+        "targets": [study.target for study in studies],
+        "budget": {"min_mask_iou": budget.min_mask_iou, "min_mask_iou_p5": budget.min_mask_iou_p5},
+        "max_float": max_float,
+        "calibration": studies[0].calibration.describe(),
+        "held_out": [held_out.source.describe() for held_out in studies[0].held_out],
+        "n_prompts": [held_out.n_prompts for held_out in studies[0].held_out],
+        "ranking": list(ranking),
+        "fallback": fallback,
+        "float_layers": result.float_layers,  # the layers out of INT8 (float, or a16 with fallback a16)
+        "int8_flop_share": result.int8_flop_share,
+        "full_int8": result.full_int8.to_dict(),
+        "simulated": result.fidelity.to_dict(),
+        "verified": {target: fidelity.to_dict() for target, fidelity in result.verified.items()},
+        "steps": result.steps,
+        "edge_sam": edge_sam.__version__,
+    }
+    return mixed, result, provenance

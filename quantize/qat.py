@@ -50,7 +50,7 @@ from edge_sam.transforms import preprocess
 
 from edge_sam.targets.core.calibration import ImageSource, open_source
 from edge_sam.targets.core.contract import calibration_batches, deploy_graph
-from edge_sam.targets.core.target import state_dict_sha256
+from edge_sam.checkpoint import state_dict_sha256
 
 from .qat_checkpoint import QAT_FILE, write_qat_checkpoint
 from .qat_graph import (

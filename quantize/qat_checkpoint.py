@@ -135,7 +135,7 @@ def write_qat_checkpoint(
     (and recipe.json for a per-layer recipe); returns the model file. qat.json is written last:
     a folder with it is complete."""
     from edge_sam.quantize.qat_graph import learned_parameters
-    from edge_sam.targets.core.target import state_dict_sha256
+    from edge_sam.checkpoint import state_dict_sha256
 
     saved = save_model(trained, out_dir / MODEL_FILE)
     if recipe.layers:

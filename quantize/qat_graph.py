@@ -260,7 +260,7 @@ def learned_encoder(model: EfficientSam, qat, recipe: QuantRecipe, img_size: int
     """The INT8 encoder with the ranges QAT learned (no calibration): ``model`` (the QAT weights)
     prepared exactly as in training, the recorded ranges put back, then converted. For the
     target whose quantizer QAT simulated (ExecuTorch / XNNPACK)."""
-    from edge_sam.targets.core.target import state_dict_sha256
+    from edge_sam.checkpoint import state_dict_sha256
 
     if state_dict_sha256(model) != qat.record["weights"]["state_dict_sha256"]:
         raise EdgeSamError(f"the model is not the one saved in {qat.path}: learned QAT ranges apply to its own weights")

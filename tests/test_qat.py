@@ -31,7 +31,8 @@ from edge_sam.quantize.recipes import RECIPES, RecipeError, get_recipe
 from edge_sam.train.state import STATE_FILE
 from edge_sam.targets.core.contract import deploy_graph
 from edge_sam.targets.core.manifest import ArtifactError
-from edge_sam.targets.core.target import check_source, state_dict_sha256
+from edge_sam.checkpoint import state_dict_sha256
+from edge_sam.targets.core.target import check_source
 
 IMG = 64
 
@@ -138,7 +139,7 @@ DDP_SCRIPT = textwrap.dedent(
     import json, sys
     from pathlib import Path
     from edge_sam.quantize.qat import QatConfig, quantization_aware_finetune
-    from edge_sam.targets.core.target import state_dict_sha256
+    from edge_sam.checkpoint import state_dict_sha256
 
     config = QatConfig(**json.loads(sys.argv[1]))
     outcome = quantization_aware_finetune(config)

@@ -15,7 +15,8 @@ from edge_sam.targets import ArtifactError, TorchRunner, get_target, image_folde
 from edge_sam.targets.core.calibration import photo_crops
 from edge_sam.staging import staged_dir
 from edge_sam.runner import model_at_size
-from edge_sam.targets.core.target import resolve_recipe, state_dict_sha256
+from edge_sam.checkpoint import state_dict_sha256
+from edge_sam.targets.core.target import resolve_recipe
 from edge_sam.targets.core.manifest import (
     MANIFEST_NAME,
     GraphSpec,

@@ -36,6 +36,7 @@ class ArtifactRunner(Runner):
             "interface": m.interface,
             "precision": m.precision,
             "recipe": m.recipe["name"] if m.recipe else None,
+            "scheme": m.recipe["scheme"] if m.recipe else None,
             "img_size": m.img_size,
             "bytes": sum(f["bytes"] for f in m.files.values()),
         }

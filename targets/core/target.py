@@ -9,7 +9,6 @@ hashing, the manifest and resolving the precision and recipe live here, once.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import sys
 from abc import ABC, abstractmethod
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from edge_sam.checkpoint import resolve_checkpoint
+from edge_sam.checkpoint import resolve_checkpoint, state_dict_sha256
 from edge_sam.errors import EdgeSamError, require
 from edge_sam.staging import staged_dir
 from edge_sam.modeling import EfficientSam
@@ -48,17 +47,6 @@ if TYPE_CHECKING:
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INTERFACES = ("deploy", "official")
-
-
-def state_dict_sha256(model: torch.nn.Module) -> str:
-    """A digest of the weights themselves, so an artifact can be matched to any checkpoint file
-    (or in-memory model) holding the same numbers."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        array = tensor.detach().to("cpu", torch.float32 if tensor.is_floating_point() else tensor.dtype).contiguous()
-        digest.update(f"{name}:{tuple(array.shape)}:{array.dtype};".encode())
-        digest.update(array.numpy().tobytes())
-    return digest.hexdigest()
 
 
 def source_fingerprint(model: EfficientSam, checkpoint: str | os.PathLike | None) -> dict[str, Any]:
@@ -154,6 +142,14 @@ class Target(ABC):
     schemes: ClassVar[tuple[str, ...]] = ()
     # The activation widths its static int8 export takes (QuantRecipe.activation_bits).
     activation_bits: ClassVar[tuple[int, ...]] = (8,)
+    # The INT8 ladder rungs deploy climbs for it (edge_sam.quantize.ladder.RUNG_NAMES), in ladder order.
+    int8_rungs: ClassVar[tuple[str, ...]] = ()
+    # Whether latency on this host stands for the devices the target ships to (a laptop or server
+    # CPU: yes; a phone's CPU, NPU or Neural Engine: no). Deploy ranks by host latency only where it does.
+    host_latency_stands_for_devices: ClassVar[bool] = False
+    # Where it does not: the compute precisions its devices run fastest, best first (deploy ranks by
+    # this, then by size; an int8 artifact with weight-only compression computes in float).
+    device_precisions: ClassVar[tuple[str, ...]] = ("int8", "fp16", "fp32")
     interfaces: ClassVar[tuple[str, ...]] = ("deploy",)
     # What the target takes, declared so the CLI and checks are built from it (see TargetOption).
     export_options: ClassVar[tuple[TargetOption, ...]] = ()

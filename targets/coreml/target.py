@@ -40,6 +40,11 @@ class CoreMLTarget(Target):
     distributions = ("coremltools", "executorch", "torchao")
     # Activations quantized per run have no Core ML op: W8A8 (static) or compressed weights only.
     schemes = ("static", "weight-only")
+    int8_rungs = ("static", "mixed", "w8", "palette6")
+    # The Neural Engine runs fp16, and int8 x int8 (W8A8) on A17 Pro / M4; never fp32. Compressed
+    # weights (w8, palettes) are decompressed and computed in fp16. Host latencies here are our NumPy
+    # executor's, not a device's.
+    device_precisions = ("int8", "fp16", "fp32")
 
     export_modules = ("coremltools",)
     runtime_modules = ("coremltools",)

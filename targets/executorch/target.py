@@ -70,6 +70,9 @@ class ExecuTorchTarget(Target):
     extra = EXTRA
     distributions = ("executorch", "torchao", "coremltools")
     schemes = ("static", "dynamic")
+    int8_rungs = ("static", "mixed", "dynamic")
+    # Phones and boards: XNNPACK's int8 kernels are its fast path on Arm; this x86 host is not one.
+    device_precisions = ("int8", "fp32")
 
     def __init__(self, delegate: str = XNNPACK.name) -> None:
         self.delegate = get_delegate(delegate)

@@ -76,6 +76,9 @@ class OnnxTarget(Target):
     distributions = ("onnx", "onnxscript", "onnxruntime")
     schemes = ("static", "dynamic")
     activation_bits = (8, 16)
+    int8_rungs = ("static", "mixed", "a16", "dynamic")
+    # ONNX Runtime's CPU provider on this host is what laptops and servers run.
+    host_latency_stands_for_devices = True
     interfaces = ("deploy", "official")
     export_modules = ("onnx", "onnxscript", "onnxruntime")
     runtime_modules = ("onnxruntime",)

@@ -1,5 +1,6 @@
-"""What ``deploy`` will build: one job per (target, precision) it can export and run here, one
-line for each it skips, and whether an artifact already in the output folder can be reused."""
+"""What ``deploy`` will build: one job per (target, float precision) it can export and run here,
+the INT8 ladder each target climbs, one line for each thing it skips, and whether an artifact
+already in the output folder can be reused."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_sam.errors import EdgeSamError, MissingToolchainError
+from edge_sam.quantize.ladder import Rung, custom_rung, ladder_for
 from edge_sam.quantize.qat_checkpoint import read_qat_checkpoint
 from edge_sam.quantize.recipes import QuantRecipe, RecipeError, check_schemes
 
@@ -20,21 +22,23 @@ from edge_sam.targets.core.target import Target, resolve_recipe, verify_artifact
 
 @dataclass(frozen=True)
 class Job:
-    """One artifact to build or reuse: ``OUT/<target>-<precision>``."""
+    """One artifact to build or reuse: ``OUT/<target>-<precision>[-<rung>]``."""
 
     target: str
     precision: str
+    rung: str = ""  # the INT8 ladder rung ("" for fp32 / fp16, and for int8 with a fixed recipe)
 
     @property
     def name(self) -> str:
-        return f"{self.target}-{self.precision}"
+        return f"{self.target}-{self.precision}" + (f"-{self.rung}" if self.rung else "")
 
 
 @dataclass(frozen=True)
 class Plan:
-    jobs: tuple[Job, ...]
+    jobs: tuple[Job, ...]  # fp32 / fp16 artifacts
+    ladders: dict[str, tuple[Rung, ...]]  # target -> the INT8 rungs it climbs, in order
     skipped: tuple[str, ...]  # "tflite int8: why", one per (target, precision) left out
-    targets: tuple[str, ...]  # the targets with at least one job: each must ship something
+    targets: tuple[str, ...]  # the targets with at least one job or rung: each must ship something
 
 
 def parse_list(text: str | None, known: tuple[str, ...] | list[str], what: str) -> list[str] | None:
@@ -48,26 +52,28 @@ def parse_list(text: str | None, known: tuple[str, ...] | list[str], what: str) 
     return list(dict.fromkeys(items))
 
 
-def int8_recipe(recipe: str | None, checkpoint: str | os.PathLike) -> QuantRecipe:
-    """The recipe this run's int8 artifacts get: the one named (registry name or recipe file), a
-    QAT checkpoint's own, or the default static one -- what ``Target.export`` would pick."""
+def int8_recipe(recipe: str | None, checkpoint: str | os.PathLike) -> QuantRecipe | None:
+    """The one recipe this run's int8 artifacts get when it is fixed: the one named (registry name
+    or recipe file) or a QAT checkpoint's own; None when each target climbs its INT8 ladder."""
     if recipe is None:
         qat = read_qat_checkpoint(checkpoint)
-        if qat is not None:
-            return qat.recipe
+        return qat.recipe if qat is not None else None
     return resolve_recipe("int8", recipe)
 
 
-def plan_jobs(targets: list[str] | None, precisions: list[str], recipe: QuantRecipe) -> Plan:
-    """Jobs for every requested (target, precision) this machine can export and validate.
+def plan_jobs(targets: list[str] | None, precisions: list[str], recipe: QuantRecipe | None, int8: str = "any") -> Plan:
+    """Jobs for every requested (target, precision) this machine can export and validate; for
+    int8, the rungs each target climbs (``int8``: ``any``, ``full-integer`` or one rung's name),
+    or the one ``recipe`` when it is fixed.
 
     ``targets=None`` means every registered target: one whose toolchain is not installed is
     skipped with the line saying which extra installs it. A target named explicitly must be
-    installed: that is one error before any work. A precision or recipe a target does not take
-    is skipped with its reason.
+    installed and must take the INT8 asked for: either is one error before any work. Otherwise
+    a precision, recipe or rung a target does not take is skipped with its reason.
     """
     explicit = targets is not None
     jobs: list[Job] = []
+    ladders: dict[str, tuple[Rung, ...]] = {}
     skipped: list[str] = []
     for name in targets or target_names():
         target = get_target(name)
@@ -81,20 +87,28 @@ def plan_jobs(targets: list[str] | None, precisions: list[str], recipe: QuantRec
             continue
         for precision in precisions:
             reason = refusal(target, precision, recipe)
+            if reason is None and precision == "int8":
+                ladders[name] = (custom_rung(recipe),) if recipe is not None else ladder_for(target.int8_rungs, int8)
+                if not ladders[name]:
+                    del ladders[name]
+                    reason = f"target {name} has no INT8 rung for --int8 {int8} (its rungs: {', '.join(target.int8_rungs)})"
+                    if explicit:
+                        raise EdgeSamError(reason)
             if reason:
                 skipped.append(f"{name} {precision}: {reason}")
-            else:
+            elif precision != "int8":
                 jobs.append(Job(name, precision))
-    if not jobs:
+    if not jobs and not ladders:
         raise EdgeSamError("nothing to build: " + ("; ".join(skipped) or "no target given"))
-    return Plan(tuple(jobs), tuple(skipped), tuple(dict.fromkeys(job.target for job in jobs)))
+    names = dict.fromkeys([job.target for job in jobs] + list(ladders))
+    return Plan(tuple(jobs), ladders, tuple(skipped), tuple(sorted(names, key=list(targets or target_names()).index)))
 
 
-def refusal(target: Target, precision: str, recipe: QuantRecipe) -> str | None:
-    """Why ``target`` cannot export ``precision`` (with ``recipe`` for int8), or None."""
+def refusal(target: Target, precision: str, recipe: QuantRecipe | None) -> str | None:
+    """Why ``target`` cannot export ``precision`` (with ``recipe`` for int8, when fixed), or None."""
     if precision not in target.precisions:
         return f"target {target.name} exports {', '.join(target.precisions)} only"
-    if precision == "int8":
+    if precision == "int8" and recipe is not None:
         try:
             check_schemes(recipe, target.name, target.schemes, target.activation_bits)
         except RecipeError as exc:
@@ -102,7 +116,7 @@ def refusal(target: Target, precision: str, recipe: QuantRecipe) -> str | None:
     return None
 
 
-def expected_recipe(precision: str, recipe: QuantRecipe) -> dict | None:
+def expected_recipe(precision: str, recipe: QuantRecipe | None) -> dict | None:
     """The recipe record a manifest of this job holds (JSON round-tripped, as read back)."""
     return json.loads(json.dumps(recipe.describe())) if precision == "int8" else None
 

@@ -2,16 +2,18 @@
 
 The steps, each timed and shown on one overall progress bar with a line when it ends:
 
-1. check the inputs (targets and toolchains, the image split, the output folder, the
-   checkpoint) -- every bad input is one error here, before anything is written;
-2. copy the calibration and held-out images into ``OUT/images``;
-3. per (target, precision): reuse ``OUT/<target>-<precision>`` when its manifest still matches
+1. check the inputs (targets and toolchains, the INT8 asked for, the image split, the output
+   folder, the checkpoint) -- every bad input is one error here, before anything is written;
+2. copy the calibration, search and held-out images into ``OUT/images``;
+3. per (target, fp32 / fp16): reuse ``OUT/<target>-<precision>`` when its manifest still matches
    (weights, recipe, calibration set, toolchain versions, file hashes), else export it into a
    staged folder that replaces the old one only when complete (Ctrl-C leaves no half-written
    artifact); mobile artifacts get their app bundle (:mod:`.bundle`) in the same folder;
-4. validate every artifact on the held-out images against fp32 PyTorch and write ``OUT/report``
-   (:func:`edge_sam.targets.validate`);
-5. choose what to ship per target (:mod:`.summary`) and write ``OUT/summary.md`` and
+4. per target, climb its INT8 ladder (:mod:`.ladder`): export each rung the same way and run it
+   on the search images, until one holds the gate with a margin;
+5. validate every float artifact and each target's INT8 candidate on the held-out images against
+   fp32 PyTorch and write ``OUT/report`` (:func:`edge_sam.targets.validate`);
+6. choose what to ship per target (:mod:`.summary`) and write ``OUT/summary.md`` and
    ``OUT/deploy.json``.
 """
 
@@ -30,25 +32,30 @@ from typing import Any
 
 from tqdm import tqdm
 
-from edge_sam.checkpoint import load_model
+from edge_sam.checkpoint import load_model, state_dict_sha256
 from edge_sam.data.codec import write_bytes_atomic
 from edge_sam.errors import EdgeSamError
+from edge_sam.quantize.ladder import check_int8_mode
+from edge_sam.quantize.mixed import Budget
 from edge_sam.quantize.recipes import QuantRecipe
 from edge_sam.staging import staged_dir
 
 from edge_sam.targets.core.manifest import read_manifest
 from edge_sam.targets.core.registry import get_target
-from edge_sam.targets.core.target import state_dict_sha256
 from edge_sam.targets.pipeline.bundle import write_bundle
 from edge_sam.targets.pipeline.images import bundled_images, split_images, stage_split
+from edge_sam.targets.pipeline.ladder import Ladder, LadderContext, climb, search_budget
 from edge_sam.targets.pipeline.plan import Job, int8_recipe, plan_jobs, stale_reason
 from edge_sam.targets.pipeline.summary import Choice, StepRecord, choose, render_summary
+from edge_sam.targets.validation.report import write_report
 from edge_sam.targets.validation.validate import validate
 
 DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_GATE = 0.98
+DEFAULT_GATE_P5 = 0.95
 DEFAULT_CALIBRATION_IMAGES = 4
-DEFAULT_HELD_OUT_IMAGES = 6
+DEFAULT_SEARCH_IMAGES = 8
+DEFAULT_HELD_OUT_IMAGES = 8
 RECORD_FILE = "deploy.json"  # also marks a folder as deploy's own: it may then update it
 SUMMARY_FILE = "summary.md"
 REPORT_DIR = "report"
@@ -62,6 +69,7 @@ class DeployResult:
     choices: list[Choice]
     outcomes: dict[str, str]  # artifact folder name -> "built", "reused: ...", "failed: ..."
     steps: list[StepRecord] = field(default_factory=list)
+    ladders: dict[str, Ladder] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -87,6 +95,7 @@ class _Steps:
     """One overall progress bar; a line per finished step with its outcome and seconds."""
 
     def __init__(self, total: int, echo: Callable[[str], None]) -> None:
+        """``total`` is the steps known up front; a ladder that climbs past a rung adds its steps."""
         self.total, self.echo = total, echo
         self.records: list[StepRecord] = []
         self.bar = tqdm(total=total, desc="deploy", unit="step", position=0,
@@ -94,6 +103,8 @@ class _Steps:
 
     def record(self, name: str, outcome: str, seconds: float) -> None:
         self.records.append(StepRecord(name, outcome, seconds))
+        if len(self.records) > self.total:  # a step beyond the plan (the next rung of a ladder)
+            self.total = self.bar.total = len(self.records)
         self.bar.update(1)
         self.echo(f"[{len(self.records)}/{self.total}] {name}: {outcome} ({seconds:.1f} s)")
 
@@ -131,92 +142,129 @@ def deploy(
     targets: Sequence[str] | None = None,
     precisions: Sequence[str] = DEFAULT_PRECISIONS,
     recipe: str | None = None,
+    int8: str = "any",
     min_mask_iou: float = DEFAULT_GATE,
+    min_mask_iou_p5: float = DEFAULT_GATE_P5,
     force: bool = False,
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+    search_images: int = DEFAULT_SEARCH_IMAGES,
     held_out_images: int = DEFAULT_HELD_OUT_IMAGES,
     measure_memory: bool = False,
     layers: bool = True,
     echo: Callable[[str], None] = _echo,
 ) -> DeployResult:
-    """Export, validate and choose, as in the module docstring; returns what to ship per target.
+    """Export, climb the INT8 ladders, validate and choose, as in the module docstring; returns
+    what to ship per target.
 
     ``targets=None``: every registered target whose toolchain is installed (the others are
-    skipped with one line each); named targets must be installed. ``images``: a folder split
-    into ``calibration_images`` and ``held_out_images`` (default: the bundled images).
-    ``force`` rebuilds artifacts that could be reused. ``measure_memory`` adds the peak-RSS
-    probes (a subprocess per artifact: off by default, it would double the validation time).
+    skipped with one line each); named targets must be installed. ``int8``: ``any`` (every rung a
+    target declares), ``full-integer`` (the rungs an NPU or the Neural Engine runs) or one rung's
+    name; ``recipe`` fixes the one int8 recipe instead. The gate is mean and 5th-percentile mask
+    IoU vs fp32. ``images``: a folder split into calibration, search and held-out images (default:
+    the bundled images). ``force`` rebuilds artifacts that could be reused. ``measure_memory``
+    adds the peak-RSS probes (a subprocess per artifact: off by default, it would double the
+    validation time).
     """
     started = time.perf_counter()
     out = Path(out)
-    if not 0.0 < min_mask_iou <= 1.0:
-        raise EdgeSamError(f"--min-mask-iou must be in (0, 1], got {min_mask_iou}")
-    quant_recipe = int8_recipe(recipe, checkpoint)  # an unknown recipe or unreadable file: one error here
-    plan = plan_jobs(list(targets) if targets is not None else None, list(precisions), quant_recipe)
-    split = split_images(images if images is not None else bundled_images(), calibration_images, held_out_images)
+    gate = _gate(min_mask_iou, min_mask_iou_p5)
+    check_int8_mode(int8)
+    fixed_recipe = int8_recipe(recipe, checkpoint)  # an unknown recipe or unreadable file: one error here
+    plan = plan_jobs(list(targets) if targets is not None else None, list(precisions), fixed_recipe, int8)
+    split = split_images(images if images is not None else bundled_images(), calibration_images, search_images,
+                         held_out_images)
     check_out_dir(out)
     model = load_model(checkpoint)
     for line in plan.skipped:
         echo(f"skipped {line}")
 
-    steps = _Steps(len(plan.jobs) + 4, echo)
+    steps = _Steps(len(plan.jobs) + len(plan.ladders) + 4, echo)
     try:
-        steps.record("check inputs, load checkpoint", f"{len(plan.jobs)} artifacts planned, "
-                     f"{len(plan.skipped)} skipped", time.perf_counter() - started)
+        steps.record("check inputs, load checkpoint", f"{len(plan.jobs)} float artifacts and {len(plan.ladders)} INT8 "
+                     f"ladders planned, {len(plan.skipped)} skipped", time.perf_counter() - started)
         out.mkdir(parents=True, exist_ok=True)
         if not (out / RECORD_FILE).is_file():
             _write_json(out / RECORD_FILE, {"written_by": "edge-sam deploy"})
         with steps.step("stage images") as result:
-            calibration, held_out = stage_split(split, out / IMAGES_DIR)
-            result["outcome"] = f"{len(calibration)} calibration, {len(held_out)} held out (never the same)"
+            calibration, search, held_out = stage_split(split, out / IMAGES_DIR)
+            result["outcome"] = (f"{len(calibration)} calibration, {len(search)} search, {len(held_out)} held out "
+                                 "(never the same)")
         weights = state_dict_sha256(model)
         img_size = model.image_encoder.img_size
         outcomes: dict[str, str] = {}
+
+        def build(job: Job, job_recipe: QuantRecipe | None) -> str:
+            outcomes[job.name] = _build(job, out, model, checkpoint, job_recipe, weights, img_size, calibration, force)
+            return outcomes[job.name]
+
         for job in plan.jobs:
-            with steps.step(f"{job.name}") as result:
-                result["outcome"] = _build(job, out, model, checkpoint, quant_recipe, weights, img_size, calibration, force)
-                outcomes[job.name] = result["outcome"]
+            with steps.step(job.name) as result:
+                result["outcome"] = build(job, None)
+
+        def measure(artifact: Path) -> dict[str, Any]:
+            report = validate([artifact], checkpoint=checkpoint, images=search.path, measure_memory=False, layers=False)
+            return report.rows()[1].summary()
+
+        context = LadderContext(out, model, calibration, search, search_budget(gate), build, measure, steps.step,
+                                fixed_recipe)
+        ladders = {target: climb(target, rungs, context) for target, rungs in plan.ladders.items()}
+        candidates = [ladder.candidate.artifact for ladder in ladders.values() if ladder.candidate]
         artifacts = [out / job.name for job in plan.jobs if not outcomes[job.name].startswith("failed")]
+        artifacts += [out / name for name in candidates]
         report = None
         with steps.step("validate on held-out images") as result:
             if artifacts:
-                report = validate(artifacts, checkpoint=checkpoint, images=held_out.path, report_dir=out / REPORT_DIR,
-                                  measure_memory=measure_memory, layers=layers)
+                report = validate(artifacts, checkpoint=checkpoint, images=held_out.path, measure_memory=measure_memory,
+                                  layers=layers)
                 result["outcome"] = f"{len(artifacts)} artifacts x {report.n_prompts} prompts -> {REPORT_DIR}/report.html"
             else:
                 result["outcome"] = "nothing to validate: every export failed"
         data = report.to_dict() if report else {"rows": [None], "n_prompts": 0, "machine": {}}
         reference, rows = data["rows"][0], data["rows"][1:]
         with steps.step("choose what to ship") as result:
-            choices = choose(rows, plan.targets, min_mask_iou)
+            choices = choose(rows, plan.targets, gate)
             result["outcome"] = ", ".join(f"{c.target}: {c.artifact or 'nothing passes'}" for c in choices)
+        if report is not None:  # written once the choice is made: it marks what ships and draws the gate
+            write_report(report, out / REPORT_DIR, gate=gate.min_mask_iou,
+                         shipped=[c.artifact for c in choices if c.artifact])
         machine = data["machine"]
-        images_used = {"folder": str(split.folder), "calibration": [p.name for p in split.calibration],
-                       "held_out": [p.name for p in split.held_out]}
+        images_used = {"folder": str(split.folder), **{name: [p.name for p in paths] for name, paths in split.sets()}}
         summary = render_summary(
-            checkpoint=str(checkpoint), img_size=img_size, gate=min_mask_iou, images=images_used,
+            checkpoint=str(checkpoint), img_size=img_size, gate=gate, images=images_used,
             prompts=data["n_prompts"], reference=reference, rows=rows, choices=choices, outcomes=outcomes,
-            skipped=plan.skipped, steps=steps.records,
+            ladders=ladders, skipped=plan.skipped, steps=steps.records,
             machine=f"{machine.get('processor', '?')}, {machine.get('cpu_count', '?')} CPUs",
         )
         write_bytes_atomic(out / SUMMARY_FILE, summary.encode())
         _write_json(out / RECORD_FILE, {
             "written_by": "edge-sam deploy",
             "checkpoint": str(checkpoint),
-            "gate": {"mask_iou_mean_min": min_mask_iou},
-            "int8_recipe": quant_recipe.name if any(job.precision == "int8" for job in plan.jobs) else None,
+            "img_size": img_size,
+            "gate": {"mask_iou_mean_min": gate.min_mask_iou, "mask_iou_p5_min": gate.min_mask_iou_p5},
+            "search_budget": {"mask_iou_mean_min": context.budget.min_mask_iou,
+                              "mask_iou_p5_min": context.budget.min_mask_iou_p5},
+            "int8": int8 if fixed_recipe is None else f"recipe {fixed_recipe.name}",
             "images": images_used,
             "artifacts": outcomes,
+            "ladders": {target: [t.to_dict() for t in ladder.tries] for target, ladder in ladders.items()},
             "skipped": list(plan.skipped),
-            "ship": {c.target: {"artifact": c.artifact, "why": c.why} for c in choices},
+            "ship": {c.target: {"artifact": c.artifact, "why": c.why, "rule": c.rule} for c in choices},
             "steps": [{"name": s.name, "outcome": s.outcome, "seconds": round(s.seconds, 3)} for s in steps.records],
+            "seconds": round(sum(s.seconds for s in steps.records), 1),
         })
     finally:
         steps.close()
-    return DeployResult(out, choices, outcomes, steps.records)
+    return DeployResult(out, choices, outcomes, steps.records, ladders)
 
 
-def _build(job: Job, out: Path, model, checkpoint, recipe: QuantRecipe, weights: str, img_size: int,
+def _gate(mean: float, p5: float) -> Budget:
+    for flag, value in (("--min-mask-iou", mean), ("--min-mask-iou-p5", p5)):
+        if not 0.0 < value <= 1.0:
+            raise EdgeSamError(f"{flag} must be in (0, 1], got {value}")
+    return Budget(mean, p5)
+
+
+def _build(job: Job, out: Path, model, checkpoint, recipe: QuantRecipe | None, weights: str, img_size: int,
            calibration, force: bool) -> str:
     """Reuse or export one artifact; returns the outcome line. An export that fails is recorded
     (its traceback in ``OUT/logs``) and the other artifacts still get built."""
@@ -229,7 +277,7 @@ def _build(job: Job, out: Path, model, checkpoint, recipe: QuantRecipe, weights:
     target = get_target(job.target)
     try:
         with staged_dir(final, overwrite=True) as tmp:
-            target.export(model, job.precision, recipe if job.precision == "int8" else None, tmp,
+            target.export(model, job.precision, recipe, tmp,
                           calibration=calibration, checkpoint=checkpoint, calibration_images=len(calibration))
             write_bundle(tmp, read_manifest(tmp))
     except EdgeSamError as exc:

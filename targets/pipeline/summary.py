@@ -1,9 +1,17 @@
 """Which artifact to ship per target, and ``summary.md``: the answer, the evidence and the time
 each step took.
 
-The rule: among a target's artifacts whose mean mask IoU vs fp32 on the held-out images
-reaches the gate, ship the fastest (encoder p50 + one decoder call p50, the latency of a first
-tap on a new image); a tie goes to the smaller file.
+Only what passes the gate on the held-out images (mean and 5th-percentile mask IoU vs fp32) is
+a candidate. Among candidates, a target is ranked by what was honestly measured for it:
+
+- where this host's latency stands for the target's devices (``Target.host_latency_stands_for_devices``:
+  ONNX Runtime on a laptop or server CPU), the fastest ships (encoder p50 + decoder p50, the wait
+  for the first mask on a new image); latencies within :data:`LATENCY_TIE` of each other are run-to-run
+  noise, a tie the smaller file wins;
+- where it does not (phones, the Neural Engine, Core ML run by our NumPy executor), host latency
+  says nothing about the device: the artifact whose compute precision the devices run fastest ships
+  (``Target.device_precisions``: int8 kernels on NPUs, the Neural Engine and XNNPACK on Arm), then
+  the smallest file; host latency only breaks a tie.
 """
 
 from __future__ import annotations
@@ -11,6 +19,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from edge_sam.quantize.mixed import Budget
+
+from edge_sam.targets.core.registry import get_target
+from edge_sam.targets.core.target import Target
+from edge_sam.targets.pipeline.ladder import Ladder
+
+# Two latencies closer than this (relative to the faster) are a tie: on the 2-core hosts deploy was
+# measured on, the same artifact's p50 moves by up to ~8% between runs (docs/deploy.md).
+LATENCY_TIE = 0.10
 
 
 @dataclass(frozen=True)
@@ -24,11 +42,13 @@ class StepRecord:
 
 @dataclass(frozen=True)
 class Choice:
-    """The artifact to ship for one target (``row`` is its report row), or None and why not."""
+    """The artifact to ship for one target (``row`` is its report row), or None and why not;
+    ``rule`` is the ranking applied to that target."""
 
     target: str
     row: dict[str, Any] | None
     why: str
+    rule: str = ""
 
     @property
     def artifact(self) -> str | None:
@@ -40,30 +60,67 @@ def latency_s(row: dict[str, Any]) -> float:
     return (row.get("encoder_p50_s") or 0.0) + (row.get("decoder_p50_s") or 0.0)
 
 
-def passes(row: dict[str, Any], gate: float) -> bool:
-    return row.get("mask_iou_mean") is not None and row["mask_iou_mean"] >= gate
+def compute_precision(row: dict[str, Any], target: Target) -> str:
+    """What the artifact computes in on the device: int8 for static and dynamic INT8; weights
+    compressed alone are decompressed and computed in the devices' preferred float precision."""
+    if row.get("precision") == "int8" and row.get("scheme") == "weight-only":
+        return next(p for p in target.device_precisions if p != "int8")
+    return row.get("precision") or "fp32"
 
 
-def choose(rows: list[dict[str, Any]], targets: tuple[str, ...], gate: float) -> list[Choice]:
+def ranking_rule(target: Target) -> str:
+    if target.host_latency_stands_for_devices:
+        return (f"fastest on this host (its CPU stands for {target.name}'s devices); latencies within "
+                f"{LATENCY_TIE:.0%} are a tie, the smaller file wins")
+    return (f"host latency does not stand for {target.name}'s devices: the precision they run fastest "
+            f"({' > '.join(target.device_precisions)}), then the smallest file; host latency only breaks a tie")
+
+
+def _rank(rows: list[dict[str, Any]], target: Target) -> list[dict[str, Any]]:
+    """Best first, by the target's rule."""
+    if not target.host_latency_stands_for_devices:
+        order = target.device_precisions
+        return sorted(rows, key=lambda r: (order.index(compute_precision(r, target)) if compute_precision(r, target)
+                                           in order else len(order), r.get("bytes") or 0, latency_s(r)))
+    ranked = sorted(rows, key=latency_s)
+    # Every row within the tie band of the fastest competes on size.
+    fastest = latency_s(ranked[0]) if ranked else 0.0
+    tied = [r for r in ranked if latency_s(r) <= fastest * (1 + LATENCY_TIE)]
+    tied.sort(key=lambda r: (r.get("bytes") or 0, latency_s(r)))
+    return tied + [r for r in ranked if r not in tied]
+
+
+def choose(rows: list[dict[str, Any]], targets: tuple[str, ...], gate: Budget) -> list[Choice]:
     """One choice per target, from the report's artifact rows."""
     choices = []
-    for target in targets:
-        candidates = [row for row in rows if row.get("target") == target]
-        passing = sorted((row for row in candidates if passes(row, gate)), key=lambda r: (latency_s(r), r.get("bytes") or 0))
+    for name in targets:
+        target = get_target(name)
+        rule = ranking_rule(target)
+        candidates = [row for row in rows if row.get("target") == name]
+        passing = _rank([row for row in candidates if gate.met_row(row)], target)
         if passing:
             best = passing[0]
-            why = f"fastest of {len(passing)} passing ({latency_s(best) * 1e3:.0f} ms encoder + decoder"
+            why = f"best of {len(passing)} passing ({_name(best)}: {_evidence(best, target)}"
             if len(passing) > 1:
-                why += f"; next {_name(passing[1])} {latency_s(passing[1]) * 1e3:.0f} ms"
-            why += f"), mask IoU {best['mask_iou_mean']:.4f} >= {gate}"
-            choices.append(Choice(target, best, why))
+                why += f"; next {_name(passing[1])}: {_evidence(passing[1], target)}"
+            why += f"), mask IoU {best['mask_iou_mean']:.4f} / p5 {best['mask_iou_p5']:.4f}"
+            choices.append(Choice(name, best, why, rule))
         elif candidates:
-            best = max(candidates, key=lambda r: r.get("mask_iou_mean") or 0.0)
-            choices.append(Choice(target, None, f"none passes the gate {gate}: best is {_name(best)} at mask IoU "
-                                                f"{best.get('mask_iou_mean') or 0.0:.4f}"))
+            best = max(candidates, key=lambda r: min((r.get("mask_iou_mean") or 0.0) - gate.min_mask_iou,
+                                                     (r.get("mask_iou_p5") or 0.0) - gate.min_mask_iou_p5))
+            choices.append(Choice(name, None, f"none holds {gate.describe()}: closest is {_name(best)} at mask IoU "
+                                              f"{best.get('mask_iou_mean') or 0.0:.4f} / p5 {best.get('mask_iou_p5') or 0.0:.4f}",
+                                  rule))
         else:
-            choices.append(Choice(target, None, "no artifact was built (see Steps)"))
+            choices.append(Choice(name, None, "no artifact was built (see Steps)", rule))
     return choices
+
+
+def _evidence(row: dict[str, Any], target: Target) -> str:
+    size = f"{(row.get('bytes') or 0) / 1e6:.1f} MB"
+    if target.host_latency_stands_for_devices:
+        return f"{latency_s(row) * 1e3:.0f} ms, {size}"
+    return f"{compute_precision(row, target)}, {size}"
 
 
 def _name(row: dict[str, Any]) -> str:
@@ -75,14 +132,14 @@ def _cell(value: Any, fmt: str) -> str:
 
 
 def ship_table(choices: list[Choice]) -> str:
-    lines = ["| target | ship | mask IoU mean | encoder p50 s | decoder p50 ms | size MB | why |",
-             "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    lines = ["| target | ship | mask IoU mean | p5 | encoder p50 s | decoder p50 ms | size MB | why |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for choice in choices:
         row = choice.row or {}
         lines.append(
             f"| {choice.target} | {choice.artifact or 'nothing'} | {_cell(row.get('mask_iou_mean'), '.4f')} | "
-            f"{_cell(row.get('encoder_p50_s'), '.3f')} | {_cell(_ms(row.get('decoder_p50_s')), '.1f')} | "
-            f"{_cell(_mb(row.get('bytes')), '.1f')} | {choice.why} |"
+            f"{_cell(row.get('mask_iou_p5'), '.4f')} | {_cell(row.get('encoder_p50_s'), '.3f')} | "
+            f"{_cell(_ms(row.get('decoder_p50_s')), '.1f')} | {_cell(_mb(row.get('bytes')), '.1f')} | {choice.why} |"
         )
     return "\n".join(lines)
 
@@ -95,7 +152,7 @@ def _mb(size: int | None) -> float | None:
     return None if not size else size / 1e6
 
 
-def artifact_table(rows: list[dict[str, Any]], outcomes: dict[str, str], gate: float) -> str:
+def artifact_table(rows: list[dict[str, Any]], outcomes: dict[str, str], gate: Budget) -> str:
     lines = ["| artifact | this run | backend | recipe | mask IoU mean | mask IoU p5 | encoder p50 s | decoder p50 ms | "
              "size MB | gate |", "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for row in rows:
@@ -105,40 +162,32 @@ def artifact_table(rows: list[dict[str, Any]], outcomes: dict[str, str], gate: f
             f"{_cell(row.get('mask_iou_mean'), '.4f')} | "
             f"{_cell(row.get('mask_iou_p5'), '.4f')} | {_cell(row.get('encoder_p50_s'), '.3f')} | "
             f"{_cell(_ms(row.get('decoder_p50_s')), '.1f')} | {_cell(_mb(row.get('bytes')), '.1f')} | "
-            f"{'pass' if passes(row, gate) else 'FAIL'} |"
+            f"{'pass' if gate.met_row(row) else 'FAIL'} |"
         )
     return "\n".join(lines)
 
 
-# Registry recipes that keep the masks where full static INT8 loses them (docs/quantization.md), best first.
-_INT8_ALTERNATIVES = (
-    ("static-a16-conv-linear", "int8 weights, 16-bit activations, every layer integer (NPUs with 16-bit activations)"),
-    ("dynamic-linear", "int8 weights, activation ranges computed per run (CPU; not full-integer)"),
-    ("w8-conv-linear", "int8 weights, float activations"),
-)
-
-
-def int8_advice(rows: list[dict[str, Any]], gate: float, checkpoint: str) -> list[str]:
-    """What to try when int8 artifacts miss the gate: a mixed recipe searched for this checkpoint,
-    and the registry recipes each failing target takes (from its declared schemes and widths)."""
-    from edge_sam.quantize.recipes import RECIPES
-    from edge_sam.targets.core.registry import get_target
-    from edge_sam.targets.pipeline.plan import refusal
-
-    failing = [row for row in rows if row.get("precision") == "int8" and not passes(row, gate)]
-    if not failing:
-        return []
-    targets = sorted({row["target"] for row in failing})
-    recipes = sorted({row.get("recipe") or "?" for row in failing})
-    lines = [f"int8 ({', '.join(recipes)}) misses the gate on {', '.join(targets)}. To try, each a `--recipe` of this "
-             "command (on the bundled model these kept the masks where full static INT8 lost them: "
-             "docs/quantization.md):", "",
-             f"- a mixed-precision recipe searched for this checkpoint: `edge-sam quantize mixed --checkpoint {checkpoint} "
-             f"--images DIR --target {','.join(targets)} --out mixed.json`, then `--recipe mixed.json`"]
-    for name, what in _INT8_ALTERNATIVES:
-        takers = [target for target in targets if refusal(get_target(target), "int8", RECIPES[name]) is None]
-        if takers and name not in recipes:
-            lines.append(f"- `{name}` ({', '.join(takers)}): {what}")
+def ladder_lines(ladders: dict[str, Ladder], rows: list[dict[str, Any]]) -> list[str]:
+    """Per target: every rung tried with its search-image numbers, the verdict, and what the INT8
+    candidate costs against the target's fp32 artifact on the held-out images."""
+    by_name = {_name(row): row for row in rows}
+    lines = ["| target | rung | artifact | search: mask IoU mean | p5 | result |", "| --- | --- | --- | ---: | ---: | --- |"]
+    for target, ladder in ladders.items():
+        for attempt in ladder.tries:
+            search = attempt.search or {}
+            result = ("passes" if attempt.passed else "misses" if attempt.measured
+                      else attempt.outcome if attempt.outcome != "failed: no recipe" else f"no recipe: {attempt.detail}")
+            lines.append(f"| {target} | {attempt.rung.name} | {attempt.artifact or '-'} | "
+                         f"{_cell(search.get('mask_iou_mean'), '.4f')} | {_cell(search.get('mask_iou_p5'), '.4f')} | {result} |")
+    lines.append("")
+    for target, ladder in ladders.items():
+        line = f"- {target}: {ladder.verdict()}"
+        candidate = ladder.candidate
+        row, fp32 = by_name.get(candidate.artifact) if candidate else None, by_name.get(f"{target}-fp32")
+        if row and fp32 and latency_s(row) and row.get("bytes") and fp32.get("bytes"):
+            line += (f"; on the held-out images {candidate.artifact} runs in {latency_s(row) / latency_s(fp32):.2f}x "
+                     f"the time of {target}-fp32 on this host, at {row['bytes'] / fp32['bytes']:.2f}x its size")
+        lines.append(line + ".")
     return lines
 
 
@@ -146,44 +195,47 @@ def render_summary(
     *,
     checkpoint: str,
     img_size: int,
-    gate: float,
+    gate: Budget,
     images: dict[str, Any],
     prompts: int,
     reference: dict[str, Any] | None,
     rows: list[dict[str, Any]],
     choices: list[Choice],
     outcomes: dict[str, str],
+    ladders: dict[str, Ladder],
     skipped: tuple[str, ...],
     steps: list[StepRecord],
     machine: str,
 ) -> str:
-    """summary.md: what to ship, every artifact's numbers, what was skipped, how long each step took."""
+    """summary.md: what to ship and by which rule, the INT8 ladders, every artifact's numbers,
+    what was skipped, how long each step took."""
     lines = [
         "# edge-sam deploy",
         "",
-        f"Checkpoint `{checkpoint}` at {img_size} px. Gate: mean mask IoU vs the fp32 PyTorch model >= {gate}, "
-        f"measured on {len(images['held_out'])} held-out images from `{images['folder']}` ({prompts} prompts per "
-        f"artifact) that no artifact was calibrated on; int8 artifacts calibrated on {len(images['calibration'])} "
-        f"other images of that folder (both sets are copied under `images/`). Latencies: this machine ({machine}), "
-        "every runner in one process.",
+        f"Checkpoint `{checkpoint}` at {img_size} px. Gate: {gate.describe()}, measured on "
+        f"{len(images['held_out'])} held-out images from `{images['folder']}` ({prompts} prompts per artifact) that no "
+        f"artifact was calibrated or chosen on. INT8 artifacts calibrated on {len(images['calibration'])} other images; "
+        f"each target's INT8 form chosen on {len(images['search'])} more (the search images; all three sets are copied "
+        f"under `images/`). Latencies: this machine ({machine}), every runner in one process.",
         "",
         "## What to ship",
         "",
         ship_table(choices),
         "",
-        "Rule: of a target's artifacts that pass the gate, the fastest (encoder p50 + decoder p50: the wait for the "
-        "first mask on a new image); a tie goes to the smaller file.",
+        "Rule per target:",
         "",
-        "## Every artifact",
-        "",
-        artifact_table(rows, outcomes, gate),
+        *[f"- {choice.target}: {choice.rule}" for choice in choices],
     ]
+    if ladders:
+        lines += ["", "## INT8 ladder", "",
+                  "Each target's INT8 forms in order, each exported and run on its runtime over the search images until "
+                  "one holds the gate with a margin (the budget in each step line); that one (or, when none does, the "
+                  "closest) is measured on the held-out images with the rest.", ""]
+        lines += ladder_lines(ladders, rows)
+    lines += ["", "## Every artifact on the held-out images", "", artifact_table(rows, outcomes, gate)]
     if reference:
         lines += ["", f"fp32 PyTorch reference: encoder p50 {_cell(reference.get('encoder_p50_s'), '.3f')} s, "
                       f"decoder p50 {_cell(_ms(reference.get('decoder_p50_s')), '.1f')} ms."]
-    advice = int8_advice(rows, gate, checkpoint)
-    if advice:
-        lines += ["", "## INT8 that keeps the masks", ""] + advice
     failed = {name: outcome for name, outcome in outcomes.items() if outcome.startswith("failed")}
     if failed:
         lines += ["", "## Failed", ""] + [f"- {name}: {outcome}" for name, outcome in failed.items()]

@@ -25,7 +25,8 @@ from edge_sam.quantize.recipes import QuantRecipe
 from edge_sam.targets.core.contract import IO_NAMES, calibration_batches, encoder_input
 from edge_sam.targets.core.manifest import GraphSpec, Manifest, TensorSpec, artifact_label
 from edge_sam.targets.core.runner import GraphPairRunner
-from edge_sam.targets.core.target import ExportRequest, Target, TargetOption, state_dict_sha256
+from edge_sam.checkpoint import state_dict_sha256
+from edge_sam.targets.core.target import ExportRequest, Target, TargetOption
 from edge_sam.targets.tflite import graphs as tflite_graphs
 from edge_sam.targets.tflite.runtime import (
     DELEGATES,
@@ -72,6 +73,9 @@ class TfliteTarget(Target):
     distributions = ("litert-torch", "litert-converter", "ai-edge-litert", "ai-edge-quantizer", "torchao")
     schemes = ("static", "dynamic")
     activation_bits = (8, 16)
+    int8_rungs = ("static", "mixed", "a16", "dynamic")
+    # Phones: NPU delegates take integer graphs, and XNNPACK's int8 kernels are its fast path on Arm.
+    device_precisions = ("int8", "fp16", "fp32")
 
     export_modules = ("litert_torch", INTERPRETER, "ai_edge_quantizer", "torchao.quantization.pt2e")
     runtime_modules = (INTERPRETER,)  # or tflite_runtime's interpreter on a device: see require()
