@@ -40,17 +40,19 @@ def reference_images(tmp_path_factory, dogs) -> ReferenceImages:
 
 
 # target, recipe (None: the target's default), gate on the mean mask IoU on synthetic and on
-# photo crops, gate on the p5 on both (None: not gated); measured (mean, synthetic / photos):
-# onnx 0.9914 / 0.9663, tflite 0.9854 / 0.9159, executorch 0.9845 / 0.9239. 16-bit activations
-# (W8A16), no float layer: onnx 0.9980 / 0.9947 (p5 0.9919 / 0.9843), tflite 0.9977 / 0.9935
-# (0.9911 / 0.9813); without the runner's QDQ-fusion switch onnx falls to 0.9858 on photos, with
-# ai-edge-quantizer's moving-average calibration tflite to 0.9739 / p5 0.9344.
+# photo crops, gate on the p5 on both (None: not gated). Each gate sits 0.01-0.03 under what was
+# measured (mean synthetic / photos, p5 synthetic / photos; two runs, when the gates were first set
+# and again, up to 0.0016 apart): onnx 0.9913 / 0.9663-0.9664; tflite 0.9854 / 0.9143-0.9159; executorch
+# 0.9845 / 0.9224-0.9239. 16-bit activations (W8A16), no float layer: onnx 0.9980 / 0.9947
+# (p5 0.9919 / 0.9837-0.9843), tflite 0.9977 / 0.9935 (p5 0.9911 / 0.9813-0.9815). Without the
+# runner's QDQ-fusion switch onnx falls to 0.9858 on photos, with ai-edge-quantizer's
+# moving-average calibration tflite to 0.9739 / p5 0.9344: both under their gates.
 CASES = [
     pytest.param("onnx", None, 0.98, 0.94, None, id="onnx-default"),
-    pytest.param("tflite", "static-conv-linear", 0.975, 0.85, None, id="tflite-recommended", marks=pytest.mark.slow),
-    pytest.param("executorch", "static-conv-linear", 0.975, 0.85, None, id="executorch-recommended", marks=pytest.mark.slow),
-    pytest.param("onnx", "static-a16-conv-linear", 0.99, 0.99, 0.95, id="onnx-a16"),
-    pytest.param("tflite", "static-a16-conv-linear", 0.99, 0.99, 0.95, id="tflite-a16", marks=pytest.mark.slow),
+    pytest.param("tflite", "static-conv-linear", 0.975, 0.89, None, id="tflite-recommended", marks=pytest.mark.slow),
+    pytest.param("executorch", "static-conv-linear", 0.975, 0.90, None, id="executorch-recommended", marks=pytest.mark.slow),
+    pytest.param("onnx", "static-a16-conv-linear", 0.99, 0.99, 0.96, id="onnx-a16"),
+    pytest.param("tflite", "static-a16-conv-linear", 0.99, 0.99, 0.96, id="tflite-a16", marks=pytest.mark.slow),
 ]
 
 
