@@ -146,18 +146,54 @@ if __name__ == "__main__":
     main()
 
 
+class ApiClient:
+    """``edge-sam app``'s server in a thread of this process, on a free port; ``post`` returns
+    (status, JSON body) for errors as well."""
+
+    def __init__(self, session) -> None:
+        import threading
+
+        from edge_sam.apps.web.server import make_server
+
+        self.server = make_server(session)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def get(self, path: str) -> dict:
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + path, timeout=60) as response:
+            return json.loads(response.read())
+
+    def post(self, path: str, body: bytes) -> tuple[int, dict]:
+        import json
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(self.url + path, data=body, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=300) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def __enter__(self) -> "ApiClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def test_app_api_everything_and_errors(tmp_path, make_tiny_model):
     """The JSON API without a browser, on a tiny model: segment-everything through every engine,
     and a bad prompt or request as one line with status 400."""
     import json
-    import threading
-    import urllib.error
-    import urllib.request
 
     from conftest import require_toolchain
 
     from edge_sam import save_model
-    from edge_sam.apps.web.server import make_server
     from edge_sam.apps.web.session import AppSession
     from edge_sam.targets import get_target
 
@@ -165,33 +201,17 @@ def test_app_api_everything_and_errors(tmp_path, make_tiny_model):
     model = make_tiny_model()
     checkpoint = save_model(model, tmp_path / "tiny.safetensors")
     get_target("onnx").export(model, "fp32", None, tmp_path / "onnx-fp32", checkpoint=checkpoint)
-    server = make_server(AppSession(checkpoint, [str(tmp_path / "onnx-fp32")]))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-
-    def post(path: str, body: bytes) -> tuple[int, dict]:
-        request = urllib.request.Request(url + path, data=body, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=300) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-    try:
-        with urllib.request.urlopen(url + "/api/info", timeout=60) as response:
-            info = json.loads(response.read())
+    with ApiClient(AppSession(checkpoint, [str(tmp_path / "onnx-fp32")])) as api:
+        info = api.get("/api/info")
         assert [e["kind"] for e in info["engines"]] == ["fp32 PyTorch (reference)", "onnx fp32"]
         image = info["images"][1]
-        status, everything = post("/api/everything", json.dumps({"image": image["id"]}).encode())
+        status, everything = api.post("/api/everything", json.dumps({"image": image["id"]}).encode())
         assert status == 200 and [r["label"] for r in everything["results"]][0] == "pytorch-fp32"
         assert all(r["overlay_png"].startswith("data:image/png;base64,") for r in everything["results"])
-        status, error = post("/api/segment", json.dumps({"image": image["id"], "points": [[9999, 5, 1]]}).encode())
+        status, error = api.post("/api/segment", json.dumps({"image": image["id"], "points": [[9999, 5, 1]]}).encode())
         assert status == 400 and "outside the 256x256 image" in error["error"]
-        status, error = post("/api/segment", b"{not json")
+        status, error = api.post("/api/segment", b"{not json")
         assert status == 400 and error["error"].startswith("request body is not JSON")
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def huge_png(width: int, height: int) -> bytes:
@@ -227,39 +247,20 @@ def test_app_refuses_an_upload_over_the_pixel_limit(tmp_path, make_tiny_model):
     """A small file of many pixels (12000x12000 in 18 kB) is refused from its header with one line,
     and the server goes on answering: a normal upload and a click after it work."""
     import json
-    import threading
-    import urllib.error
-    import urllib.request
 
     from edge_sam import save_model
-    from edge_sam.apps.web.server import make_server
     from edge_sam.apps.web.session import MAX_UPLOAD_PIXELS, AppSession
 
     checkpoint = save_model(make_tiny_model(), tmp_path / "tiny.safetensors")
-    server = make_server(AppSession(checkpoint, []))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-
-    def post(path: str, body: bytes) -> tuple[int, dict]:
-        request = urllib.request.Request(url + path, data=body, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=120) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-    try:
+    with ApiClient(AppSession(checkpoint, [])) as api:
         huge = huge_png(12000, 12000)
         assert len(huge) < 1_000_000 and 12000 * 12000 > MAX_UPLOAD_PIXELS
-        status, error = post("/api/upload?name=huge.png", huge)
+        status, error = api.post("/api/upload?name=huge.png", huge)
         assert status == 400, error
         assert error["error"] == ("image of 12000x12000 (144 megapixels) is over the 50 megapixel limit "
                                   "for uploads: scale it down")
         ok, small = cv2.imencode(".png", np.full((40, 60, 3), 200, np.uint8))
-        status, uploaded = post("/api/upload?name=small.png", small.tobytes())
+        status, uploaded = api.post("/api/upload?name=small.png", small.tobytes())
         assert status == 200 and (uploaded["width"], uploaded["height"]) == (60, 40)
-        status, result = post("/api/segment", json.dumps({"image": uploaded["id"], "points": [[30, 20, 1]]}).encode())
+        status, result = api.post("/api/segment", json.dumps({"image": uploaded["id"], "points": [[30, 20, 1]]}).encode())
         assert status == 200 and len(result["results"]) == 1
-    finally:
-        server.shutdown()
-        server.server_close()
