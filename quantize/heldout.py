@@ -120,6 +120,13 @@ class HeldOutSet:
         )
         return low_res[0].numpy(), iou[0].numpy()
 
+    def embedding_sqnr_db(self, encoder: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        """Mean embedding SQNR of ``encoder`` over the images (the finite ones), no decoder pass."""
+        with torch.no_grad():
+            sqnr = [sqnr_db(image.embedding, encoder(image.encoder_input).numpy()) for image in self.images]
+        finite = [s for s in sqnr if math.isfinite(s)]
+        return float(np.mean(finite)) if finite else math.inf
+
     def score(self, encoder: Callable[[torch.Tensor], torch.Tensor]) -> Fidelity:
         """Run ``encoder`` (deploy-form input -> embedding) on every held-out image and compare."""
         sqnr, ious = [], []

@@ -32,7 +32,7 @@ from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.heldout import Fidelity, worst_of
 from edge_sam.quantize.pt2e import quantize_pt2e
 from edge_sam.quantize.recipes import FLOAT, QuantRecipe
-from edge_sam.quantize.sensitivity import LayerStudy, SensitivityReport, measure_sensitivity
+from edge_sam.quantize.sensitivity import LayerStudy, sqnr_ranking
 from edge_sam.quantize.simulate import target_quantizer
 
 from edge_sam.targets.core.contract import calibration_batches, deploy_graph
@@ -156,15 +156,6 @@ def verify(model: EfficientSam, recipe: QuantRecipe, studies: Sequence[LayerStud
     return scores
 
 
-def combined_ranking(reports: Sequence[SensitivityReport]) -> list[str]:
-    """Layers by their lowest alone-SQNR over the targets' reports (most sensitive first)."""
-    worst: dict[str, float] = {}
-    for report in reports:
-        for row in report.rows:
-            worst[row.layer] = min(worst.get(row.layer, float("inf")), row.alone.embedding_sqnr_db)
-    return sorted(worst, key=lambda layer: worst[layer])
-
-
 def find_mixed_recipe(
     model: EfficientSam,
     base: QuantRecipe,
@@ -182,7 +173,7 @@ def find_mixed_recipe(
     quantizer: the recipe, the search's record, and the provenance a recipe file carries (how it
     was chosen, and on which weights and images: what a cache of it must match)."""
     if ranking is None:
-        ranking = combined_ranking([measure_sensitivity(study, both=False) for study in studies])
+        ranking = sqnr_ranking(studies)
     result = search(studies, ranking, budget, max_float)
     mixed = mixed_recipe(base, studies[0].layers, result.float_layers, name, budget, fallback)
     result.verified = verify(model, mixed, studies, progress=progress)

@@ -49,14 +49,16 @@ def quantize_pt2e(
 def with_recipe_activations(config, recipe):
     """A PT2E ``QuantizationConfig`` with the recipe's activation observer, symmetry and width.
 
-    minmax is the recipes' default; percentile/entropy map to the histogram observer (its
-    L2-optimal range search). Shared by every target whose quantizer takes such a config.
+    minmax is the recipes' default; moving-average averages each batch's range; percentile and
+    entropy both map to the histogram observer (its L2-optimal range search: PT2E has no separate
+    percentile or entropy observer). Shared by every target whose quantizer takes such a config.
     """
     import dataclasses
 
-    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
+    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
 
-    observer = MinMaxObserver if recipe.calibration_method == "minmax" else HistogramObserver
+    observer = {"minmax": MinMaxObserver, "moving-average": MovingAverageMinMaxObserver}.get(
+        recipe.calibration_method, HistogramObserver)
     wide = recipe.activation_bits == 16
     activation = dataclasses.replace(
         config.input_activation,

@@ -51,7 +51,8 @@ ACTIVATION_BITS = (8, 16)
 FLOAT = "float"  # a per-layer choice: this layer stays float whatever its op class
 A16 = "a16"  # a per-layer choice in a static recipe: this layer static with 16-bit activations
 Component = Literal["encoder", "decoder"]
-CalibrationMethod = Literal["minmax", "percentile", "entropy"]
+CalibrationMethod = Literal["minmax", "moving-average", "percentile", "entropy"]
+CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "moving-average", "percentile", "entropy")
 Codec = Literal["linear", "palette"]
 
 

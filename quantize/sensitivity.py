@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from edge_sam.modeling import EfficientSam
@@ -66,13 +67,22 @@ class LayerStudy:
         self.flops, self.total_flops = layer_flops(model, self.img_size)
         self._scores: dict[frozenset[str], Fidelity] = {}
 
+    def _variant(self, float_layers: frozenset[str]) -> torch.nn.Module:
+        """The encoder with ``float_layers`` out of INT8: float, or 16-bit activations (``fallback``)."""
+        return self.encoder.variant(float_layers) if self.fallback == FLOAT else self.encoder.variant(a16_layers=float_layers)
+
     def score(self, float_layers: Iterable[str] = ()) -> Fidelity:
-        """Fidelity with ``float_layers`` out of INT8: float, or 16-bit activations (``fallback``)."""
+        """Fidelity with ``float_layers`` out of INT8, the worst over the held-out sets."""
         key = frozenset(float_layers)
         if key not in self._scores:
-            encoder = self.encoder.variant(key) if self.fallback == FLOAT else self.encoder.variant(a16_layers=key)
+            encoder = self._variant(key)
             self._scores[key] = worst_of(held_out.score(encoder) for held_out in self.held_out)
         return self._scores[key]
+
+    def embedding_sqnr_db(self, float_layers: Iterable[str] = ()) -> float:
+        """Embedding SQNR alone (no decoder pass: what the ranking needs), the worst over the sets."""
+        encoder = self._variant(frozenset(float_layers))
+        return min(held_out.embedding_sqnr_db(encoder) for held_out in self.held_out)
 
     def int8_flop_share(self, float_layers: Iterable[str]) -> float:
         """The share of the encoder's FLOPs that runs INT8 with ``float_layers`` float."""
@@ -159,6 +169,17 @@ def _db(value: float) -> str:
 def _fidelity_text(fidelity: Fidelity) -> str:
     return (f"embedding SQNR {_db(fidelity.embedding_sqnr_db)} dB, mask IoU vs fp32 mean {fidelity.mask_iou_mean:.4f}, "
             f"p5 {fidelity.mask_iou_p5:.4f}, worst {fidelity.mask_iou_worst:.4f}")
+
+
+def sqnr_ranking(studies: Sequence[LayerStudy]) -> list[str]:
+    """The layers, most sensitive first: by the lowest embedding SQNR with only that layer INT8 over
+    ``studies`` -- the order :func:`measure_sensitivity` gives, at half its cost (no decoder passes)."""
+    layers = studies[0].layers
+    worst = {layer: math.inf for layer in layers}
+    for study in studies:
+        for layer in tqdm(layers, desc=f"sensitivity ({study.target})", unit="layer"):
+            worst[layer] = min(worst[layer], study.embedding_sqnr_db(set(layers) - {layer}))
+    return sorted(layers, key=lambda layer: worst[layer])
 
 
 def measure_sensitivity(study: LayerStudy, both: bool = True) -> SensitivityReport:

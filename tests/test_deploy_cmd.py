@@ -339,9 +339,9 @@ def test_cached_recipe_is_searched_again_when_its_inputs_change(tmp_path):
     from edge_sam.targets.pipeline.ladder import _cache_state
 
     key = {"checkpoint_state_dict_sha256": "aaa", "img_size": 64, "calibration": "c", "held_out": ["s"],
-           "budget": {"min_mask_iou": 0.99, "min_mask_iou_p5": 0.98}}
+           "gate": {"min_mask_iou": 0.99, "min_mask_iou_p5": 0.98}}
     provenance = {"checkpoint_state_dict_sha256": "aaa", "img_size": 64, "calibration": {"ids_sha256": "c"},
-                  "held_out": [{"ids_sha256": "s"}], "budget": dict(key["budget"]), "ranking": ["b", "a"]}
+                  "held_out": [{"ids_sha256": "s"}], "gate": dict(key["gate"]), "ranking": ["b", "a"]}
     path = tmp_path / "onnx.json"
     assert _cache_state(path, key) == ("searched", None)
     recipe = RECIPES["static-conv-linear"].with_layers({"image_encoder.patch_embed": "float"}, name="mixed-onnx")
@@ -349,7 +349,7 @@ def test_cached_recipe_is_searched_again_when_its_inputs_change(tmp_path):
     assert _cache_state(path, key) == (None, None)
     other = {**key, "checkpoint_state_dict_sha256": "bbb"}
     assert _cache_state(path, other) == ("searched again: the cached recipe was searched for another checkpoint", None)
-    stricter = {**key, "budget": {"min_mask_iou": 0.995, "min_mask_iou_p5": 0.98}}
+    stricter = {**key, "gate": {"min_mask_iou": 0.995, "min_mask_iou_p5": 0.98}}
     assert _cache_state(path, stricter) == ("searched again: the cached recipe was searched for another gate", ["b", "a"])
     path.write_text("{not json")
     assert _cache_state(path, key)[0] == "searched again: the cached recipe is unreadable"

@@ -24,7 +24,7 @@ from edge_sam.targets.coreml.program import import_coremltools, quiet_toolchain
 # Core ML op types each recipe op class covers (weights of these ops are compressed).
 COREML_OP_TYPES = {OpClass.CONV: ("conv", "conv_transpose"), OpClass.LINEAR: ("linear",)}
 # Observers the CoreMLQuantizer offers for a recipe's calibration method.
-_OBSERVERS = {"minmax": "min_max"}
+_OBSERVERS = {"minmax": "min_max", "moving-average": "moving_average_min_max"}
 
 
 def weight_compression(recipe: WeightOnlyRecipe) -> tuple[str, object]:

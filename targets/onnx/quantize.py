@@ -43,7 +43,7 @@ _OP_CLASS_OF_TYPE: dict[str, OpClass] = {
     "Sub": OpClass.ELEMENTWISE,
     "Div": OpClass.ELEMENTWISE,
 }
-_CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+_CALIBRATION_METHODS = {"minmax": "MinMax", "moving-average": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 
 
 def op_class(node, constants: set[str]) -> OpClass | None:
@@ -122,6 +122,7 @@ def ort_extra_options(recipe: QuantRecipe, op_types: list[str]) -> dict:
         "UseQDQContribOps": 16 in recipe.activation_widths,
         "WeightSymmetric": True,
         "OpTypesToExcludeOutputQuantization": [] if recipe.int8_outputs else op_types,
+        "CalibMovingAverage": recipe.calibration_method == "moving-average",  # with the MinMax calibrator
     }
 
 

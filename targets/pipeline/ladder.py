@@ -36,6 +36,9 @@ SEARCH_MARGIN = (0.01, 0.03)
 # A mixed recipe that needs more of the encoder's layers float than this is not INT8 worth the name.
 MAX_FLOAT_SHARE = 0.75
 SEARCH_DIR = "int8_search"
+# Where the runtime measures a mixed recipe under the budget its simulation met, it is searched
+# again at most this many times, the budget raised by the shortfall.
+RESEARCHES = 2
 
 Step = Callable[[str], AbstractContextManager[dict[str, str]]]
 
@@ -128,23 +131,56 @@ def climb(target: str, rungs: tuple[Rung, ...], context: LadderContext) -> Ladde
     for rung in rungs:
         attempt = RungTry(rung)
         ladder.tries.append(attempt)
-        recipe = _recipe_of(rung, target, context, attempt)
-        if recipe is None:
-            continue
-        job = rung_job(target, rung)
-        with context.step(job.name) as result:
-            attempt.artifact = job.name
-            attempt.outcome = context.build(job, recipe)
-            if not attempt.outcome.startswith("failed"):
-                attempt.search = context.measure(context.out / job.name)
-                attempt.passed = attempt.measured and context.budget.met_row(attempt.search)
-            verdict = "passes" if attempt.passed else "misses"
-            result["outcome"] = (f"{attempt.outcome}; on the search images {attempt.numbers()} {verdict} "
-                                 f"{context.budget.min_mask_iou:.3f} / {context.budget.min_mask_iou_p5:.3f}"
-                                 if attempt.measured else attempt.outcome)
+        if rung.searched:
+            _climb_searched(target, rung, context, attempt)
+        else:
+            _export_and_measure(target, rung, context.fixed_recipe if rung.name == CUSTOM_RUNG else get_recipe(rung.recipe),
+                                context, attempt)
         if attempt.passed:
             break
     return ladder
+
+
+def _climb_searched(target: str, rung: Rung, context: LadderContext, attempt: RungTry) -> None:
+    """Search the mixed recipe, export it, run it on the runtime; where the runtime measures it
+    under the budget the simulation promised, search again with the budget raised by the shortfall
+    (the ranking is kept), at most :data:`RESEARCHES` times."""
+    search_at = context.budget
+    for round_ in range(RESEARCHES + 1):
+        title = f"{target}-int8-mixed: search the recipe" + (f" again at {search_at.min_mask_iou:.4f} / "
+                                                              f"{search_at.min_mask_iou_p5:.4f}" if round_ else "")
+        with context.step(title) as result:
+            try:
+                recipe, search_at, result["outcome"] = cached_mixed_recipe(target, context, search_at, again=round_ > 0)
+            except (BudgetError, RecipeError) as exc:
+                attempt.outcome, attempt.detail = "failed: no recipe", str(exc)
+                result["outcome"] = f"no recipe: {exc}"
+                return
+        attempt.detail = recipe.summary
+        _export_and_measure(target, rung, recipe, context, attempt)
+        if attempt.passed or not attempt.measured:
+            return
+        raised = Budget(min(1.0, search_at.min_mask_iou + max(0.0, context.budget.min_mask_iou - attempt.search["mask_iou_mean"])),
+                        min(1.0, search_at.min_mask_iou_p5 + max(0.0, context.budget.min_mask_iou_p5 - attempt.search["mask_iou_p5"])))
+        if raised == search_at:
+            return
+        search_at = raised
+
+
+def _export_and_measure(target: str, rung: Rung, recipe: QuantRecipe, context: LadderContext, attempt: RungTry) -> None:
+    """One step: export (or reuse) the rung's artifact and run it on the search images."""
+    job = rung_job(target, rung)
+    with context.step(job.name) as result:
+        attempt.artifact = job.name
+        attempt.outcome = context.build(job, recipe)
+        attempt.search, attempt.passed = None, False
+        if not attempt.outcome.startswith("failed"):
+            attempt.search = context.measure(context.out / job.name)
+            attempt.passed = attempt.measured and context.budget.met_row(attempt.search)
+        verdict = "passes" if attempt.passed else "misses"
+        result["outcome"] = (f"{attempt.outcome}; on the search images {attempt.numbers()} {verdict} "
+                             f"{context.budget.min_mask_iou:.3f} / {context.budget.min_mask_iou_p5:.3f}"
+                             if attempt.measured else attempt.outcome)
 
 
 def rung_job(target: str, rung: Rung) -> Job:
@@ -152,28 +188,12 @@ def rung_job(target: str, rung: Rung) -> Job:
     return Job(target, "int8", "" if rung.name == CUSTOM_RUNG else rung.name)
 
 
-def _recipe_of(rung: Rung, target: str, context: LadderContext, attempt: RungTry) -> QuantRecipe | None:
-    """The rung's recipe: from the registry, or searched (one step line of its own); None, with
-    ``attempt.detail`` saying why, when the search finds none within the budget."""
-    if rung.name == CUSTOM_RUNG:
-        return context.fixed_recipe
-    if not rung.searched:
-        return get_recipe(rung.recipe)
-    with context.step(f"{target}-int8-mixed: search the recipe") as result:
-        try:
-            recipe, result["outcome"] = cached_mixed_recipe(target, context)
-        except (BudgetError, RecipeError) as exc:
-            attempt.outcome = "failed: no recipe"
-            attempt.detail = str(exc)
-            result["outcome"] = f"no recipe: {exc}"
-            return None
-    attempt.detail = recipe.summary
-    return recipe
-
-
-def cached_mixed_recipe(target: str, context: LadderContext) -> tuple[QuantRecipe, str]:
-    """The mixed recipe for ``target`` on this run's weights, images and budget: the cached one in
-    ``OUT/int8_search/<target>.json`` when it matches, else searched afresh (and cached)."""
+def cached_mixed_recipe(target: str, context: LadderContext, search_at: Budget,
+                        again: bool = False) -> tuple[QuantRecipe, Budget, str]:
+    """(recipe, the budget it was searched at, the step line) for ``target`` on this run's weights,
+    images and gate. The recipe cached in ``OUT/int8_search/<target>.json`` is reused when it
+    matches (it may have been searched at a raised budget: it is the one last exported); else, or
+    ``again``, it is searched at ``search_at`` and cached."""
     from edge_sam.quantize.heldout import HeldOutSet
     from edge_sam.quantize.recipes import RECIPES, DEFAULT_RECIPE
     from edge_sam.quantize.sensitivity import LayerStudy
@@ -185,29 +205,43 @@ def cached_mixed_recipe(target: str, context: LadderContext) -> tuple[QuantRecip
         "img_size": img_size,
         "calibration": context.calibration.describe()["ids_sha256"],
         "held_out": [context.search.describe()["ids_sha256"]],
-        "budget": {"min_mask_iou": context.budget.min_mask_iou, "min_mask_iou_p5": context.budget.min_mask_iou_p5},
+        "gate": _budget_dict(context.budget),
     }
     stale, ranking = _cache_state(path, key)
-    if stale is None:
+    if stale is None and not again:
         recipe, provenance = load_recipe_file(path)
-        return recipe, (f"reused {SEARCH_DIR}/{path.name} ({len(provenance['float_layers'])} of "
-                        f"{len(provenance['ranking'])} layers float)")
+        return recipe, Budget(**provenance["budget"]), (f"reused {SEARCH_DIR}/{path.name} ({len(provenance['float_layers'])} "
+                                                        f"of {len(provenance['ranking'])} layers float)")
+    if again:
+        stale, ranking = "searched again: the runtime measured the last recipe under the budget", _cached_ranking(path)
     study = LayerStudy(context.model, RECIPES[DEFAULT_RECIPE], target, context.calibration,
                        [HeldOutSet(context.model, context.search, img_size)])
     max_float = int(MAX_FLOAT_SHARE * len(study.layers))
     recipe, result, provenance = find_mixed_recipe(
-        context.model, RECIPES[DEFAULT_RECIPE], [study], context.budget, f"mixed-{target}", command="edge-sam deploy",
+        context.model, RECIPES[DEFAULT_RECIPE], [study], search_at, f"mixed-{target}", command="edge-sam deploy",
         ranking=ranking, max_float=max_float)
+    provenance["gate"] = key["gate"]  # what the cache is keyed on; "budget" is what it was searched at
     write_recipe_file(recipe, path, provenance)
     simulated = result.fidelity
-    return recipe, (f"{stale}: {len(result.float_layers)} of {len(study.layers)} layers float, simulated mask IoU "
-                    f"{simulated.mask_iou_mean:.4f} / p5 {simulated.mask_iou_p5:.4f}, "
-                    f"{100 * result.int8_flop_share:.0f}% of the encoder's FLOPs INT8 -> {SEARCH_DIR}/{path.name}")
+    return recipe, search_at, (f"{stale}: {len(result.float_layers)} of {len(study.layers)} layers float, simulated mask "
+                               f"IoU {simulated.mask_iou_mean:.4f} / p5 {simulated.mask_iou_p5:.4f}, "
+                               f"{100 * result.int8_flop_share:.0f}% of the encoder's FLOPs INT8 -> {SEARCH_DIR}/{path.name}")
+
+
+def _budget_dict(budget: Budget) -> dict[str, float]:
+    return {"min_mask_iou": budget.min_mask_iou, "min_mask_iou_p5": budget.min_mask_iou_p5}
+
+
+def _cached_ranking(path: Path) -> list[str] | None:
+    try:
+        return load_recipe_file(path)[1].get("ranking")
+    except RecipeError:
+        return None
 
 
 def _cache_state(path: Path, key: dict[str, Any]) -> tuple[str | None, list[str] | None]:
     """(None, None) when the cached recipe matches ``key``; else why it is searched again ("searched"
-    for a first search) and the cached layer ranking when only the budget changed (the ranking does
+    for a first search) and the cached layer ranking when only the gate changed (the ranking does
     not depend on it)."""
     if not path.is_file():
         return "searched", None
@@ -218,15 +252,15 @@ def _cache_state(path: Path, key: dict[str, Any]) -> tuple[str | None, list[str]
             "img_size": provenance.get("img_size"),
             "calibration": (provenance.get("calibration") or {}).get("ids_sha256"),
             "held_out": [h.get("ids_sha256") for h in provenance.get("held_out") or []],
-            "budget": provenance.get("budget"),
+            "gate": provenance.get("gate"),
         }
     except (RecipeError, AttributeError, TypeError):
         return "searched again: the cached recipe is unreadable", None
     reasons = {"checkpoint_state_dict_sha256": "was searched for another checkpoint", "img_size": "was searched at another size",
                "calibration": "was calibrated on other images", "held_out": "was chosen on other search images",
-               "budget": "was searched for another gate"}
+               "gate": "was searched for another gate"}
     for field_name, reason in reasons.items():
         if recorded[field_name] != key[field_name]:
-            same_ranking = field_name == "budget" and provenance.get("ranking")
+            same_ranking = field_name == "gate" and provenance.get("ranking")
             return f"searched again: the cached recipe {reason}", (provenance["ranking"] if same_ranking else None)
     return None, None
