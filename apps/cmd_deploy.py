@@ -51,8 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-mask-iou", type=float, default=DEFAULT_GATE, metavar="X",
                         help=f"gate: mean mask IoU vs fp32 an artifact must reach (default {DEFAULT_GATE})")
     parser.add_argument("--min-mask-iou-p5", type=float, default=DEFAULT_GATE_P5, metavar="X",
-                        help=f"gate: 5th-percentile mask IoU vs fp32 (default {DEFAULT_GATE_P5}); the INT8 search holds "
-                             f"{SEARCH_MARGIN[0]} / {SEARCH_MARGIN[1]} more on the search images")
+                        help=f"gate: 5th-percentile mask IoU vs fp32 (default {DEFAULT_GATE_P5})")
+    parser.add_argument("--search-margin", type=_margin, default=SEARCH_MARGIN, metavar="MEAN,P5",
+                        help=f"how much more than the gate an INT8 form must hold on the search images to be chosen "
+                             f"(default {SEARCH_MARGIN[0]},{SEARCH_MARGIN[1]})")
     parser.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES, metavar="N",
                         help=f"images to calibrate int8 on (default {DEFAULT_CALIBRATION_IMAGES})")
     parser.add_argument("--search-images", type=int, default=DEFAULT_SEARCH_IMAGES, metavar="N",
@@ -67,6 +69,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_deploy)
 
 
+def _margin(text: str) -> tuple[float, float]:
+    try:
+        mean, p5 = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"two numbers, mean and p5 (e.g. 0.01,0.03), not {text!r}") from None
+    return mean, p5
+
+
 def run_deploy(args: argparse.Namespace) -> int:
     result = deploy(
         args.out,
@@ -78,6 +88,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         int8=args.int8,
         min_mask_iou=args.min_mask_iou,
         min_mask_iou_p5=args.min_mask_iou_p5,
+        search_margin=args.search_margin,
         force=args.force,
         calibration_images=args.calibration_images,
         search_images=args.search_images,

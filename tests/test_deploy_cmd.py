@@ -200,6 +200,7 @@ def _bad_input_cases(tmp_path: Path, images: Path, checkpoint: Path) -> dict[str
         "unknown precision": (["--precisions", "int4"], "unknown precision int4"),
         "bad gate": (["--min-mask-iou", "1.5"], "--min-mask-iou must be in (0, 1]"),
         "bad p5 gate": (["--min-mask-iou-p5", "0"], "--min-mask-iou-p5 must be in (0, 1]"),
+        "bad search margin": (["--search-margin", "1,0"], "--search-margin is two numbers in [0, 1) (mean, p5), got 1.0,0.0"),
         "unknown int8 ladder": (["--int8", "int4"], "--int8 takes any, full-integer or one rung (static, mixed, a16"),
         "rung the target lacks": (["--int8", "w8"], "target onnx has no INT8 rung for --int8 w8 (its rungs: static, "
                                   "mixed, a16, dynamic)"),
@@ -209,7 +210,7 @@ def _bad_input_cases(tmp_path: Path, images: Path, checkpoint: Path) -> dict[str
 
 
 @pytest.mark.parametrize("case", ["too few images", "unreadable image", "unknown target", "unknown precision",
-                                  "bad gate", "bad p5 gate", "unknown int8 ladder", "rung the target lacks",
+                                  "bad gate", "bad p5 gate", "bad search margin", "unknown int8 ladder", "rung the target lacks",
                                   "unknown recipe", "bad checkpoint"])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, images, tiny_checkpoint, case):
     extra, message = _bad_input_cases(tmp_path, images, tiny_checkpoint)[case]

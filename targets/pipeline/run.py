@@ -44,7 +44,7 @@ from edge_sam.targets.core.manifest import read_manifest
 from edge_sam.targets.core.registry import get_target
 from edge_sam.targets.pipeline.bundle import write_bundle
 from edge_sam.targets.pipeline.images import bundled_images, split_images, stage_split
-from edge_sam.targets.pipeline.ladder import Ladder, LadderContext, climb, search_budget
+from edge_sam.targets.pipeline.ladder import SEARCH_MARGIN, Ladder, LadderContext, climb, search_budget
 from edge_sam.targets.pipeline.plan import Job, int8_recipe, plan_jobs, stale_reason
 from edge_sam.targets.pipeline.summary import Choice, StepRecord, choose, render_summary
 from edge_sam.targets.validation.report import write_report
@@ -145,6 +145,7 @@ def deploy(
     int8: str = "any",
     min_mask_iou: float = DEFAULT_GATE,
     min_mask_iou_p5: float = DEFAULT_GATE_P5,
+    search_margin: tuple[float, float] = SEARCH_MARGIN,
     force: bool = False,
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     search_images: int = DEFAULT_SEARCH_IMAGES,
@@ -160,7 +161,7 @@ def deploy(
     skipped with one line each); named targets must be installed. ``int8``: ``any`` (every rung a
     target declares), ``full-integer`` (the rungs an NPU or the Neural Engine runs) or one rung's
     name; ``recipe`` fixes the one int8 recipe instead. The gate is mean and 5th-percentile mask
-    IoU vs fp32. ``images``: a folder split into calibration, search and held-out images (default:
+    IoU vs fp32; a rung must hold it plus ``search_margin`` (mean, p5) on the search images. ``images``: a folder split into calibration, search and held-out images (default:
     the bundled images). ``force`` rebuilds artifacts that could be reused. ``measure_memory``
     adds the peak-RSS probes (a subprocess per artifact: off by default, it would double the
     validation time).
@@ -168,6 +169,8 @@ def deploy(
     started = time.perf_counter()
     out = Path(out)
     gate = _gate(min_mask_iou, min_mask_iou_p5)
+    if not all(0.0 <= margin < 1.0 for margin in search_margin) or len(search_margin) != 2:
+        raise EdgeSamError(f"--search-margin is two numbers in [0, 1) (mean, p5), got {','.join(map(str, search_margin))}")
     check_int8_mode(int8)
     fixed_recipe = int8_recipe(recipe, checkpoint)  # an unknown recipe or unreadable file: one error here
     plan = plan_jobs(list(targets) if targets is not None else None, list(precisions), fixed_recipe, int8)
@@ -205,7 +208,7 @@ def deploy(
             report = validate([artifact], checkpoint=checkpoint, images=search.path, measure_memory=False, layers=False)
             return report.rows()[1].summary()
 
-        context = LadderContext(out, model, calibration, search, search_budget(gate), build, measure, steps.step,
+        context = LadderContext(out, model, calibration, search, search_budget(gate, search_margin), build, measure, steps.step,
                                 fixed_recipe)
         ladders = {target: climb(target, rungs, context) for target, rungs in plan.ladders.items()}
         candidates = [ladder.candidate.artifact for ladder in ladders.values() if ladder.candidate]
