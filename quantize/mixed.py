@@ -168,15 +168,18 @@ def find_mixed_recipe(
     max_float: int | None = None,
     fallback: str = FLOAT,
     progress: Callable[[str], None] | None = None,
+    verify_recipe: bool = True,
 ) -> tuple[QuantRecipe, MixedResult, dict[str, Any]]:
-    """Rank the layers (unless ``ranking`` is given), search, verify with each target's own
-    quantizer: the recipe, the search's record, and the provenance a recipe file carries (how it
-    was chosen, and on which weights and images: what a cache of it must match)."""
+    """Rank the layers (unless ``ranking`` is given), search, and (``verify_recipe``) verify with
+    each target's own per-layer quantizer (a caller that exports and measures the recipe on the
+    runtime next may skip that): the recipe, the search's record, and the provenance a recipe
+    file carries (how it was chosen, and on which weights and images: what a cache of it must match)."""
     if ranking is None:
         ranking = sqnr_ranking(studies)
     result = search(studies, ranking, budget, max_float)
     mixed = mixed_recipe(base, studies[0].layers, result.float_layers, name, budget, fallback)
-    result.verified = verify(model, mixed, studies, progress=progress)
+    if verify_recipe:
+        result.verified = verify(model, mixed, studies, progress=progress)
     provenance = {
         "command": command,
         "checkpoint_state_dict_sha256": state_dict_sha256(model),

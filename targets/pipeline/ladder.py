@@ -6,9 +6,13 @@ the target's own runtime over the search images; it passes when its mask IoU vs 
 *search budget*: the gate plus a margin (:data:`SEARCH_MARGIN`), so that a form chosen on a
 handful of images still holds the gate on images it was not chosen on. The ``mixed`` rung first
 searches its recipe for this checkpoint and target (:func:`edge_sam.quantize.mixed.find_mixed_recipe`,
-simulated on the search images, at most :data:`MAX_FLOAT_SHARE` of the layers float) and caches
-it in ``OUT/int8_search/<target>.json``; a re-run with the same weights, images, size and budget
-reuses it, anything else searches again and says why.
+simulated on the search images with the target's own quantizer, at most :data:`MAX_FLOAT_SHARE`
+of the layers float) and caches it in ``OUT/int8_search/<target>.json``; a re-run with the same
+weights, images, size and gate reuses it, anything else searches again and says why. The layer
+ranking (which layer's INT8 error is largest) is measured once per run, on the first target
+searched, and shared: it orders the greedy search, while every target's own simulation decides
+where it stops. Where the runtime then measures the recipe under the budget, the search runs
+again with the budget raised by the shortfall (:data:`RESEARCHES`).
 """
 
 from __future__ import annotations
@@ -123,6 +127,10 @@ class LadderContext:
     measure: Callable[[Path], dict[str, Any]]
     step: Step
     fixed_recipe: QuantRecipe | None = None  # the recipe of the one "recipe" rung (--recipe, a QAT checkpoint)
+    # target -> its calibrated simulation, kept for a search run again in the same deploy
+    studies: dict[str, Any] = field(default_factory=dict)
+    # the layer ranking of the first target searched in this run, shared with the others
+    ranking: list[str] = field(default_factory=list)
 
 
 def climb(target: str, rungs: tuple[Rung, ...], context: LadderContext) -> Ladder:
@@ -214,12 +222,16 @@ def cached_mixed_recipe(target: str, context: LadderContext, search_at: Budget,
                                                         f"of {len(provenance['ranking'])} layers float)")
     if again:
         stale, ranking = "searched again: the runtime measured the last recipe under the budget", _cached_ranking(path)
-    study = LayerStudy(context.model, RECIPES[DEFAULT_RECIPE], target, context.calibration,
-                       [HeldOutSet(context.model, context.search, img_size)])
+    if target not in context.studies:  # calibrating the simulation and the fp32 side of the search images
+        context.studies[target] = LayerStudy(context.model, RECIPES[DEFAULT_RECIPE], target, context.calibration,
+                                             [HeldOutSet(context.model, context.search, img_size)])
+    study = context.studies[target]
     max_float = int(MAX_FLOAT_SHARE * len(study.layers))
     recipe, result, provenance = find_mixed_recipe(
         context.model, RECIPES[DEFAULT_RECIPE], [study], search_at, f"mixed-{target}", command="edge-sam deploy",
-        ranking=ranking, max_float=max_float)
+        ranking=ranking or context.ranking or None, max_float=max_float, verify_recipe=False)
+    if not context.ranking:
+        context.ranking.extend(provenance["ranking"])
     provenance["gate"] = key["gate"]  # what the cache is keyed on; "budget" is what it was searched at
     write_recipe_file(recipe, path, provenance)
     simulated = result.fidelity
