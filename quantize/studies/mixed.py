@@ -29,13 +29,13 @@ import edge_sam
 from edge_sam.checkpoint import state_dict_sha256
 from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
-from edge_sam.quantize.heldout import Fidelity, worst_of
+from edge_sam.quantize.studies.heldout import Fidelity, worst_of
 from edge_sam.quantize.pt2e import quantize_pt2e
 from edge_sam.quantize.recipes import FLOAT, QuantRecipe
-from edge_sam.quantize.sensitivity import LayerStudy, sqnr_ranking
-from edge_sam.quantize.simulate import target_quantizer
+from edge_sam.quantize.studies.sensitivity import LayerStudy, sqnr_ranking
+from edge_sam.quantize.studies.simulate import target_quantizer
 
-from edge_sam.targets.core.contract import calibration_batches, deploy_graph
+from edge_sam.graph_contract import calibration_batches, deploy_graph
 
 
 class BudgetError(EdgeSamError):
