@@ -13,7 +13,7 @@ and 5th percentile (the p5 catches the few prompts whose mask falls apart, which
    recipe as export will apply it) and score it on the same held-out images.
 
 With several targets, a layer set passes only if it passes on every target's simulation, so one
-recipe file serves them all. The result is a recipe file (:mod:`.recipe_file`) that
+recipe file serves them all. The result is a recipe file (:mod:`edge_sam.quantize.recipe_file`) that
 ``edge-sam export --recipe FILE`` takes for every INT8 target.
 """
 

@@ -1,7 +1,7 @@
 """Quantization-aware finetuning (QAT) of the image encoder, distilled from the fp32 model.
 
 The fp32 model is the teacher, so any images will do (no labels): each step encodes a batch
-with the frozen fp32 encoder and with the fake-quantized student (:mod:`.qat_graph`), and the
+with the frozen fp32 encoder and with the fake-quantized student (:mod:`edge_sam.quantize.qat_graph`), and the
 loss pulls the student's outputs toward the teacher's:
 
 - the image embedding: normalized MSE, ``|s - t|^2 / |t|^2`` (1 / SQNR);
@@ -20,7 +20,7 @@ weights learn to work with the ranges an export's own minmax calibration will pi
 The run reuses the training machinery (:mod:`edge_sam.train`): device and DDP setup (torchrun),
 bf16 autocast, the resumable sample stream, AdamW with warmup + cosine, ``--stop-after-minutes``
 and exact resume from ``state.pt``. The finished run folder is a QAT checkpoint
-(:mod:`.qat_checkpoint`): ``model.safetensors`` (a normal model) and ``qat.json`` (recipe,
+(:mod:`edge_sam.quantize.qat_checkpoint`): ``model.safetensors`` (a normal model) and ``qat.json`` (recipe,
 learned quantization parameters, provenance).
 """
 

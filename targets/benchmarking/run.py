@@ -3,7 +3,7 @@ our PyTorch model, and exported artifacts of any target, precision and recipe.
 
 How it times (the rules that made earlier numbers misleading are built in):
 
-- **One process per runtime** (:mod:`.bench_worker`): ONNX Runtime, XNNPACK and PyTorch thread
+- **One process per runtime** (:mod:`.worker`): ONNX Runtime, XNNPACK and PyTorch thread
   pools in one process slowed each other and inflated every ratio by ~25%.
 - **Interleaved rounds**: round r times every path once (starting from a different path each
   round), so a change in machine load hits all paths alike; ratios use the minimum over

@@ -10,7 +10,7 @@ encode it and decode the same prompts. Per runner we record:
 - mIoU against ground truth when the dataset has masks (box and 1-click, each runner's own
   highest-IoU output, the protocol of :mod:`edge_sam.eval`);
 - encoder latency per image and decoder latency per prompt (after one untimed warm-up), file
-  size, peak RSS of the runner alone (measured in a subprocess, see :mod:`.memory`);
+  size, peak RSS of the runner alone (measured in a subprocess, see :mod:`.subprocess_rss`);
 - for artifacts whose target has a per-layer tool, per-node SQNR against an fp32 export.
 """
 
