@@ -209,7 +209,6 @@ def test_cli_bad_input_is_one_line_exit_2(teacher_file, tmp_path, capsys):
 @pytest.mark.slow
 def test_export_uses_learned_ranges_on_executorch_and_recalibrates_elsewhere(qat_run, data, teacher_file, tmp_path,
                                                                             make_tiny_model):
-    from edge_sam.targets import get_target
     from edge_sam.image_sources import open_source
     from edge_sam.targets.core.manifest import read_manifest
 
