@@ -1,5 +1,5 @@
 """``edge-sam bench --table``: one benchmark table over artifacts, exports made first, the
-PyTorch model and the reference eager encoder (:mod:`edge_sam.targets.validation.bench`).
+PyTorch model and the reference eager encoder (:mod:`edge_sam.targets.benchmarking`).
 
     edge-sam bench --table out/onnx-fp32 out/tflite-int8 --checkpoint CKPT --out bench/
     edge-sam bench --table --checkpoint CKPT --export onnx:fp32 --export onnx:fp32:attention=fused \\
@@ -49,7 +49,7 @@ def table_mode(args: argparse.Namespace) -> bool:
 def torch_paths(specs: list[str] | None):
     """``--torch`` values as bench paths (default: PyTorch fp32 eager)."""
     from edge_sam.runner import TORCH_PRECISIONS
-    from edge_sam.targets.validation.bench import BenchPath
+    from edge_sam.targets.benchmarking.specs import BenchPath
 
     paths = []
     for spec in specs if specs is not None else ["fp32"]:
@@ -66,12 +66,12 @@ def torch_paths(specs: list[str] | None):
 
 def run_table(args: argparse.Namespace) -> int:
     import edge_sam
-    from edge_sam.targets.core.calibration import photo_crops
+    from edge_sam.image_sources import photo_crops
     from edge_sam.targets.core.manifest import read_manifest
     from edge_sam.targets.core.target import check_source
-    from edge_sam.targets.validation.bench import (
-        BenchPath, ExportSpec, export_artifacts, markdown_table, run_bench, summary_lines, table_rows, write_bench,
-    )
+    from edge_sam.targets.benchmarking.render import markdown_table, summary_lines, table_rows, write_bench
+    from edge_sam.targets.benchmarking.run import run_bench
+    from edge_sam.targets.benchmarking.specs import BenchPath, ExportSpec, export_artifacts
     from edge_sam.transforms import read_image
 
     from .common import image_path
@@ -110,7 +110,7 @@ def run_table(args: argparse.Namespace) -> int:
 
 def _needs_calibration(spec) -> bool:
     """Whether a static recipe is asked (int8 without --recipe is the default static one)."""
-    from edge_sam.quantize.recipes import get_recipe
+    from edge_sam.quantize.recipe_file import get_recipe
 
     if spec.precision != "int8":
         return False

@@ -1,4 +1,4 @@
-"""``edge-sam deploy``: the main job in one command (the logic is :mod:`edge_sam.targets.pipeline`)."""
+"""``edge-sam deploy``: the main job in one command (the logic is :mod:`edge_sam.targets.deploy`)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import argparse
 
 from edge_sam.targets.core.registry import target_names
 from edge_sam.targets.core.target import PRECISIONS
-from edge_sam.targets.pipeline import deploy
-from edge_sam.targets.pipeline.plan import parse_list
+from edge_sam.targets.deploy import deploy
+from edge_sam.targets.deploy.plan import parse_list
 from edge_sam.quantize.ladder import RUNG_NAMES
-from edge_sam.targets.pipeline.ladder import SEARCH_MARGIN
-from edge_sam.targets.pipeline.run import (
+from edge_sam.targets.deploy.ladder import SEARCH_MARGIN
+from edge_sam.targets.deploy.run import (
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_GATE,
     DEFAULT_GATE_P5,
@@ -18,7 +18,7 @@ from edge_sam.targets.pipeline.run import (
     DEFAULT_PRECISIONS,
     DEFAULT_SEARCH_IMAGES,
 )
-from edge_sam.targets.pipeline.summary import ship_table
+from edge_sam.targets.deploy.summary import ship_table
 
 from .common import add_checkpoint_argument
 

@@ -8,7 +8,7 @@ import edge_sam
 from edge_sam.quantize.recipes import RECIPE_FILE_SUFFIX, RECIPES, recipe_names
 from edge_sam.errors import EdgeSamError
 from edge_sam.targets.core.target import INTERFACES, PRECISIONS
-from edge_sam.targets.core.calibration import image_folder, open_source
+from edge_sam.image_sources import image_folder, open_source
 from edge_sam.targets.core.manifest import read_manifest
 from edge_sam.targets.core.registry import get_target, target_names
 from edge_sam.targets.validation.validate import default_report_dir, validate

@@ -5,7 +5,7 @@
   every INT8 target's export takes (``edge-sam export --recipe FILE``);
 - ``compare``: per INT8 target, PTQ / mixed / QAT / QAT+mixed artifacts measured on held-out
   images (and real-photo crops);
-- ``qat``: quantization-aware finetuning (:mod:`edge_sam.apps.quantize_qat_cmd`).
+- ``qat``: quantization-aware finetuning (:mod:`edge_sam.apps.cmd_quantize_qat`).
 
 Each command splits ``--images`` the same way: the first ``--calibration-images`` calibrate, the
 rest are held out for every fidelity number.
@@ -18,15 +18,16 @@ from pathlib import Path
 
 import edge_sam
 from edge_sam.errors import EdgeSamError
-from edge_sam.quantize.recipes import DEFAULT_RECIPE, get_recipe
-from edge_sam.quantize.simulate import DEFAULT_TARGET, SIMULATION_QUANTIZERS, check_simulated
+from edge_sam.quantize.recipes import DEFAULT_RECIPE
+from edge_sam.quantize.recipe_file import get_recipe
+from edge_sam.quantize.studies.simulate import DEFAULT_TARGET, SIMULATION_QUANTIZERS, check_simulated
 from edge_sam.runner import model_at_size
 
-from edge_sam.targets.core.calibration import open_source
+from edge_sam.image_sources import open_source
 
 from .cmd_export import recipe_argument
 from .common import add_checkpoint_argument
-from .quantize_qat_cmd import add_qat_parser
+from .cmd_quantize_qat import add_qat_parser
 
 INT8_TARGETS = tuple(sorted(SIMULATION_QUANTIZERS))
 
@@ -115,8 +116,8 @@ def _targets(text: str) -> list[str]:
 
 def _studies(args: argparse.Namespace, targets: list[str], fallback: str = "float"):
     """The model, recipe, split and one LayerStudy per target, after every input is checked."""
-    from edge_sam.quantize.heldout import HeldOutSet, split_images
-    from edge_sam.quantize.sensitivity import LayerStudy
+    from edge_sam.quantize.studies.heldout import HeldOutSet, split_images
+    from edge_sam.quantize.studies.sensitivity import LayerStudy
 
     recipe = get_recipe(args.recipe)
     check_simulated(recipe)
@@ -133,7 +134,7 @@ def _studies(args: argparse.Namespace, targets: list[str], fallback: str = "floa
 
 
 def run_sensitivity(args: argparse.Namespace) -> int:
-    from edge_sam.quantize.sensitivity import MARKDOWN_NAME, measure_sensitivity, write_sensitivity
+    from edge_sam.quantize.studies.sensitivity import MARKDOWN_NAME, measure_sensitivity, write_sensitivity
 
     targets = _targets(args.target)
     if len(targets) != 1:
@@ -147,7 +148,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
 
 
 def run_mixed(args: argparse.Namespace) -> int:
-    from edge_sam.quantize.mixed import Budget, find_mixed_recipe
+    from edge_sam.quantize.studies.mixed import Budget, find_mixed_recipe
     from edge_sam.quantize.recipe_file import write_recipe_file
 
     budget = Budget(args.min_mask_iou, args.min_mask_iou_p5)
@@ -182,7 +183,7 @@ def _earlier_ranking(path: str) -> tuple[dict, list[str]]:
     """(setup, ranking) of an earlier `quantize mixed` recipe file or `quantize sensitivity` report."""
     from edge_sam.quantize.recipe_file import load_recipe_file
     from edge_sam.quantize.recipes import RecipeError
-    from edge_sam.quantize.sensitivity import read_sensitivity
+    from edge_sam.quantize.studies.sensitivity import read_sensitivity
 
     try:
         recipe, provenance = load_recipe_file(path)
@@ -202,7 +203,7 @@ def _check_same_setup(setup: dict, study) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from edge_sam.quantize.compare import MARKDOWN_NAME, CompareRows, compare
+    from edge_sam.quantize.studies.compare import MARKDOWN_NAME, CompareRows, compare
 
     rows = CompareRows(ptq=args.recipe, mixed=args.mixed, qat=args.qat)
     report = compare(

@@ -35,7 +35,7 @@ def torch_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def add_device_flags(parser: argparse.ArgumentParser, repeatable: bool = True) -> None:
-    from edge_sam.targets.remote.runner import PROGRAMS
+    from edge_sam.targets.devices.device_runner import PROGRAMS
 
     group = parser.add_argument_group("on a device (the artifact pushed there and run by a runner there)")
     group.add_argument("--on", metavar="PLACE", action="append" if repeatable else "store", default=None,
@@ -43,7 +43,7 @@ def add_device_flags(parser: argparse.ArgumentParser, repeatable: bool = True) -
                             "ssh://user@host[:port] or adb:SERIAL" + ("; repeat for several" if repeatable else ""))
     group.add_argument("--device-program", choices=PROGRAMS, default=None,
                        help="native: the C++ ExecuTorch runner (default for ExecuTorch artifacts); python: "
-                            "python -m edge_sam.targets.remote.worker on a device with edge_sam installed")
+                            "python -m edge_sam.targets.devices.worker on a device with edge_sam installed")
     group.add_argument("--runner-binary", metavar="PATH", default=None,
                        help="the native runner built for the device (default: build it here from apps/cpp)")
     group.add_argument("--remote-python", metavar="CMD", default="python3",
@@ -53,7 +53,7 @@ def add_device_flags(parser: argparse.ArgumentParser, repeatable: bool = True) -
 
 
 def device_settings(args: argparse.Namespace, runs: int = 1, warmup: int = 1):
-    from edge_sam.targets.remote.runner import RemoteSettings
+    from edge_sam.targets.devices.device_runner import RemoteSettings
 
     return RemoteSettings(program=args.device_program, runner_binary=args.runner_binary,
                           remote_python=args.remote_python, ssh_config=args.ssh_config, runs=runs, warmup=warmup)

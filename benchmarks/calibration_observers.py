@@ -34,10 +34,10 @@ import edge_sam
 from edge_sam.data.codec import write_bytes_atomic
 from edge_sam.quantize.recipes import DEFAULT_RECIPE, RECIPES
 from edge_sam.targets import validate
-from edge_sam.targets.core.calibration import image_folder
+from edge_sam.image_sources import image_folder
 from edge_sam.targets.core.registry import get_target
-from edge_sam.targets.pipeline.images import bundled_images, split_images, stage_split
-from edge_sam.targets.validation.drift import machine_info
+from edge_sam.targets.deploy.images import bundled_images, split_images, stage_split
+from edge_sam.machine import machine_info
 
 sys.path.insert(0, str(Path(__file__).parent))
 from unseen_photos import write_crops  # noqa: E402  (a sibling script)

@@ -34,9 +34,9 @@ import edge_sam
 from edge_sam.data.synthetic import generate_synthetic
 from edge_sam.runner import TorchRunner
 from edge_sam.targets import get_target, load_runner
-from edge_sam.targets.core.calibration import dataset_source, photo_crops
+from edge_sam.image_sources import dataset_source, photo_crops
 from edge_sam.targets.core.manifest import read_manifest
-from edge_sam.targets.validation.bench import cpu_flags, cpu_model, load_average_text
+from edge_sam.machine import cpu_flags, cpu_model, load_average_text
 from edge_sam.targets.validation.drift import measure_drift
 from edge_sam.transforms import read_image
 

@@ -150,7 +150,7 @@ def main() -> None:
         return
     artifacts = list(args.artifact)
     if args.export:
-        from edge_sam.targets.validation.bench import ExportSpec, export_artifacts
+        from edge_sam.targets.benchmarking.specs import ExportSpec, export_artifacts
 
         if not args.out:
             parser.error("--export needs --out")

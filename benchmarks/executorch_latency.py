@@ -29,9 +29,9 @@ import torch
 
 import edge_sam
 from edge_sam.timing import time_calls
-from edge_sam.deploy import DecoderGraph, EncoderGraph, pad_prompts
+from edge_sam.deploy_form import DecoderGraph, EncoderGraph, pad_prompts
 from edge_sam.targets import get_target, load_runner
-from edge_sam.targets.core.calibration import open_source, photo_crops
+from edge_sam.image_sources import open_source, photo_crops
 from edge_sam.targets.executorch.native import build_runner, run_runner, write_ppm
 from edge_sam.transforms import image_to_tensor, preprocess, read_image
 

@@ -64,7 +64,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(time_artifact(args.child, args.threads, args.rounds, args.calls)))
         return
-    from edge_sam.targets.validation.bench import cpu_flags
+    from edge_sam.machine import cpu_flags
 
     print(f"# encode with host-side torch work on one thread vs torch's pool; {args.threads} threads, "
           f"{args.rounds} rounds x {args.calls} calls, load {os.getloadavg()[0]:.1f}, cpu flags {cpu_flags() or '?'}")

@@ -14,7 +14,7 @@ and Core ML W8A8 mirror), calibrated min/max on the first ``--calibration-images
 2. each activation quantizer alone (every other one off): the ``--top`` that cost the most
    embedding SQNR, with the layer they belong to and whether they quantize its input or output,
    then everything fake-quantized but those (an upper bound for keeping just them in 16 bits);
-3. the weights' headroom: QAT's distillation loss (``edge_sam.quantize.qat``) on one fixed batch
+3. the weights' headroom: QAT's distillation loss (``edge_sam.quantize.studies.qat``) on one fixed batch
    of 4 ``--train`` images for ``--steps`` AdamW steps: how far the weights can pull that batch's
    own error down (overfitting is the best case) and what it does to the held-out images. With
    several ``--lr`` values each starts again from the same PTQ weights; the batch's SQNR is
@@ -37,18 +37,19 @@ import torch
 from torch.utils.data import default_collate
 
 import edge_sam
-from edge_sam.quantize.compare import PHOTO, PHOTO_CROPS
-from edge_sam.quantize.heldout import Fidelity, HeldOutSet, split_images
-from edge_sam.quantize.qat import DistillationObjective
+from edge_sam.quantize.studies.compare import PHOTO, PHOTO_CROPS
+from edge_sam.quantize.studies.heldout import Fidelity, HeldOutSet, split_images
+from edge_sam.quantize.studies.qat import DistillationObjective
 from edge_sam.train.objects import DistillationItems
 from edge_sam.quantize.qat_graph import (
-    activation_quantizers, calibrate_activation_ranges, fake_quantizers, freeze_activation_ranges,
+    QAT_TARGET, activation_quantizers, calibrate_activation_ranges, fake_quantizers, freeze_activation_ranges,
     prepare_qat_encoder, quantizer_place,
 )
 from edge_sam.quantize.layers import layers_of_scopes, node_scopes, quantizable_layers
-from edge_sam.quantize.recipes import get_recipe
-from edge_sam.targets.core.calibration import open_source, photo_crops
-from edge_sam.targets.core.contract import calibration_batches
+from edge_sam.quantize.recipe_file import get_recipe
+from edge_sam.image_sources import open_source, photo_crops
+from edge_sam.graph_contract import calibration_batches
+from edge_sam.targets.core.registry import get_target
 from edge_sam.targets.validation.drift import sqnr_db
 from edge_sam.transforms import read_image
 
@@ -130,7 +131,7 @@ def main() -> None:
         sets = {f"{len(held_out)} held-out images of {args.images}": HeldOutSet(model, held_out, size),
                 f"{PHOTO_CROPS} crops of {PHOTO.name}": HeldOutSet(model, crops, size)}
 
-    student = prepare_qat_encoder(model, get_recipe(args.recipe), size)
+    student = prepare_qat_encoder(model, get_recipe(args.recipe), size, get_target(QAT_TARGET))
     batches, _ = calibration_batches(model, calibration, size, "encoder")
     calibrate_activation_ranges(student, torch.cat([images for (images,) in batches]))
     freeze_activation_ranges(student)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import edge_sam
 from edge_sam.quantize.recipe_file import read_recipe_file
-from edge_sam.targets.validation.bench import cpu_flags, cpu_model, load_average_text
+from edge_sam.machine import cpu_flags, cpu_model, load_average_text
 
 SAMPLE = Path(edge_sam.__file__).parent / "assets" / "dogs.jpg"
 
@@ -42,7 +42,7 @@ def time_one(artifact: str, runs: int, threads: int) -> dict:
     import numpy as np
 
     from edge_sam.targets import get_target
-    from edge_sam.targets.core.contract import encoder_input
+    from edge_sam.graph_contract import encoder_input
     from edge_sam.targets.core.manifest import read_manifest
     from edge_sam.targets.core.registry import threads_option
     from edge_sam.timing import time_calls
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--recipe-file is required")
 
     from edge_sam.targets import get_target
-    from edge_sam.targets.core.calibration import open_source, photo_crops
+    from edge_sam.image_sources import open_source, photo_crops
     from edge_sam.transforms import read_image
 
     mixed = read_recipe_file(args.recipe_file)

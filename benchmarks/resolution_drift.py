@@ -33,8 +33,8 @@ import edge_sam
 from edge_sam.eval.metrics import mask_iou
 from edge_sam.flops import encoder_flops
 from edge_sam.runner import TorchRunner, model_at_size
-from edge_sam.targets.core.calibration import ImageSource, open_source, photo_crops
-from edge_sam.targets.core.prompts import prompts_for
+from edge_sam.image_sources import ImageSource, open_source, photo_crops
+from edge_sam.fixed_prompts import prompts_for
 from edge_sam.targets.validation.drift import full_size_masks
 from edge_sam.train.resolution import ResolutionDistillConfig, distill_resolution
 from edge_sam.transforms import image_to_tensor, read_image

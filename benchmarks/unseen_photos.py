@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from edge_sam.data.codec import write_bytes_atomic
-from edge_sam.targets.validation.drift import machine_info
+from edge_sam.machine import machine_info
 from edge_sam.transforms import read_image, write_image
 
 SIDE = 256

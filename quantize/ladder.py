@@ -8,7 +8,7 @@ masks:
 
 1. ``static``: every conv and linear layer of the encoder W8A8 (``static-conv-linear``);
 2. ``mixed``: the same with the fewest layers float that hold the gate, searched for this
-   checkpoint on the search images (:mod:`edge_sam.quantize.mixed`);
+   checkpoint on the search images (:mod:`edge_sam.quantize.studies.mixed`);
 3. ``a16``: every such layer static with 16-bit activations (``static-a16-conv-linear``: NPUs with
    int16 activations);
 4. ``dynamic``: int8 weights, activation ranges per run (``dynamic-linear``: CPUs, not NPUs);

@@ -124,7 +124,7 @@ def layer_flops(model: EfficientSam, img_size: int) -> tuple[dict[str, int], int
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    from edge_sam.targets.core.contract import deploy_graph
+    from edge_sam.graph_contract import deploy_graph
 
     graph = deploy_graph(model, img_size, "encoder")
     with FlopCounterMode(display=False) as counter, torch.no_grad():

@@ -22,12 +22,14 @@ from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.layers import layers_of_scopes, node_scopes, quantizable_layers
 from edge_sam.quantize.recipes import QuantRecipe, RecipeError
 
-from edge_sam.targets.core.contract import deploy_graph
+from edge_sam.graph_contract import deploy_graph
 
 # The deploy graph wraps the image encoder as ``encoder``; the model names it ``image_encoder``.
 GRAPH_PREFIX = "encoder."
 MODEL_PREFIX = "image_encoder."
 _MAX_BATCH = 4096
+# The target whose quantizer QAT simulates (its export takes the learned ranges as they are).
+QAT_TARGET = "executorch"
 
 
 class QatPrepareError(EdgeSamError, ValueError):
@@ -73,15 +75,18 @@ def qat_quantization_config(config, recipe: QuantRecipe):
     return dataclasses.replace(config, input_activation=activation, output_activation=activation, weight=weight)
 
 
-def qat_quantizer(recipe: QuantRecipe):
-    """ExecuTorch's XNNPACK quantizer for ``recipe`` with fake-quantize modules (QAT mode)."""
-    from edge_sam.targets.executorch.quantize import recipe_quantizer
-
+def qat_quantizer(target, recipe: QuantRecipe):
+    """``target``'s PT2E quantizer for ``recipe`` with fake-quantize modules (QAT mode), from
+    :meth:`~edge_sam.targets.core.target.Target.qat_quantizer`: the target decides what QAT
+    simulates (ExecuTorch's XNNPACK quantizer, :data:`QAT_TARGET`), this library imports no target."""
     check_qat_recipe(recipe)
     try:
-        return recipe_quantizer(recipe, qat=True)
+        quantizer = target.qat_quantizer(recipe)
     except RecipeError as exc:
         raise RecipeError(f"QAT cannot take this recipe: {exc}") from None
+    if quantizer is None:
+        raise RecipeError(f"target {target.name} has no QAT quantizer (QAT simulates {QAT_TARGET}'s)")
+    return quantizer
 
 
 def _first_line(exc: BaseException) -> str:
@@ -89,13 +94,14 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def prepare_qat_encoder(model: EfficientSam, recipe: QuantRecipe, img_size: int) -> torch.fx.GraphModule:
-    """The deploy-form encoder of ``model`` with the recipe's fake quantization inserted, in train
-    mode, for any batch size (a training batch and the batch-1 export trace the same graph)."""
+def prepare_qat_encoder(model: EfficientSam, recipe: QuantRecipe, img_size: int, target) -> torch.fx.GraphModule:
+    """The deploy-form encoder of ``model`` with the recipe's fake quantization (``target``'s QAT
+    quantizer) inserted, in train mode, for any batch size (a training batch and the batch-1
+    export trace the same graph)."""
     from torchao.quantization.pt2e import move_exported_model_to_train
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    quantizer = qat_quantizer(recipe)
+    quantizer = qat_quantizer(target, recipe)
     graph = deploy_graph(model, img_size, "encoder")
     example = (torch.randn(2, 3, img_size, img_size),)
     batch = torch.export.Dim("batch", min=1, max=_MAX_BATCH)
@@ -256,7 +262,7 @@ def check_recipe_matches(qat_recipe: dict[str, Any], recipe: QuantRecipe) -> boo
     return all(qat_recipe.get(key) == described.get(key) for key in keys)
 
 
-def learned_encoder(model: EfficientSam, qat, recipe: QuantRecipe, img_size: int) -> torch.fx.GraphModule:
+def learned_encoder(model: EfficientSam, qat, recipe: QuantRecipe, img_size: int, target) -> torch.fx.GraphModule:
     """The INT8 encoder with the ranges QAT learned (no calibration): ``model`` (the QAT weights)
     prepared exactly as in training, the recorded ranges put back, then converted. For the
     target whose quantizer QAT simulated (ExecuTorch / XNNPACK)."""
@@ -264,6 +270,6 @@ def learned_encoder(model: EfficientSam, qat, recipe: QuantRecipe, img_size: int
 
     if state_dict_sha256(model) != qat.record["weights"]["state_dict_sha256"]:
         raise EdgeSamError(f"the model is not the one saved in {qat.path}: learned QAT ranges apply to its own weights")
-    prepared = prepare_qat_encoder(model, recipe, img_size)
+    prepared = prepare_qat_encoder(model, recipe, img_size, target)
     restore_parameters(prepared, qat.parameters, model)
     return converted_encoder(prepared)

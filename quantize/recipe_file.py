@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edge_sam.quantize.recipes import FLOAT, RECIPES, QuantRecipe, RecipeError
+from edge_sam.quantize.recipes import FLOAT, RECIPE_FILE_SUFFIX, RECIPES, QuantRecipe, RecipeError, recipe_names
 
 FORMAT = "edge-sam-recipe"
 VERSION = 1
@@ -117,3 +117,15 @@ def recipe_from_manifest(record: dict[str, Any]) -> QuantRecipe:
     if record.get("name") not in RECIPES:
         raise RecipeError(f"manifest recipe '{record.get('name')}' is not in the registry")
     return RECIPES[record["name"]]
+
+
+def get_recipe(name_or_file: str | Path) -> QuantRecipe:
+    """A registry recipe by name, or the recipe in a recipe file (``*.json``, see
+    below); anything else is one RecipeError listing the names that exist."""
+    text = str(name_or_file)
+    if text in RECIPES:
+        return RECIPES[text]
+    if text.endswith(RECIPE_FILE_SUFFIX) or Path(text).is_file():
+        return read_recipe_file(text)
+    raise RecipeError(f"unknown quantization recipe '{text}' (known: {', '.join(recipe_names())}; or a recipe file "
+                      f"*{RECIPE_FILE_SUFFIX} from edge-sam quantize mixed)")

@@ -13,7 +13,7 @@ means the same thing on every runtime and drift numbers compare across them. A r
 make per-layer choices (``layers``: a model module name -> the recipe's scheme, ``"float"``, or
 in a static recipe ``"a16"``: that layer's activations in 16 bits),
 which is what ``edge-sam quantize mixed`` writes into a recipe file (:mod:`.recipe_file`);
-:func:`get_recipe` takes a registry name or such a file.
+:func:`~edge_sam.quantize.recipe_file.get_recipe` takes a registry name or such a file.
 
 The defaults follow what the ViT/SAM quantization literature and our own drift runs say: the
 weight layers (conv, linear) quantize well; the attention score matmuls, softmax, LayerNorm,
@@ -27,7 +27,6 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Any, Literal
 
 from edge_sam.errors import EdgeSamError
@@ -257,20 +256,6 @@ RECIPE_FILE_SUFFIX = ".json"
 def recipe_names(scheme: str | None = None) -> list[str]:
     """Registry names, sorted; only those of ``scheme`` when given."""
     return sorted(name for name, recipe in RECIPES.items() if scheme is None or recipe.scheme == scheme)
-
-
-def get_recipe(name_or_file: str | Path) -> QuantRecipe:
-    """A registry recipe by name, or the recipe in a recipe file (``*.json``, see
-    :mod:`.recipe_file`); anything else is one RecipeError listing the names that exist."""
-    text = str(name_or_file)
-    if text in RECIPES:
-        return RECIPES[text]
-    if text.endswith(RECIPE_FILE_SUFFIX) or Path(text).is_file():
-        from edge_sam.quantize.recipe_file import read_recipe_file
-
-        return read_recipe_file(text)
-    raise RecipeError(f"unknown quantization recipe '{text}' (known: {', '.join(recipe_names())}; or a recipe file "
-                      f"*{RECIPE_FILE_SUFFIX} from edge-sam quantize mixed)")
 
 
 def check_schemes(

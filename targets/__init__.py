@@ -9,9 +9,9 @@ imported only when a target needs them.
 """
 
 from edge_sam.runner import Runner, TorchRunner
-from edge_sam.targets.core.runner import DeployFormRunner
+from edge_sam.targets.core.artifact_runner import DeployFormRunner
 from edge_sam.targets.core.target import Target
-from edge_sam.targets.core.calibration import ImageSource, dataset_source, image_folder, open_source
+from edge_sam.image_sources import ImageSource, dataset_source, image_folder, open_source
 from edge_sam.targets.core.manifest import ArtifactError, Manifest, read_manifest
 from edge_sam.targets.core.registry import get_target, load_runner, target_names
 from edge_sam.targets.validation.validate import FidelityGateError, validate

@@ -1,19 +1,25 @@
-"""The shape of edge_sam.targets, checked from the source: no import cycles, the same modules in
-every runtime package, runtimes that import no converter, and targets whose export and runner
-signatures are exactly the options they declare."""
+"""The shape of the package, checked from the source: imports run one way along a declared layer
+order (imports inside functions included), no import cycles, the same modules in every runtime
+package, runtimes that import no converter, targets whose export and runner signatures are exactly
+the options they declare, and a README layout picture that names only folders that exist."""
 
 from __future__ import annotations
 
 import ast
 import inspect
+import re
+import shutil
 from pathlib import Path
 
 import pytest
 
 from edge_sam.targets.core.registry import TARGETS, get_target
 
-TARGETS_DIR = Path(__file__).resolve().parents[1] / "targets"
-QUANTIZE_DIR = TARGETS_DIR.parent / "quantize"
+ROOT = Path(__file__).resolve().parents[1]
+# pyproject.toml's package-dir map: the folder each installed name comes from.
+PACKAGE_DIRS = {"edge_sam": "edge_sam", "quantize": "edge_sam.quantize", "targets": "edge_sam.targets", "apps": "edge_sam.apps"}
+TARGETS_DIR = ROOT / "targets"
+QUANTIZE_DIR = ROOT / "quantize"
 PACKAGE = "edge_sam.targets"
 RUNTIME_PACKAGES = ("onnx", "executorch", "tflite", "coreml")
 # Every runtime package has these; graph building has its own name where it is more than graphs.
@@ -23,21 +29,63 @@ GRAPH_MODULES = {"onnx": {"graphs"}, "tflite": {"graphs"}, "executorch": {"lower
 EXPORT_MODULES = {package: {"target", "quantize", "layers"} for package in RUNTIME_PACKAGES}
 CONVERTERS = {"onnx": {"graphs"}, "tflite": {"graphs"}, "executorch": {"lowering"}, "coreml": {"convert"}}
 
+# The layer order, lowest first. A module imports modules of its own layer and of layers below it,
+# never of a layer above, nor of another layer of the same rank; a lazy import is still an import.
+# The flow: checkpoint -> model -> quantize -> export (targets) -> runner -> drift report (validation).
+LAYER_ORDER = (
+    ("model",),             # edge_sam/ itself: model, checkpoints, deploy-form graphs and their contract, image sources, machine
+    ("quantize library",),  # quantize/: recipes, recipe files, layer names, PT2E, QAT graph and checkpoint, INT8 ladder
+    ("targets",),           # targets/core/ and one package per runtime: export, load, per-layer drift
+    ("devices",),           # targets/devices/: runners on a remote device (validate runs them)
+    ("validation",),        # targets/validation/: drift, report, validate; the edge_sam.targets facade re-exports validate
+    ("studies",),           # quantize/studies/: sensitivity, mixed precision, QAT, compare (they drive targets and validation)
+    ("benchmarking", "deploy"),  # targets/benchmarking/ (edge-sam bench), targets/deploy/ (edge-sam deploy, searches mixed recipes)
+    ("apps",),              # apps/: the CLI and the app
+)
+RANK = {layer: rank for rank, layers in enumerate(LAYER_ORDER) for layer in layers}
+# Longest prefix wins; any other edge_sam.targets.<package> is a runtime package ("targets").
+LAYER_PREFIXES = {
+    "edge_sam": "model",
+    "edge_sam.quantize": "quantize library",
+    "edge_sam.quantize.studies": "studies",
+    "edge_sam.targets": "targets",
+    "edge_sam.targets.devices": "devices",
+    "edge_sam.targets.validation": "validation",
+    "edge_sam.targets.benchmarking": "benchmarking",
+    "edge_sam.targets.deploy": "deploy",
+    "edge_sam.apps": "apps",
+}
+# The package itself (targets/__init__.py) is the public face: get_target, load_runner ... and validate.
+LAYER_OF_MODULE = {"edge_sam.targets": "validation"}
 
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(TARGETS_DIR).with_suffix("").parts
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join((PACKAGE, *parts))
+
+def layer_of(module: str) -> str:
+    if module in LAYER_OF_MODULE:
+        return LAYER_OF_MODULE[module]
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in LAYER_PREFIXES:
+            return LAYER_PREFIXES[".".join(parts[:end])]
+    raise KeyError(module)
 
 
-def _modules() -> dict[str, Path]:
-    return {_module_name(path): path for path in sorted(TARGETS_DIR.rglob("*.py"))}
+def _modules(root: Path = ROOT) -> dict[str, Path]:
+    """Every module of the installed package, by import name, from the four folders."""
+    modules = {}
+    for folder, package in PACKAGE_DIRS.items():
+        for path in sorted((root / folder).rglob("*.py")):
+            parts = path.relative_to(root / folder).with_suffix("").parts
+            if folder == "edge_sam" and parts[0] in PACKAGE_DIRS:
+                continue
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules[".".join((package, *parts))] = path
+    return modules
 
 
 def _imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """The edge_sam.targets modules ``name`` imports, at module level or inside functions
-    (a lazy import is still a dependency): ``from a.b import c`` is a.b.c where that is a module."""
+    """The package modules ``name`` imports, at module level or inside functions (a lazy import is
+    still a dependency): ``from a.b import c`` is a.b.c where that is a module, else a.b."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -51,13 +99,29 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
             targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
         else:
             continue
-        found.update(t for t in targets if t in known and t != name)
+        for target in targets:
+            while target not in known and "." in target:  # ``import a.b.c`` of a name inside a module
+                target = target.rpartition(".")[0]
+            if target in known and target != name:
+                found.add(target)
     return found
 
 
-def _import_graph() -> dict[str, set[str]]:
-    modules = _modules()
+def _import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    modules = _modules(root)
     return {name: _imports(name, path, set(modules)) for name, path in modules.items()}
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Each import against the layer order, as "importer (layer) -> imported (layer)"."""
+    found = []
+    for module, dependencies in sorted(graph.items()):
+        own = layer_of(module)
+        for dependency in sorted(dependencies):
+            other = layer_of(dependency)
+            if other != own and RANK[other] >= RANK[own]:
+                found.append(f"{module} ({own}) -> {dependency} ({other})")
+    return found
 
 
 def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -83,9 +147,39 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_the_import_graph_of_targets_has_no_cycle():
+def test_every_module_has_a_layer():
     graph = _import_graph()
-    assert len(graph) > 30 and graph[f"{PACKAGE}.tflite.layers"], "the parser found the modules and their imports"
+    assert len(graph) > 120 and graph[f"{PACKAGE}.tflite.layers"], "the parser found the modules and their imports"
+    assert {layer_of(module) for module in graph} == set(RANK)
+
+
+def test_imports_follow_the_layer_order():
+    assert layer_violations(_import_graph()) == []
+
+
+def test_the_layer_check_fails_on_an_upward_import():
+    graph = {"edge_sam.targets.core.target": {"edge_sam.quantize.recipes", "edge_sam.targets.validation.drift"},
+             "edge_sam.targets.validation.drift": set(), "edge_sam.quantize.recipes": set(),
+             "edge_sam.targets.deploy.run": {"edge_sam.targets.benchmarking.run"}, "edge_sam.targets.benchmarking.run": set()}
+    assert layer_violations(graph) == [
+        "edge_sam.targets.core.target (targets) -> edge_sam.targets.validation.drift (validation)",
+        "edge_sam.targets.deploy.run (deploy) -> edge_sam.targets.benchmarking.run (benchmarking)",  # same rank
+    ]
+
+
+def test_a_planted_lazy_upward_import_fails(tmp_path):
+    """A copy of the source with one import inside a function of the quantize library that reaches
+    a study: the checker reads the files, so it finds what a reviewer could miss."""
+    for folder in PACKAGE_DIRS:
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    planted = tmp_path / "quantize" / "recipes.py"
+    planted.write_text(planted.read_text() + "\n\ndef _planted():\n    from edge_sam.quantize.studies import mixed\n")
+    assert layer_violations(_import_graph(tmp_path)) == [
+        "edge_sam.quantize.recipes (quantize library) -> edge_sam.quantize.studies.mixed (studies)"]
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = _import_graph()
     assert _find_cycle(graph) is None, " -> ".join(_find_cycle(graph))
 
 
@@ -93,6 +187,36 @@ def test_the_cycle_finder_finds_a_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _find_cycle(graph) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def _readme_layout_folders() -> list[str]:
+    """The folders the README's layout picture names, as paths: the tree in its "## Layout" section."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Layout", 1)[1].split("\n## ", 1)[0]
+    picture = section.split("```", 2)[1]
+    folders, stack = [], []
+    for line in picture.splitlines():
+        match = re.match(r"^((?:│   |    )*)(├── |└── )?([\w.-]+/)", line)
+        if not match:
+            continue
+        depth = len(match.group(1)) // 4 + (1 if match.group(2) else 0)
+        stack[depth:] = [match.group(3)]
+        folders.append("".join(stack).rstrip("/"))
+    return folders
+
+
+def test_the_readme_layout_names_only_folders_that_exist():
+    folders = _readme_layout_folders()
+    assert "targets/validation" in folders and "quantize/studies" in folders, "the parser read the picture"
+    missing = [folder for folder in folders if not (ROOT / folder).is_dir()]
+    assert missing == []
+    not_packages = [folder for folder in folders if folder.split("/")[0] in PACKAGE_DIRS and folder.split("/")[0] != "apps"
+                    and not (ROOT / folder / "__init__.py").is_file()]
+    assert not_packages == []
+    # and it names every package of quantize/ and targets/
+    packages = {str(path.parent.relative_to(ROOT)) for folder in ("quantize", "targets")
+                for path in (ROOT / folder).rglob("__init__.py")}
+    assert packages - set(folders) == set()
 
 
 @pytest.mark.parametrize("package", RUNTIME_PACKAGES)
@@ -119,7 +243,8 @@ def test_a_runtime_module_imports_no_converter(package):
     assert own & (EXPORT_MODULES[package] | CONVERTERS[package]) == set()
     others = [f"{PACKAGE}.{other}." for other in RUNTIME_PACKAGES if other != package]
     assert not any(m.startswith(other) for m in reached for other in others)
-    assert f"{PACKAGE}.validation.layers" not in reached
+    assert f"{PACKAGE}.core.layer_drift" not in reached
+    assert not any(m.startswith(f"{PACKAGE}.validation.") for m in reached)
 
 
 def test_only_the_metrics_module_turns_energies_into_decibels():

@@ -11,14 +11,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from edge_sam.checkpoint import save_model
-from edge_sam.deploy import DecoderGraph, EncoderGraph
+from edge_sam.deploy_form import DecoderGraph, EncoderGraph
 from edge_sam.errors import EdgeSamError
 from edge_sam.flops import decoder_flops, encoder_flops
 from edge_sam.modeling import EfficientSamConfig
-from edge_sam.targets.validation import bench
-from edge_sam.targets.validation.bench import (
-    COLUMNS, BenchPath, BenchResult, ExportSpec, markdown_report, markdown_table, run_bench, table_rows,
-)
+from edge_sam import machine
+from edge_sam.targets.benchmarking.render import COLUMNS, markdown_report, markdown_table, table_rows
+from edge_sam.targets.benchmarking.run import BenchResult, run_bench
+from edge_sam.targets.benchmarking.specs import BenchPath, ExportSpec
 
 
 def test_encoder_flops_match_a_hand_count_on_the_tiny_config():
@@ -159,7 +159,7 @@ def test_timed_pytorch_decodes_reuse_the_context_of_the_last_encode(make_tiny_mo
     """The FLOP floor of a PyTorch row counts the decoder with its per-image context cached, so
     every timed decode after a timed encode must decode that encode's embedding (an older one
     would make each decode recompute the context and inflate the row)."""
-    from edge_sam.targets.validation.bench_worker import Worker
+    from edge_sam.targets.benchmarking.worker import Worker
 
     checkpoint = save_model(make_tiny_model(), tmp_path / "tiny.safetensors")
     job = {"checkpoint": str(checkpoint), "image": str(sample_image_path), "threads": 1, "batch": 4,
@@ -181,6 +181,6 @@ def test_timed_pytorch_decodes_reuse_the_context_of_the_last_encode(make_tiny_mo
 def test_cpu_flags_and_model_read_x86_and_arm_cpuinfo(monkeypatch, cpuinfo, flags, model):
     """Benchmarks record the kernels' SIMD features: x86 "flags" and Arm "Features" lines alike;
     without a "model name" line the architecture names the CPU."""
-    monkeypatch.setattr(bench, "_cpuinfo", lambda: cpuinfo)
-    assert bench.cpu_flags() == flags
-    assert bench.cpu_model() == (model or platform.processor() or platform.machine())
+    monkeypatch.setattr(machine, "_cpuinfo", lambda: cpuinfo)
+    assert machine.cpu_flags() == flags
+    assert machine.cpu_model() == (model or platform.processor() or platform.machine())

@@ -19,7 +19,7 @@ import edge_sam  # noqa: E402
 from edge_sam.errors import EdgeSamError  # noqa: E402
 from edge_sam.quantize.recipes import RecipeError  # noqa: E402
 from edge_sam.runner import TorchRunner
-from edge_sam.targets.core.calibration import image_folder  # noqa: E402
+from edge_sam.image_sources import image_folder  # noqa: E402
 from edge_sam.targets.coreml.host_executor.executor import MilExecutor, UnsupportedOpError  # noqa: E402
 from edge_sam.targets.coreml.program import load_program  # noqa: E402
 from edge_sam.eval.metrics import sqnr_db  # noqa: E402

@@ -16,7 +16,7 @@ from edge_sam.errors import EdgeSamError
 from edge_sam.everything import EverythingConfig, EverythingGenerator
 from edge_sam.predictor import Predictor
 from edge_sam.runner import TorchRunner
-from edge_sam.targets.core.calibration import image_folder
+from edge_sam.image_sources import image_folder
 from edge_sam.targets.validation.drift import measure_drift
 from edge_sam.targets.validation.report import COLUMNS, markdown_table
 from edge_sam.transforms import write_image

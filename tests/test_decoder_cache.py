@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from edge_sam.deploy import DecoderGraph, pad_prompts
+from edge_sam.deploy_form import DecoderGraph, pad_prompts
 from edge_sam.flops import decoder_flops, decoder_image_flops
 from edge_sam.runner import TorchRunner
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from edge_sam.deploy import DecoderGraph, EncoderGraph, pad_prompts
+from edge_sam.deploy_form import DecoderGraph, EncoderGraph, pad_prompts
 from edge_sam.errors import PromptError
 from edge_sam.transforms import image_to_tensor, preprocess
 

@@ -18,8 +18,8 @@ from conftest import require_toolchain
 from edge_sam import save_model
 from edge_sam.apps.cli import main
 from edge_sam.targets.core.manifest import read_manifest
-from edge_sam.targets.pipeline.bundle import CONTRACT_FILE, README_FILE
-from edge_sam.targets.pipeline.images import bundled_images, split_images
+from edge_sam.targets.deploy.bundle import CONTRACT_FILE, README_FILE
+from edge_sam.targets.deploy.images import bundled_images, split_images
 
 REPO = Path(__file__).parents[1]
 SWIFT_SAMPLE = REPO / "apps" / "ios" / "EdgeSAMCoreML.swift"
@@ -245,7 +245,7 @@ def test_missing_toolchain(tmp_path, images, tiny_checkpoint, monkeypatch):
     assert code == 2 and err.count("\n") == 1 and "target coreml cannot be built here" in err
     assert "pip install 'edge-sam[coreml]'" in err and not (tmp_path / "named").exists()
 
-    monkeypatch.setattr("edge_sam.targets.pipeline.plan.target_names", lambda: ["coreml", "onnx"])
+    monkeypatch.setattr("edge_sam.targets.deploy.plan.target_names", lambda: ["coreml", "onnx"])
     code, stdout, err = run_cli(*argv, "--out", str(tmp_path / "default"), "--precisions", "fp32")
     assert code == 0, err[-2000:]
     assert re.search(r"^skipped coreml: coremltools is not installed: pip install 'edge-sam\[coreml\]'", stdout, re.M)
@@ -281,8 +281,8 @@ def _row(name: str, iou: float, encoder_s: float, size: int = 1, p5: float | Non
 def test_host_latency_ranks_onnx_with_a_noise_band_that_size_decides():
     """ONNX Runtime's latency here stands for its devices: fastest passing ships, but latencies
     within LATENCY_TIE are a tie that the smaller file wins; a p5 under the gate fails a row."""
-    from edge_sam.quantize.mixed import Budget
-    from edge_sam.targets.pipeline.summary import choose
+    from edge_sam.quantize.studies.mixed import Budget
+    from edge_sam.targets.deploy.summary import choose
 
     gate = Budget(0.98, 0.95)
     rows = [_row("onnx-fp32", 1.0, 0.100, size=40), _row("onnx-int8-mixed", 0.99, 0.105, size=30),
@@ -299,8 +299,8 @@ def test_host_latency_ranks_onnx_with_a_noise_band_that_size_decides():
 def test_device_targets_rank_by_the_precision_their_devices_run_then_size():
     """Phones and the Neural Engine: host latency says nothing, so int8 compute ranks first, then
     size; Core ML's weight-only INT8 computes in fp16 and ranks with fp16 (by size)."""
-    from edge_sam.quantize.mixed import Budget
-    from edge_sam.targets.pipeline.summary import choose
+    from edge_sam.quantize.studies.mixed import Budget
+    from edge_sam.targets.deploy.summary import choose
 
     gate = Budget(0.98, 0.95)
     mb = 1_000_000
@@ -318,7 +318,8 @@ def test_device_targets_rank_by_the_precision_their_devices_run_then_size():
 
 def test_every_declared_rung_is_one_its_target_exports():
     from edge_sam.quantize.ladder import RUNG_NAMES, get_rung, ladder_for
-    from edge_sam.quantize.recipes import check_schemes, get_recipe
+    from edge_sam.quantize.recipes import check_schemes
+    from edge_sam.quantize.recipe_file import get_recipe
     from edge_sam.targets.core.registry import get_target, target_names
 
     for name in target_names():
@@ -337,7 +338,7 @@ def test_cached_recipe_is_searched_again_when_its_inputs_change(tmp_path):
     a new gate alone keeps the layer ranking (it does not depend on the gate)."""
     from edge_sam.quantize.recipe_file import write_recipe_file
     from edge_sam.quantize.recipes import RECIPES
-    from edge_sam.targets.pipeline.ladder import _cache_state
+    from edge_sam.targets.deploy.ladder import _cache_state
 
     key = {"checkpoint_state_dict_sha256": "aaa", "img_size": 64, "calibration": "c", "held_out": ["s"],
            "gate": {"min_mask_iou": 0.99, "min_mask_iou_p5": 0.98}}

@@ -24,7 +24,7 @@ from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
 from edge_sam.targets import ArtifactError, TorchRunner, get_target, image_folder, load_runner
 from edge_sam.targets.validation.drift import full_size_masks, measure_drift
 from edge_sam.targets.core.manifest import MANIFEST_NAME, read_manifest, sha256_file
-from edge_sam.targets.core.prompts import grid_prompts
+from edge_sam.fixed_prompts import grid_prompts
 from edge_sam.transforms import write_image
 
 require_toolchain("executorch.runtime")

@@ -17,7 +17,7 @@ from conftest import require_toolchain
 import edge_sam
 from edge_sam.runner import TorchRunner
 from edge_sam.targets import get_target, load_runner
-from edge_sam.targets.core.calibration import ImageSource, dataset_source, photo_crops
+from edge_sam.image_sources import ImageSource, dataset_source, photo_crops
 from edge_sam.targets.validation.drift import measure_drift
 
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import require_toolchain
 
 from edge_sam.eval.metrics import energy_ratio_db, sqnr_db
-from edge_sam.targets.validation.layers import Layer, SqnrSums, layer_rows, upstream_sqnr
+from edge_sam.targets.core.layer_drift import Layer, SqnrSums, layer_rows, upstream_sqnr
 
 
 def _with_sqnr(reference: np.ndarray, db: float, rng: np.random.Generator) -> np.ndarray:

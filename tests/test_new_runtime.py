@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_sam.targets.core.contract import IO_NAMES, ROLES, deploy_graph
+from edge_sam.graph_contract import IO_NAMES, ROLES, deploy_graph
 from edge_sam.targets.core.manifest import GraphSpec, TensorSpec
-from edge_sam.targets.core.runner import DeployFormRunner
+from edge_sam.targets.core.artifact_runner import DeployFormRunner
 from edge_sam.targets.core.target import Target, TargetOption
 
 

@@ -19,7 +19,7 @@ from edge_sam.errors import EdgeSamError, MissingToolchainError
 from edge_sam.eval.metrics import mask_iou
 from edge_sam.targets import TorchRunner, get_target, image_folder, load_runner
 from edge_sam.targets.validation.drift import cosine, full_size_masks, measure_drift
-from edge_sam.targets.core.prompts import grid_prompts
+from edge_sam.fixed_prompts import grid_prompts
 from edge_sam.transforms import image_to_tensor, write_image
 
 onnx = require_toolchain("onnx")
@@ -249,7 +249,7 @@ def test_static_int8_linear_layers_run_integer_kernels(artifacts, tmp_path):
     they ran as dequantize + float Gemm (slower than fp32)."""
     import onnxruntime as ort
 
-    from edge_sam.quantize.recipes import get_recipe
+    from edge_sam.quantize.recipe_file import get_recipe
     from edge_sam.targets.onnx.runtime import disabled_optimizers, session_options
 
     def optimized_ops(disabled: list[str]) -> set[str]:

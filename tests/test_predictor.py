@@ -127,7 +127,7 @@ def test_bad_images(tiny_model, image, message):
 
 def test_one_prompt_type_for_the_predictor_and_validation(predictor):
     """Validation prompts are predictor Prompts: the drift report's prompts replay here as they are."""
-    from edge_sam.targets.core.prompts import box_prompt, click_prompt, grid_prompts
+    from edge_sam.fixed_prompts import box_prompt, click_prompt, grid_prompts
 
     click, box = click_prompt([10, 20], object_index=4), box_prompt([5, 5, 70, 40])
     both = Prompt(np.array([[1, 1], [2, 2]]), np.array([1, 0]), box=np.array([0, 0, 9, 9]))

@@ -24,13 +24,15 @@ from edge_sam.checkpoint import save_model
 from edge_sam.data import generate_synthetic
 from edge_sam.errors import EdgeSamError
 from edge_sam.quantize.layers import quantizable_layers
-from edge_sam.quantize.qat import QatConfig, quantization_aware_finetune
+from edge_sam.quantize.studies.qat import QatConfig, quantization_aware_finetune
 from edge_sam.quantize.qat_checkpoint import QAT_FILE, read_qat_checkpoint
-from edge_sam.quantize.qat_graph import QatPrepareError, learned_encoder
-from edge_sam.quantize.recipes import RECIPES, RecipeError, get_recipe
+from edge_sam.quantize.qat_graph import QAT_TARGET, QatPrepareError, learned_encoder
+from edge_sam.quantize.recipes import RECIPES, RecipeError
+from edge_sam.quantize.recipe_file import get_recipe
 from edge_sam.train.state import STATE_FILE
-from edge_sam.targets.core.contract import deploy_graph
+from edge_sam.graph_contract import deploy_graph
 from edge_sam.targets.core.manifest import ArtifactError
+from edge_sam.targets.core.registry import get_target
 from edge_sam.checkpoint import state_dict_sha256
 from edge_sam.targets.core.target import check_source
 
@@ -97,7 +99,7 @@ def test_learned_ranges_go_into_the_int8_graph_unchanged(qat_run):
     _, out, _ = qat_run
     qat = read_qat_checkpoint(out)
     model = load_model(out)
-    converted = learned_encoder(model, qat, qat.recipe, IMG)
+    converted = learned_encoder(model, qat, qat.recipe, IMG, get_target(QAT_TARGET))
     recorded = sorted(round(p["scale"][0], 9) for p in qat.parameters if p["kind"] == "activation")
     used = sorted(round(float(n.args[1]), 9) for n in converted.graph.nodes
                   if n.op == "call_function" and "quantize_per_tensor" in str(n.target) and "dequantize" not in str(n.target))
@@ -107,7 +109,7 @@ def test_learned_ranges_go_into_the_int8_graph_unchanged(qat_run):
         fp32, int8 = deploy_graph(model, IMG, "encoder")(x), converted(x)
     assert torch.nn.functional.cosine_similarity(fp32.flatten(), int8.flatten(), dim=0) > 0.99
     with pytest.raises(EdgeSamError, match="not the one saved"):
-        learned_encoder(load_model(qat.record["teacher"]["checkpoint"]), qat, qat.recipe, IMG)
+        learned_encoder(load_model(qat.record["teacher"]["checkpoint"]), qat, qat.recipe, IMG, get_target(QAT_TARGET))
 
 
 def test_resume_reproduces_the_uninterrupted_run(qat_run, data, teacher_file, tmp_path):
@@ -138,7 +140,7 @@ DDP_SCRIPT = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from edge_sam.quantize.qat import QatConfig, quantization_aware_finetune
+    from edge_sam.quantize.studies.qat import QatConfig, quantization_aware_finetune
     from edge_sam.checkpoint import state_dict_sha256
 
     config = QatConfig(**json.loads(sys.argv[1]))
@@ -207,8 +209,7 @@ def test_cli_bad_input_is_one_line_exit_2(teacher_file, tmp_path, capsys):
 @pytest.mark.slow
 def test_export_uses_learned_ranges_on_executorch_and_recalibrates_elsewhere(qat_run, data, teacher_file, tmp_path,
                                                                             make_tiny_model):
-    from edge_sam.targets import get_target
-    from edge_sam.targets.core.calibration import open_source
+    from edge_sam.image_sources import open_source
     from edge_sam.targets.core.manifest import read_manifest
 
     _, out, _ = qat_run
@@ -230,6 +231,6 @@ def test_export_uses_learned_ranges_on_executorch_and_recalibrates_elsewhere(qat
     qat = read_qat_checkpoint(out)
     x = torch.randn(1, 3, IMG, IMG)
     with torch.no_grad():
-        expected = learned_encoder(model, qat, get_recipe("static-conv-linear"), IMG)(x).numpy()
+        expected = learned_encoder(model, qat, get_recipe("static-conv-linear"), IMG, get_target(QAT_TARGET))(x).numpy()
     actual = runner.run_encoder(x.numpy())
     assert np.abs(actual - expected).max() < 0.05 * np.abs(expected).max()

@@ -14,10 +14,11 @@ from conftest import require_toolchain
 
 from edge_sam.apps.cli import main
 from edge_sam.checkpoint import save_model
-from edge_sam.quantize.heldout import HeldOutSet, split_images
+from edge_sam.quantize.studies.heldout import HeldOutSet, split_images
 from edge_sam.quantize.layers import quantizable_layers, scope_in_layer
 from edge_sam.quantize.recipe_file import read_recipe_file, recipe_from_manifest, write_recipe_file
-from edge_sam.quantize.recipes import RECIPES, RecipeError, get_recipe
+from edge_sam.quantize.recipes import RECIPES, RecipeError
+from edge_sam.quantize.recipe_file import get_recipe
 from edge_sam.targets import get_target, image_folder
 from edge_sam.transforms import read_image, write_image
 
@@ -54,7 +55,7 @@ def split(images):
 
 @pytest.fixture(scope="module")
 def study(model, split):
-    from edge_sam.quantize.sensitivity import LayerStudy
+    from edge_sam.quantize.studies.sensitivity import LayerStudy
 
     calibration, held_out = split
     return LayerStudy(model, get_recipe(STATIC), "executorch", calibration, [HeldOutSet(model, held_out, 64)])
@@ -81,7 +82,7 @@ def test_one_registry_holds_every_scheme_and_targets_refuse_what_they_do_not_tak
 def test_16_bit_activations_only_where_the_runtime_has_the_kernels(tiny_model, tmp_path):
     import dataclasses
 
-    from edge_sam.quantize.simulate import target_quantizer
+    from edge_sam.quantize.studies.simulate import target_quantizer
 
     a16 = get_recipe("static-a16-conv-linear")
     assert a16.scheme == "static" and a16.activation_bits == 16 and a16.describe()["activation_bits"] == 16
@@ -149,8 +150,8 @@ def test_layer_scopes_match_exactly():
 def test_a_simulated_variant_equals_quantizing_with_the_per_layer_recipe(model, split, target):
     """Bypassing a layer's quantize/dequantize pairs in the all-INT8 graph = never annotating it."""
     from edge_sam.quantize.pt2e import quantize_pt2e
-    from edge_sam.quantize.simulate import SimulatedEncoder, target_quantizer
-    from edge_sam.targets.core.contract import calibration_batches, deploy_graph
+    from edge_sam.quantize.studies.simulate import SimulatedEncoder, target_quantizer
+    from edge_sam.graph_contract import calibration_batches, deploy_graph
 
     calibration, _ = split
     layers = quantizable_layers(model.config)
@@ -171,9 +172,9 @@ def test_a_simulated_a16_variant_matches_quantizing_those_layers_with_16_bit_act
     """Widening a layer's int8 quantize/dequantize pairs to int16 = annotating it with an int16 config
     (up to the int16 range being derived from the int8 one), and closer to fp32 than int8."""
     from edge_sam.quantize.pt2e import quantize_pt2e
-    from edge_sam.quantize.sensitivity import LayerStudy
-    from edge_sam.quantize.simulate import SimulatedEncoder, target_quantizer
-    from edge_sam.targets.core.contract import calibration_batches, deploy_graph, encoder_input
+    from edge_sam.quantize.studies.sensitivity import LayerStudy
+    from edge_sam.quantize.studies.simulate import SimulatedEncoder, target_quantizer
+    from edge_sam.graph_contract import calibration_batches, deploy_graph, encoder_input
 
     calibration, held_out = split
     layers = quantizable_layers(model.config)
@@ -231,7 +232,7 @@ def test_onnx_and_litert_honour_a16_and_float_layers(model, images, tmp_path):
 
 
 def test_sensitivity_table_has_every_layer_both_ways(study, tmp_path):
-    from edge_sam.quantize.sensitivity import measure_sensitivity, read_sensitivity, write_sensitivity
+    from edge_sam.quantize.studies.sensitivity import measure_sensitivity, read_sensitivity, write_sensitivity
 
     report = measure_sensitivity(study)
     assert sorted(report.ranking) == sorted(study.layers) and len(report.rows) == 10
@@ -247,8 +248,8 @@ def test_sensitivity_table_has_every_layer_both_ways(study, tmp_path):
 
 
 def test_mixed_search_meets_the_budget_and_prunes(study):
-    from edge_sam.quantize.mixed import Budget, search
-    from edge_sam.quantize.sensitivity import measure_sensitivity
+    from edge_sam.quantize.studies.mixed import Budget, search
+    from edge_sam.quantize.studies.sensitivity import measure_sensitivity
 
     full = study.score()
     ranking = measure_sensitivity(study, both=False).ranking
@@ -261,8 +262,8 @@ def test_mixed_search_meets_the_budget_and_prunes(study):
 
 
 def test_a_budget_no_recipe_meets_names_the_limiting_layers(study):
-    from edge_sam.quantize.mixed import Budget, BudgetError, search
-    from edge_sam.quantize.sensitivity import measure_sensitivity
+    from edge_sam.quantize.studies.mixed import Budget, BudgetError, search
+    from edge_sam.quantize.studies.sensitivity import measure_sensitivity
 
     full = study.score()
     assert full.mask_iou_worst < 1.0  # INT8 moves some mask of this model

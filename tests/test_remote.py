@@ -25,9 +25,9 @@ from edge_sam.apps import cli
 from edge_sam.errors import EdgeSamError
 from edge_sam.eval.metrics import mask_iou
 from edge_sam.targets import get_target, load_runner
-from edge_sam.targets.core.prompts import grid_prompts
-from edge_sam.targets.remote.runner import ImageJob, Query, RemoteSettings, run_on_device
-from edge_sam.targets.remote.transport import AdbTransport, LocalTransport, SshTransport, TransportError, transport_for
+from edge_sam.fixed_prompts import grid_prompts
+from edge_sam.targets.devices.device_runner import ImageJob, Query, RemoteSettings, run_on_device
+from edge_sam.targets.devices.transport import AdbTransport, LocalTransport, SshTransport, TransportError, transport_for
 from edge_sam.targets.validation.drift import full_size_masks
 from edge_sam.transforms import write_image
 
@@ -403,7 +403,7 @@ def test_validate_on_ssh_gives_the_rows_of_the_runner_here(et_fp32, runner_binar
 
 @pytest.mark.slow
 def test_python_program_over_ssh_is_the_runner_here(make_tiny_model, sshd, dogs, tmp_path):
-    """A board with Python runs ``python -m edge_sam.targets.remote.worker``: the artifact's own
+    """A board with Python runs ``python -m edge_sam.targets.devices.worker``: the artifact's own
     runner (ONNX here), the same numbers, the device's peak RSS and its execution providers."""
     require_toolchain("onnxruntime")
     artifact = get_target("onnx").export(make_tiny_model(seed=7), "fp32", None, tmp_path / "onnx-fp32")

@@ -7,7 +7,7 @@ import torch
 
 from edge_sam.data import generate_synthetic
 from edge_sam.errors import EdgeSamError
-from edge_sam.targets.core.calibration import open_source
+from edge_sam.image_sources import open_source
 from edge_sam.train.resolution import ResolutionDistillConfig, distill_resolution
 
 pytestmark = pytest.mark.torch_threads(1)

@@ -10,9 +10,10 @@ import torch
 
 from edge_sam.data import generate_synthetic
 from edge_sam.errors import EdgeSamError
-from edge_sam.quantize.recipes import RECIPES, OpClass, RecipeError, get_recipe
+from edge_sam.quantize.recipes import RECIPES, OpClass, RecipeError
+from edge_sam.quantize.recipe_file import get_recipe
 from edge_sam.targets import ArtifactError, TorchRunner, get_target, image_folder, open_source
-from edge_sam.targets.core.calibration import photo_crops
+from edge_sam.image_sources import photo_crops
 from edge_sam.staging import staged_dir
 from edge_sam.runner import model_at_size
 from edge_sam.checkpoint import state_dict_sha256
@@ -26,7 +27,7 @@ from edge_sam.targets.core.manifest import (
     verify_files,
     write_manifest,
 )
-from edge_sam.targets.core.prompts import grid_prompts, object_prompts, prompts_for
+from edge_sam.fixed_prompts import grid_prompts, object_prompts, prompts_for
 from edge_sam.transforms import image_to_tensor, write_image
 
 

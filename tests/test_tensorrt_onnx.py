@@ -25,7 +25,7 @@ from edge_sam.data.synthetic import generate_synthetic
 from edge_sam.errors import EdgeSamError
 from edge_sam.runner import TorchRunner
 from edge_sam.targets import get_target, image_folder, load_runner
-from edge_sam.targets.core.calibration import dataset_source
+from edge_sam.image_sources import dataset_source
 from edge_sam.targets.onnx import tensorrt
 from edge_sam.targets.validation.drift import measure_drift
 from edge_sam.transforms import write_image

@@ -24,11 +24,12 @@ import edge_sam
 from edge_sam.apps import cmd_export
 from edge_sam.errors import EdgeSamError, MissingToolchainError
 from edge_sam.eval.metrics import mask_iou
-from edge_sam.quantize.recipes import OpClass, RecipeError, get_recipe
+from edge_sam.quantize.recipes import OpClass, RecipeError
+from edge_sam.quantize.recipe_file import get_recipe
 from edge_sam.targets import ArtifactError, TorchRunner, get_target, image_folder, load_runner
 from edge_sam.targets.validation.drift import cosine, full_size_masks, measure_drift
 from edge_sam.targets.core.manifest import MANIFEST_NAME, read_manifest, write_manifest
-from edge_sam.targets.core.prompts import grid_prompts
+from edge_sam.fixed_prompts import grid_prompts
 from edge_sam.transforms import write_image
 
 require_toolchain("litert_torch")

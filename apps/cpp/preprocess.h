@@ -1,6 +1,6 @@
 // The host side of a deploy-form artifact, written to match edge_sam's Python code number for
 // number: image preprocessing (edge_sam.transforms.preprocess), prompt padding
-// (edge_sam.deploy.pad_prompts) and mask upsampling (edge_sam.transforms.upscale_logits).
+// (edge_sam.deploy_form.pad_prompts) and mask upsampling (edge_sam.transforms.upscale_logits).
 #pragma once
 
 #include <array>

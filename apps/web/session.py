@@ -32,7 +32,7 @@ from edge_sam.visualize import overlay_masks
 
 from edge_sam.targets.core.registry import load_runner
 from edge_sam.targets.core.target import check_source, verify_artifact
-from edge_sam.targets.pipeline.images import bundled_images
+from edge_sam.targets.deploy.images import bundled_images
 
 IMAGES_KEPT = 8  # uploaded images (and their embeddings) kept in memory, least recently used dropped
 # Loose thresholds: the bundled reference model's IoU head predicts 0.1-0.4 (see edge-sam demo).

@@ -1,7 +1,7 @@
 """What every target implements: export to an artifact folder, load it back as a runner.
 
 A runtime package subclasses :class:`Target` (write the graph files, build a runner from a
-verified manifest) and :class:`~edge_sam.targets.core.runner.DeployFormRunner` (run the encoder
+verified manifest) and :class:`~edge_sam.targets.core.artifact_runner.DeployFormRunner` (run the encoder
 and decoder graphs on already prepared arrays). Staging the artifact in a temp directory,
 hashing, the manifest and resolving the precision and recipe live here, once.
 """
@@ -25,10 +25,11 @@ from edge_sam.staging import staged_dir
 from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.layers import check_layers
 from edge_sam.quantize.qat_checkpoint import QatCheckpoint, read_qat_checkpoint
-from edge_sam.quantize.recipes import DEFAULT_RECIPE, QuantRecipe, RecipeError, check_schemes, get_recipe
+from edge_sam.quantize.recipes import DEFAULT_RECIPE, QuantRecipe, RecipeError, check_schemes
+from edge_sam.quantize.recipe_file import get_recipe
 
-from edge_sam.targets.core.calibration import ImageSource
-from edge_sam.targets.core.contract import preprocessing_contract, prompt_contract
+from edge_sam.image_sources import ImageSource
+from edge_sam.graph_contract import preprocessing_contract, prompt_contract
 from edge_sam.targets.core.toolchain_log import export_log
 from edge_sam.runner import Runner
 from edge_sam.targets.core.manifest import (
@@ -43,7 +44,7 @@ from edge_sam.targets.core.manifest import (
 )
 
 if TYPE_CHECKING:
-    from edge_sam.targets.validation.layers import LayerRow
+    from edge_sam.targets.core.layer_drift import LayerRow
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INTERFACES = ("deploy", "official")
@@ -239,6 +240,12 @@ class Target(ABC):
         ranges as they are (its quantizer is the one QAT simulated); others re-calibrate."""
         return False
 
+    def qat_quantizer(self, recipe: QuantRecipe) -> Any:
+        """The PT2E quantizer, with fake-quantize modules, that quantization-aware training inserts
+        for ``recipe`` (:mod:`edge_sam.quantize.qat_graph`): the one whose export takes the
+        learned ranges as they are. None where this target has none."""
+        return None
+
     def resolve_export_options(self, request: ExportRequest, opts: dict[str, Any]) -> dict[str, Any]:
         """The declared export options as this export applies them, defaults a target fills in
         included (the manifest records them); one EdgeSamError for an option ``request`` cannot take."""
@@ -271,7 +278,7 @@ class Target(ABC):
     def layer_drift(self, artifact_dir: str | os.PathLike, runner: Runner, model: EfficientSam,
                     images: list[np.ndarray]) -> list[LayerRow] | None:
         """Per-layer SQNR of the artifact's encoder against an fp32 export of ``model``
-        (:mod:`edge_sam.targets.validation.layers` rows); None where the target has no per-layer
+        (:mod:`edge_sam.targets.core.layer_drift` rows); None where the target has no per-layer
         tool or the artifact is fp32 already."""
         if runner.manifest.precision == "fp32":
             return None
@@ -286,7 +293,7 @@ class Target(ABC):
     def compare_layers(self, artifact_dir: Path, runner: Runner, model: EfficientSam,
                        images: list[np.ndarray]) -> list[LayerRow] | None:
         """The target's per-layer tool for a non-fp32 artifact (its runtime adapter of
-        :func:`edge_sam.targets.validation.layers.layer_rows`); None where it has none."""
+        :func:`edge_sam.targets.core.layer_drift.layer_rows`); None where it has none."""
         return None
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_sam.deploy import EncoderGraph
+from edge_sam.deploy_form import EncoderGraph
 from edge_sam.errors import EdgeSamError
 from edge_sam.transforms import IMAGENET_MEAN, IMAGENET_STD
 

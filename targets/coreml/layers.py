@@ -1,5 +1,5 @@
 """Per-op drift of a Core ML encoder against an fp32 conversion of the same model: the Core ML
-adapter of :mod:`edge_sam.targets.validation.layers`.
+adapter of :mod:`edge_sam.targets.core.layer_drift`.
 
 Both programs run in the host executor (:mod:`.host_executor`), which hands each op's output to
 the comparison as it is computed. coremltools names an op after the PyTorch node it came from
@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from edge_sam.deploy import EncoderGraph
+from edge_sam.deploy_form import EncoderGraph
 from edge_sam.modeling import EfficientSam
 
-from edge_sam.targets.core.contract import IO_NAMES, encoder_input
+from edge_sam.graph_contract import IO_NAMES, encoder_input
 from edge_sam.targets.core.manifest import Manifest
 from edge_sam.targets.coreml import convert
 from edge_sam.targets.coreml.host_executor.executor import MilExecutor
 from edge_sam.targets.coreml.program import MilProgram, Operation
 from edge_sam.targets.coreml.runtime import image_input_pixels
-from edge_sam.targets.validation.layers import Layer, LayerRow, SqnrSums, layer_rows
+from edge_sam.targets.core.layer_drift import Layer, LayerRow, SqnrSums, layer_rows
 
 COMPARED_OPS = frozenset({"conv", "conv_transpose", "linear", "matmul", "layer_norm", "softmax", "add", "gelu"})
 # Larger outputs are skipped: at 1024 an attention map is 3 x 4096 x 4096 (200 MB); its effect

@@ -23,9 +23,9 @@ import torch
 from edge_sam.errors import EdgeSamError
 from edge_sam.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-from edge_sam.targets.core.contract import encoder_input
+from edge_sam.graph_contract import encoder_input
 from edge_sam.targets.core.manifest import ArtifactError, GraphSpec, Manifest, check_io_names, first_line
-from edge_sam.targets.core.runner import GraphPairRunner
+from edge_sam.targets.core.artifact_runner import GraphPairRunner
 from edge_sam.targets.coreml.program import import_coremltools, read_io
 
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")

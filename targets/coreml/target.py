@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from edge_sam.deploy import DecoderGraph, EncoderGraph
+from edge_sam.deploy_form import DecoderGraph, EncoderGraph
 from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.recipes import WeightOnlyRecipe
 
@@ -24,7 +24,7 @@ from edge_sam.targets.coreml import convert
 from edge_sam.targets.coreml.program import quiet_toolchain, read_io
 from edge_sam.targets.coreml.quantize import quantize_activations, weight_compression
 from edge_sam.targets.coreml.runtime import COMPUTE_UNITS, ENGINES, CoreMLRunner, image_input_pixels, open_packages
-from edge_sam.targets.core.contract import IO_NAMES, calibration_batches
+from edge_sam.graph_contract import IO_NAMES, calibration_batches
 from edge_sam.targets.core.manifest import GraphSpec, Manifest, TensorSpec, artifact_label
 from edge_sam.targets.core.target import ExportRequest, Target, TargetOption
 

@@ -1,6 +1,6 @@
 """Per-layer drift of an ExecuTorch INT8 encoder: the encoder is re-quantized exactly as it was
 exported (same recipe, same calibration images) and compared op by op with the float graph in
-PyTorch (:mod:`edge_sam.targets.validation.pt2e_layers`); one more row puts the .pte itself
+PyTorch (:mod:`edge_sam.targets.core.pt2e_layer_drift`); one more row puts the .pte itself
 (ExecuTorch's INT8 kernels) against that simulation, so a kernel that computes differently
 from the simulated arithmetic shows as a drop there.
 """
@@ -16,12 +16,12 @@ import torch
 from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.recipe_file import recipe_from_manifest
 
-from edge_sam.targets.core.calibration import recorded_source
-from edge_sam.targets.core.contract import deploy_graph, encoder_input
+from edge_sam.image_sources import recorded_source
+from edge_sam.graph_contract import deploy_graph, encoder_input
 from edge_sam.targets.executorch.quantize import quantized_graph
 from edge_sam.targets.executorch.runtime import ExecuTorchRunner
-from edge_sam.targets.validation.layers import Layer, LayerRow, SqnrSums, layer_rows
-from edge_sam.targets.validation.pt2e_layers import compare_layers
+from edge_sam.targets.core.layer_drift import Layer, LayerRow, SqnrSums, layer_rows
+from edge_sam.targets.core.pt2e_layer_drift import compare_layers
 
 
 def encoder_layer_drift(artifact_dir: Path, runner: ExecuTorchRunner, model: EfficientSam, images: list[np.ndarray]) -> list[LayerRow] | None:

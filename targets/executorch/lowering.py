@@ -2,7 +2,7 @@
 
 What this adds to a plain ``to_edge_transform_and_lower`` call, and why:
 
-- Constants arrive contiguous (:func:`edge_sam.targets.core.contract.deploy_graph`). In
+- Constants arrive contiguous (:func:`edge_sam.graph_contract.deploy_graph`). In
   ExecuTorch 1.5.1 a constant buffer with permuted strides (the decoder's dense position
   encoding comes out of ``permute`` channels-last) gives wrong results with no error, portable
   kernels and XNNPACK alike: on a tiny model the decoder logits were off by 0.03 where their

@@ -19,8 +19,8 @@ from edge_sam.quantize.layers import float_layer_filter
 from edge_sam.quantize.pt2e import quantize_pt2e, with_recipe_activations
 from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
 
-from edge_sam.targets.core.calibration import ImageSource
-from edge_sam.targets.core.contract import calibration_batches
+from edge_sam.image_sources import ImageSource
+from edge_sam.graph_contract import calibration_batches
 
 # The aten ops whose XNNPACKQuantizer patterns quantize each op class.
 _XNNPACK_OPS: dict[OpClass, tuple] = {
@@ -44,7 +44,7 @@ def _check_supported(recipe: QuantRecipe) -> None:
 def _quantization_config(recipe: QuantRecipe, qat: bool = False):
     """XNNPACK's symmetric config (per-channel weights if the recipe says so), with the recipe's
     calibration observer and activation symmetry for static schemes; ``qat``: fake quantizers
-    (quantization-aware training, :mod:`edge_sam.quantize.qat`) instead of observers."""
+    (quantization-aware training, :mod:`edge_sam.quantize.studies.qat`) instead of observers."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
 
     config = get_symmetric_quantization_config(

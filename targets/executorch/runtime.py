@@ -19,7 +19,7 @@ import torch
 from edge_sam.errors import EdgeSamError, require
 
 from edge_sam.targets.core.manifest import ArtifactError, GraphSpec, first_line
-from edge_sam.targets.core.runner import GraphPairRunner
+from edge_sam.targets.core.artifact_runner import GraphPairRunner
 
 EXTRA = "executorch"
 RUNTIME = "executorch.runtime"

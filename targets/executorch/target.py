@@ -23,11 +23,11 @@ from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.recipes import QuantRecipe
 
-from edge_sam.targets.core.contract import IO_NAMES, deploy_graph
+from edge_sam.graph_contract import IO_NAMES, deploy_graph
 from edge_sam.targets.core.manifest import GraphSpec, Manifest, TensorSpec, artifact_label
 from edge_sam.targets.core.target import ExportRequest, Target, TargetOption
 from edge_sam.targets.executorch.lowering import StageBar, lower_to_pte
-from edge_sam.targets.executorch.quantize import quantized_graph
+from edge_sam.targets.executorch.quantize import quantized_graph, recipe_quantizer
 from edge_sam.targets.executorch.runtime import (
     DELEGATES,
     EXTRA,
@@ -115,7 +115,7 @@ class ExecuTorchTarget(Target):
                         if request.qat is not None and role == "encoder":  # the ranges QAT learned, as they are
                             from edge_sam.quantize.qat_graph import learned_encoder
 
-                            module = learned_encoder(model, request.qat, request.recipe, request.img_size)
+                            module = learned_encoder(model, request.qat, request.recipe, request.img_size, self)
                         else:
                             module = quantized_graph(model, graph, request.recipe, request.calibration, request.img_size, role)
                 content = lower_to_pte(module, graph.example_inputs(), self.delegate, precision, bar, quantized=int8)
@@ -128,6 +128,10 @@ class ExecuTorchTarget(Target):
     def takes_learned_ranges(self, recipe: QuantRecipe) -> bool:
         """XNNPACK's quantizer is the one QAT simulates, so a QAT checkpoint's ranges lower as they are."""
         return self.delegate.name == XNNPACK.name
+
+    def qat_quantizer(self, recipe: QuantRecipe) -> Any:
+        """XNNPACK's quantizer in QAT mode: the one QAT simulates, whichever delegate lowers it."""
+        return recipe_quantizer(recipe, qat=True)
 
     # -- load ---------------------------------------------------------------------------------
     def make_runner(

@@ -7,7 +7,7 @@ Official interface (the files labelme, osam and X-AnyLabeling load):
   ``batched_point_labels`` [B, Q, N], ``orig_im_size`` int64 [2] -> ``output_masks``
   [B, Q, 3, H, W] logits, ``iou_predictions`` [B, Q, 3], ``low_res_masks`` [B, Q, 3, 4h, 4w].
 
-Both wrap the deploy-form graphs of :mod:`edge_sam.deploy`, so the two interfaces share one
+Both wrap the deploy-form graphs of :mod:`edge_sam.deploy_form`, so the two interfaces share one
 network. Two things are written so ONNX shape inference stays exact: prompts are padded or
 truncated to the decoder's slots by concat-then-slice (no branch on N), and embeddings are
 broadcast to the queries with expand + reshape (peers' exports used a 5-D Tile that fails the
@@ -27,7 +27,7 @@ from torch import nn
 
 from edge_sam.modeling import EfficientSam
 from edge_sam.transforms import preprocess
-from edge_sam.targets.core.contract import IO_NAMES, deploy_graph
+from edge_sam.graph_contract import IO_NAMES, deploy_graph
 from edge_sam.targets.core.toolchain_log import capture
 
 OPSET = 18

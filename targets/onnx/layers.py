@@ -1,5 +1,5 @@
 """Per-node drift of an ONNX graph against its fp32 export: the ONNX adapter of
-:mod:`edge_sam.targets.validation.layers`.
+:mod:`edge_sam.targets.core.layer_drift`.
 
 Both graphs are run on the same inputs with the outputs of their compute nodes exposed; the
 quantizers (fp16 conversion, QDQ insertion) keep the fp32 graph's tensor names, so tensors
@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from edge_sam.targets.onnx.quantize import node_scopes
 from edge_sam.targets.onnx.runtime import session_options
-from edge_sam.targets.validation.layers import Layer, LayerRow, SqnrSums, layer_rows
+from edge_sam.targets.core.layer_drift import Layer, LayerRow, SqnrSums, layer_rows
 
 COMPARED_OPS = frozenset(
     {"Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "LayerNormalization", "InstanceNormalization", "Softmax", "Resize"}

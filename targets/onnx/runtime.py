@@ -16,7 +16,7 @@ from edge_sam.errors import EdgeSamError
 from edge_sam.transforms import image_to_tensor
 
 from edge_sam.targets.core.manifest import ArtifactError, GraphSpec, Manifest, check_io_names, first_line
-from edge_sam.targets.core.runner import ArtifactRunner, GraphPairRunner
+from edge_sam.targets.core.artifact_runner import ArtifactRunner, GraphPairRunner
 from edge_sam.targets.onnx.placement import PlacedSession, ReportsPlacement, enable_profiling
 
 if TYPE_CHECKING:

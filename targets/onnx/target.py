@@ -21,7 +21,7 @@ from edge_sam.modeling import EfficientSam
 from edge_sam.transforms import image_to_tensor
 
 from edge_sam.runner import Runner
-from edge_sam.targets.core.contract import encoder_input
+from edge_sam.graph_contract import encoder_input
 from edge_sam.targets.core.manifest import GraphSpec, Manifest, TensorSpec, artifact_label, first_line
 from edge_sam.targets.core.target import ExportRequest, Target, TargetOption
 from edge_sam.targets.onnx import graphs as onnx_graphs

@@ -1,8 +1,8 @@
 """The deploy-form encoder and decoder as .tflite flatbuffers: litert-torch conversion (no
 TensorFlow), fp16 weights, PT2E INT8, and the I/O edits LiteRT's converter has no flag for.
 
-- fp32: ``litert_torch.convert`` of :class:`~edge_sam.deploy.EncoderGraph` /
-  :class:`~edge_sam.deploy.DecoderGraph`, inputs named by keyword so the signature reads
+- fp32: ``litert_torch.convert`` of :class:`~edge_sam.deploy_form.EncoderGraph` /
+  :class:`~edge_sam.deploy_form.DecoderGraph`, inputs named by keyword so the signature reads
   ``image`` rather than ``args_0``.
 - fp16: ai-edge-quantizer casts the fp32 file's weights to float16 (compute stays float32; the
   file is half the size).
@@ -27,7 +27,7 @@ import torch
 
 from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
-from edge_sam.targets.core.contract import IO_NAMES, deploy_graph
+from edge_sam.graph_contract import IO_NAMES, deploy_graph
 from edge_sam.targets.core.manifest import first_line
 from edge_sam.targets.core.toolchain_log import capture
 from edge_sam.targets.tflite.runtime import SIGNATURE

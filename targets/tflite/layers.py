@@ -1,7 +1,7 @@
 """Per-module drift of a .tflite graph against its fp32 conversion: which modules lose SQNR.
 
 litert-torch names each tensor after the module stack that produced it, e.g.
-``edge_sam.deploy.EncoderGraph/edge_sam.modeling.image_encoder.Block_0/torch.nn.modules.linear.Linear_qkv;3``,
+``edge_sam.deploy_form.EncoderGraph/edge_sam.modeling.image_encoder.Block_0/torch.nn.modules.linear.Linear_qkv;3``,
 in the fp32 and the quantized conversion alike, while op order, shapes (rank-2 vs rank-3
 FULLY_CONNECTED) and tensor numbering differ between the two. Tensors are therefore matched by
 module: a module's output is the last op (other than QUANTIZE/DEQUANTIZE) inside its scope.
@@ -10,7 +10,7 @@ scale and shift into the following linear layer, which it cannot do when that la
 so a module is compared only where the ops in the scope of its output are the same in both
 graphs (layout ops aside); otherwise the two "outputs" are different functions.
 The rows (output SQNR, what enters the module, the drop) come from
-:mod:`edge_sam.targets.validation.layers`, walking the artifact's graph; this module only pairs
+:mod:`edge_sam.targets.core.layer_drift`, walking the artifact's graph; this module only pairs
 the tensors and runs the two graphs.
 
 Only the compared tensors are kept (added as graph outputs), and both graphs run with the
@@ -27,11 +27,11 @@ from tqdm import tqdm
 
 from edge_sam.targets.tflite import graphs as tflite_graphs
 from edge_sam.targets.tflite.runtime import dequantize_output, open_interpreter, quantize_input
-from edge_sam.targets.validation.layers import Layer, LayerRow, SqnrSums, layer_rows
+from edge_sam.targets.core.layer_drift import Layer, LayerRow, SqnrSums, layer_rows
 
 _BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 _LAYOUT_OPS = frozenset({"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS"})
-_SCOPE_ROOT = "edge_sam.deploy."
+_SCOPE_ROOT = "edge_sam.deploy_form."
 
 
 @dataclass

@@ -22,9 +22,9 @@ from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.recipes import QuantRecipe
 
-from edge_sam.targets.core.contract import IO_NAMES, calibration_batches, encoder_input
+from edge_sam.graph_contract import IO_NAMES, calibration_batches, encoder_input
 from edge_sam.targets.core.manifest import GraphSpec, Manifest, TensorSpec, artifact_label
-from edge_sam.targets.core.runner import GraphPairRunner
+from edge_sam.targets.core.artifact_runner import GraphPairRunner
 from edge_sam.checkpoint import state_dict_sha256
 from edge_sam.targets.core.target import ExportRequest, Target, TargetOption
 from edge_sam.targets.tflite import graphs as tflite_graphs

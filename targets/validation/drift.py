@@ -1,6 +1,6 @@
 """Drift of exported artifacts against the fp32 PyTorch model, on the same images and prompts.
 
-For every image the reference (:class:`~edge_sam.targets.core.runner.TorchRunner`) and each runner
+For every image the reference (:class:`~edge_sam.targets.core.artifact_runner.TorchRunner`) and each runner
 encode it and decode the same prompts. Per runner we record:
 
 - image embedding cosine similarity and SQNR (dB) against fp32;
@@ -10,7 +10,7 @@ encode it and decode the same prompts. Per runner we record:
 - mIoU against ground truth when the dataset has masks (box and 1-click, each runner's own
   highest-IoU output, the protocol of :mod:`edge_sam.eval`);
 - encoder latency per image and decoder latency per prompt (after one untimed warm-up), file
-  size, peak RSS of the runner alone (measured in a subprocess, see :mod:`.memory`);
+  size, peak RSS of the runner alone (measured in a subprocess, see :mod:`.subprocess_rss`);
 - for artifacts whose target has a per-layer tool, per-node SQNR against an fp32 export.
 """
 
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import os
-import platform
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,12 +28,13 @@ import torch
 from tqdm import tqdm
 
 from edge_sam.eval.metrics import mask_iou, sqnr_db
+from edge_sam.machine import machine_info
 from edge_sam.transforms import upscale_logits
 from edge_sam.visualize import draw_prompts, overlay_masks
 
 from edge_sam.runner import Runner, TorchRunner
-from edge_sam.targets.core.calibration import ImageSource
-from edge_sam.targets.core.prompts import Prompt, prompts_for
+from edge_sam.image_sources import ImageSource
+from edge_sam.fixed_prompts import Prompt, prompts_for
 
 WORST_KEPT = 3
 PROMPT_GRID = 3  # grid x grid clicks on images without annotations
@@ -158,12 +157,6 @@ class DriftReport:
                 for r in self.runners
             },
         }
-
-
-def machine_info() -> dict[str, Any]:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads()}
 
 
 def _timed(call, *args):

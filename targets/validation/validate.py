@@ -26,12 +26,12 @@ from typing import Any
 from edge_sam.checkpoint import load_model
 from edge_sam.errors import EdgeSamError
 from edge_sam.runner import TorchRunner
-from edge_sam.targets.core.calibration import ImageSource, dataset_source, image_folder
+from edge_sam.image_sources import ImageSource, dataset_source, image_folder
 from edge_sam.targets.core.manifest import Manifest
 from edge_sam.targets.core.registry import get_target
 from edge_sam.targets.core.target import check_source, verify_artifact
-from edge_sam.targets.core.prompts import prompts_for
-from edge_sam.targets.remote.runner import RemoteSettings, device_runners, jobs_for
+from edge_sam.fixed_prompts import prompts_for
+from edge_sam.targets.devices.device_runner import RemoteSettings, device_runners, jobs_for
 from edge_sam.targets.validation.drift import PROMPT_GRID, DriftReport, RunnerDrift, measure_drift, warm_up_prompt
 from edge_sam.targets.validation.report import write_report
 
@@ -88,7 +88,7 @@ def validate(
     :class:`~edge_sam.runner.TorchRunner` (``{"device": "cuda", "precision": "fp16"}``). ``on``
     lists where the artifacts run: ``here`` (this process, the default), ``local`` (a subprocess
     with the device protocol), ``ssh://user@host[:port]`` or ``adb:SERIAL``; every device gets a
-    row per artifact, run there with ``device_settings`` (:mod:`edge_sam.targets.remote`).
+    row per artifact, run there with ``device_settings`` (:mod:`edge_sam.targets.devices`).
     """
     if not artifacts and not torch_runs:
         raise EdgeSamError("give at least one artifact folder (or a torch run) to validate")

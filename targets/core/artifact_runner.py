@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_sam.deploy import pad_prompts
+from edge_sam.deploy_form import pad_prompts
 from edge_sam.runner import Runner
 from edge_sam.transforms import image_to_tensor, preprocess
 

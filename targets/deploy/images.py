@@ -23,7 +23,7 @@ from edge_sam.errors import EdgeSamError
 from edge_sam.staging import staged_dir
 from edge_sam.transforms import read_image
 
-from edge_sam.targets.core.calibration import IMAGE_SUFFIXES, ImageSource, image_folder
+from edge_sam.image_sources import IMAGE_SUFFIXES, ImageSource, image_folder
 
 CALIBRATION_DIR = "calibration"
 SEARCH_DIR = "search"

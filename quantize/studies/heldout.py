@@ -28,8 +28,8 @@ from edge_sam.modeling import EfficientSam
 from edge_sam.runner import TorchRunner
 from edge_sam.transforms import image_to_tensor, preprocess
 
-from edge_sam.targets.core.calibration import ImageSource
-from edge_sam.targets.core.prompts import prompts_for
+from edge_sam.image_sources import ImageSource
+from edge_sam.fixed_prompts import prompts_for
 from edge_sam.targets.validation.drift import full_size_masks, sqnr_db
 
 MIN_CALIBRATION = 2

@@ -5,7 +5,7 @@ A rung (:mod:`edge_sam.quantize.ladder`) is exported as ``OUT/<target>-int8-<run
 the target's own runtime over the search images; it passes when its mask IoU vs fp32 holds the
 *search budget*: the gate plus a margin (:data:`SEARCH_MARGIN`), so that a form chosen on a
 handful of images still holds the gate on images it was not chosen on. The ``mixed`` rung first
-searches its recipe for this checkpoint and target (:func:`edge_sam.quantize.mixed.find_mixed_recipe`,
+searches its recipe for this checkpoint and target (:func:`edge_sam.quantize.studies.mixed.find_mixed_recipe`,
 simulated on the search images with the target's own quantizer, at most :data:`MAX_FLOAT_SHARE`
 of the layers float) and caches it in ``OUT/int8_search/<target>.json``; a re-run with the same
 weights, images, size and gate reuses it, anything else searches again and says why. The layer
@@ -26,12 +26,12 @@ from typing import Any
 from edge_sam.checkpoint import state_dict_sha256
 from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.ladder import CUSTOM_RUNG, Rung
-from edge_sam.quantize.mixed import Budget, BudgetError, find_mixed_recipe
-from edge_sam.quantize.recipe_file import load_recipe_file, write_recipe_file
-from edge_sam.quantize.recipes import QuantRecipe, RecipeError, get_recipe
+from edge_sam.image_sources import ImageSource
+from edge_sam.quantize.recipe_file import get_recipe, load_recipe_file, write_recipe_file
+from edge_sam.quantize.recipes import QuantRecipe, RecipeError
+from edge_sam.quantize.studies.mixed import Budget, BudgetError, find_mixed_recipe
 
-from edge_sam.targets.core.calibration import ImageSource
-from edge_sam.targets.pipeline.plan import Job
+from edge_sam.targets.deploy.plan import Job
 
 # Added to the gate (mean, p5) on the search images: a rung passes there only with this much to
 # spare. Measured (docs/deploy.md): searched at the gate itself, the mixed recipe passed its own
@@ -202,9 +202,9 @@ def cached_mixed_recipe(target: str, context: LadderContext, search_at: Budget,
     images and gate. The recipe cached in ``OUT/int8_search/<target>.json`` is reused when it
     matches (it may have been searched at a raised budget: it is the one last exported); else, or
     ``again``, it is searched at ``search_at`` and cached."""
-    from edge_sam.quantize.heldout import HeldOutSet
-    from edge_sam.quantize.recipes import RECIPES, DEFAULT_RECIPE
-    from edge_sam.quantize.sensitivity import LayerStudy
+    from edge_sam.quantize.recipes import DEFAULT_RECIPE, RECIPES
+    from edge_sam.quantize.studies.heldout import HeldOutSet
+    from edge_sam.quantize.studies.sensitivity import LayerStudy
 
     path = context.out / SEARCH_DIR / f"{target}.json"
     img_size = context.model.image_encoder.img_size

@@ -36,17 +36,17 @@ from edge_sam.checkpoint import load_model, state_dict_sha256
 from edge_sam.data.codec import write_bytes_atomic
 from edge_sam.errors import EdgeSamError
 from edge_sam.quantize.ladder import check_int8_mode
-from edge_sam.quantize.mixed import Budget
+from edge_sam.quantize.studies.mixed import Budget
 from edge_sam.quantize.recipes import QuantRecipe
 from edge_sam.staging import staged_dir
 
 from edge_sam.targets.core.manifest import read_manifest
 from edge_sam.targets.core.registry import get_target
-from edge_sam.targets.pipeline.bundle import write_bundle
-from edge_sam.targets.pipeline.images import bundled_images, split_images, stage_split
-from edge_sam.targets.pipeline.ladder import SEARCH_MARGIN, Ladder, LadderContext, climb, search_budget
-from edge_sam.targets.pipeline.plan import Job, int8_recipe, plan_jobs, stale_reason
-from edge_sam.targets.pipeline.summary import Choice, StepRecord, choose, render_summary
+from edge_sam.targets.deploy.bundle import write_bundle
+from edge_sam.targets.deploy.images import bundled_images, split_images, stage_split
+from edge_sam.targets.deploy.ladder import SEARCH_MARGIN, Ladder, LadderContext, climb, search_budget
+from edge_sam.targets.deploy.plan import Job, int8_recipe, plan_jobs, stale_reason
+from edge_sam.targets.deploy.summary import Choice, StepRecord, choose, render_summary
 from edge_sam.targets.validation.report import write_report
 from edge_sam.targets.validation.validate import validate
 

@@ -1,5 +1,5 @@
 """Per-layer drift of a PT2E-quantized graph against its float export: the PT2E adapter of
-:mod:`edge_sam.targets.validation.layers`.
+:mod:`edge_sam.targets.core.layer_drift`.
 
 Target-neutral: any target whose INT8 path goes through :func:`~edge_sam.quantize.pt2e.quantize_pt2e`
 (ExecuTorch, LiteRT) can rank its layers here, before any lowering. ``torch.export`` names the
@@ -21,7 +21,7 @@ from collections.abc import Iterable
 import torch
 from tqdm import tqdm
 
-from edge_sam.targets.validation.layers import Layer, LayerRow, SqnrSums, layer_rows
+from edge_sam.targets.core.layer_drift import Layer, LayerRow, SqnrSums, layer_rows
 
 # ops worth a row: weight layers, the attention matmuls, norms, activations, residual adds
 COMPARED_TARGETS = frozenset(

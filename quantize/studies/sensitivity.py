@@ -2,7 +2,7 @@
 
 For every layer (:func:`~edge_sam.quantize.layers.quantizable_layers`) two variants of the
 statically quantized encoder are scored on held-out images against fp32
-(:class:`~edge_sam.quantize.heldout.HeldOutSet`):
+(:class:`~edge_sam.quantize.studies.heldout.HeldOutSet`):
 
 - *alone*: only that layer INT8, everything else float: the error the layer adds by itself;
 - *all but*: every layer INT8 but that one: how much keeping it float buys back.
@@ -33,13 +33,13 @@ import torch
 from tqdm import tqdm
 
 from edge_sam.modeling import EfficientSam
-from edge_sam.quantize.heldout import Fidelity, HeldOutSet, worst_of
+from edge_sam.quantize.studies.heldout import Fidelity, HeldOutSet, worst_of
 from edge_sam.quantize.layers import layer_flops, quantizable_layers
 from edge_sam.quantize.recipes import A16, FLOAT, QuantRecipe, RecipeError
-from edge_sam.quantize.simulate import SimulatedEncoder, target_quantizer
+from edge_sam.quantize.studies.simulate import SimulatedEncoder, target_quantizer
 from edge_sam.staging import staged_dir
 
-from edge_sam.targets.core.calibration import ImageSource
+from edge_sam.image_sources import ImageSource
 
 JSON_NAME = "sensitivity.json"
 # What a layer the budget needs out of INT8 becomes: float, or static with 16-bit activations.

@@ -1,4 +1,4 @@
-"""The process that times one runtime's paths for :mod:`.bench`.
+"""The process that times one runtime's paths for :mod:`.run`, and its parent side (:class:`WorkerProcess`).
 
 One worker per runtime: ONNX Runtime, XNNPACK (LiteRT, ExecuTorch) and PyTorch keep thread
 pools that spin or hold cores after a call, and in one process they slowed each other
@@ -16,15 +16,20 @@ from __future__ import annotations
 import copy
 import json
 import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edge_sam.errors import EdgeSamError
+
 # Point grid for the batch timing: 16 distinct clicks, like everything-mode's grid.
 BATCH_GRID = 4
 MATMUL_SIZE = 2048
+_WORKER_TIMEOUT_S = 3600
 
 
 def load_paths(job: dict[str, Any]) -> list[Any]:
@@ -46,7 +51,7 @@ def load_paths(job: dict[str, Any]) -> list[Any]:
 
             model = edge_sam.load_model(job["checkpoint"])
         if path["kind"] == "reference":
-            from edge_sam.deploy import set_attention
+            from edge_sam.deploy_form import set_attention
 
             reference = copy.deepcopy(model)
             set_attention(reference.image_encoder, "matmul")  # the reference repo's materialized attention
@@ -132,7 +137,7 @@ class Worker:
         (targets.validation.drift, the validate command's measurements)."""
         from edge_sam.checkpoint import load_model
         from edge_sam.runner import TorchRunner
-        from edge_sam.targets.core.calibration import open_source
+        from edge_sam.image_sources import open_source
         from edge_sam.targets.validation.drift import measure_drift
 
         settings = self.job["drift"]
@@ -183,6 +188,44 @@ def main() -> None:
         if command["op"] == "quit":
             break
         send(worker.answer(command))
+
+
+class WorkerProcess:
+    """A worker subprocess (this module run with -m): send a command line, read one answer line."""
+
+    def __init__(self, job: dict[str, Any], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.process = subprocess.Popen([sys.executable, "-m", "edge_sam.targets.benchmarking.worker"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
+                                        bufsize=1)
+        self.ready = self._exchange(job)
+
+    def _exchange(self, message: dict[str, Any]) -> dict[str, Any]:
+        self.process.stdin.write(json.dumps(message) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait(timeout=_WORKER_TIMEOUT_S)
+            tail = [l for l in self.log_path.read_text().strip().splitlines() if l.strip()][-1:] or ["no output"]
+            raise EdgeSamError(f"bench worker exited ({self.process.returncode}): {tail[0]} (log: {self.log_path})")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise EdgeSamError(f"bench worker: {answer['error']} (log: {self.log_path})")
+        return answer
+
+    def command(self, **message: Any) -> dict[str, Any]:
+        return self._exchange(message)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.process.stdin.close()
+                self.process.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+        self._log.close()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ and 5th percentile (the p5 catches the few prompts whose mask falls apart, which
    recipe as export will apply it) and score it on the same held-out images.
 
 With several targets, a layer set passes only if it passes on every target's simulation, so one
-recipe file serves them all. The result is a recipe file (:mod:`.recipe_file`) that
+recipe file serves them all. The result is a recipe file (:mod:`edge_sam.quantize.recipe_file`) that
 ``edge-sam export --recipe FILE`` takes for every INT8 target.
 """
 
@@ -29,13 +29,13 @@ import edge_sam
 from edge_sam.checkpoint import state_dict_sha256
 from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
-from edge_sam.quantize.heldout import Fidelity, worst_of
+from edge_sam.quantize.studies.heldout import Fidelity, worst_of
 from edge_sam.quantize.pt2e import quantize_pt2e
 from edge_sam.quantize.recipes import FLOAT, QuantRecipe
-from edge_sam.quantize.sensitivity import LayerStudy, sqnr_ranking
-from edge_sam.quantize.simulate import target_quantizer
+from edge_sam.quantize.studies.sensitivity import LayerStudy, sqnr_ranking
+from edge_sam.quantize.studies.simulate import target_quantizer
 
-from edge_sam.targets.core.contract import calibration_batches, deploy_graph
+from edge_sam.graph_contract import calibration_batches, deploy_graph
 
 
 class BudgetError(EdgeSamError):

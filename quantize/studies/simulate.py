@@ -28,8 +28,8 @@ from edge_sam.quantize.layers import layers_of_scopes, node_scopes, quantizable_
 from edge_sam.quantize.pt2e import quantize_pt2e
 from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError, check_schemes
 
-from edge_sam.targets.core.calibration import ImageSource
-from edge_sam.targets.core.contract import calibration_batches, deploy_graph
+from edge_sam.image_sources import ImageSource
+from edge_sam.graph_contract import calibration_batches, deploy_graph
 from edge_sam.targets.core.registry import get_target
 
 # The PT2E quantizer factory (recipe -> quantizer) whose placement each target's INT8 export follows.

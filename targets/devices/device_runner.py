@@ -7,7 +7,7 @@ Two programs run on the device:
 - ``native``: the C++ ExecuTorch runner (apps/cpp), once per prompt, with ``--dump`` so it
   writes its embedding, low-res logits and IoU predictions as .npy files; its own latency lines
   are the timings. The binary and the ExecuTorch libraries it links are pushed with it.
-- ``python``: ``python -m edge_sam.targets.remote.worker`` on a device that has edge_sam
+- ``python``: ``python -m edge_sam.targets.devices.worker`` on a device that has edge_sam
   installed: the artifact's own runner (any target), timed on the device.
 
 Everything lives in a scratch folder on the device, removed afterwards whatever happens.
@@ -34,9 +34,9 @@ import numpy as np
 
 from edge_sam.errors import EdgeSamError
 from edge_sam.targets.core.manifest import Manifest, artifact_label
-from edge_sam.targets.core.runner import ArtifactRunner
+from edge_sam.targets.core.artifact_runner import ArtifactRunner
 from edge_sam.targets.core.target import verify_artifact
-from edge_sam.targets.remote.transport import LocalTransport, Transport, TransportError, transport_for
+from edge_sam.targets.devices.transport import LocalTransport, Transport, TransportError, transport_for
 
 PROGRAMS = ("native", "python")
 
@@ -129,7 +129,7 @@ def run_on_device(artifact_dir: str | os.PathLike, transport: Transport, jobs: S
             command = ["sh", "job/run.sh"]
         else:
             _stage_python(stage, jobs, settings, runtime_options or {})
-            command = [settings.remote_python, "-m", "edge_sam.targets.remote.worker", "job"]
+            command = [settings.remote_python, "-m", "edge_sam.targets.devices.worker", "job"]
         transport.push(stage, remote)
         done = transport.run(command, cwd=remote)
         if done.returncode != 0:

@@ -7,7 +7,7 @@ runtime next to the fp32 PyTorch model with :func:`~edge_sam.targets.validation.
 
 - the held-out split of ``images`` (for a dataset also GT mIoU, box and 1-click, per row);
 - with ``with_photo_crops``, 8 crops of the bundled real photo ``dogs.jpg``
-  (:func:`~edge_sam.targets.core.calibration.photo_crops`): outside the synthetic domain, never
+  (:func:`~edge_sam.image_sources.photo_crops`): outside the synthetic domain, never
   calibrated on;
 - every ``extra_held_out`` folder or dataset (none of it calibrates).
 
@@ -35,18 +35,19 @@ from typing import Any
 
 import edge_sam
 from edge_sam.errors import EdgeSamError
-from edge_sam.quantize.heldout import split_images
+from edge_sam.quantize.studies.heldout import split_images
 from edge_sam.quantize.layers import check_layers, quantizable_layers
-from edge_sam.quantize.mixed import Budget
+from edge_sam.quantize.studies.mixed import Budget
 from edge_sam.quantize.recipe_file import load_recipe_file, recipe_from_manifest
-from edge_sam.quantize.recipes import get_recipe
+from edge_sam.quantize.recipe_file import get_recipe
 from edge_sam.runner import TorchRunner, model_at_size
 from edge_sam.staging import staged_dir
 from edge_sam.transforms import read_image
 
-from edge_sam.targets.core.calibration import open_source, photo_crops
+from edge_sam.image_sources import open_source, photo_crops
 from edge_sam.targets.core.registry import get_target, load_runner
-from edge_sam.targets.validation.drift import DriftReport, machine_info, measure_drift
+from edge_sam.machine import machine_info
+from edge_sam.targets.validation.drift import DriftReport, measure_drift
 
 JSON_NAME = "compare.json"
 MARKDOWN_NAME = "compare.md"

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge_sam.deploy import DecoderGraph, EncoderGraph, pad_prompts
+from edge_sam.deploy_form import DecoderGraph, EncoderGraph, pad_prompts
 from edge_sam.modeling import EfficientSam
 from edge_sam.transforms import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, preprocess
 
-from edge_sam.targets.core.calibration import ImageSource
-from edge_sam.targets.core.prompts import grid_prompts
+from edge_sam.image_sources import ImageSource
+from edge_sam.fixed_prompts import grid_prompts
 from edge_sam.runner import TorchRunner
 
 ROLES = ("encoder", "decoder")

@@ -19,7 +19,7 @@ from .run_flags import add_optimizer_arguments, add_session_arguments, config_fr
 
 def add_qat_parser(quantize_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``qat`` to the ``edge-sam quantize`` sub-commands."""
-    from edge_sam.quantize.qat import QatConfig
+    from edge_sam.quantize.studies.qat import QatConfig
 
     d = QatConfig(data="", out_dir="")
     parser = quantize_subparsers.add_parser(
@@ -53,7 +53,7 @@ def add_qat_parser(quantize_subparsers: argparse._SubParsersAction) -> argparse.
 
 
 def run_qat(args: argparse.Namespace) -> int:
-    from edge_sam.quantize.qat import QatConfig, quantization_aware_finetune
+    from edge_sam.quantize.studies.qat import QatConfig, quantization_aware_finetune
 
     outcome = quantization_aware_finetune(config_from_args(QatConfig, args))
     if outcome.rank != 0:

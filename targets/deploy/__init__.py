@@ -6,6 +6,6 @@ the choice and summary) are separate concerns with their own tests, and the orch
 :mod:`.run` stays readable as a list of steps.
 """
 
-from edge_sam.targets.pipeline.run import DeployResult, deploy
+from edge_sam.targets.deploy.run import DeployResult, deploy
 
 __all__ = ["DeployResult", "deploy"]

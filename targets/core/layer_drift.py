@@ -1,6 +1,6 @@
 """Per-layer drift, once for every runtime: which layers of a quantized or fp16 graph lose SQNR.
 
-A runtime adapter (``onnx/layers.py``, ``tflite/layers.py``, ``validation/pt2e_layers.py``) runs
+A runtime adapter (``onnx/layers.py``, ``tflite/layers.py``, ``core/pt2e_layer_drift.py``) runs
 the reference and the test graph on the same inputs, hands each compared layer's two outputs to
 :class:`SqnrSums`, and describes the graph: the :class:`Layer` rows to report and, for every
 value of the graph, the values its producer consumed. :func:`layer_rows` does the rest.

@@ -1,4 +1,4 @@
-"""The Python program run on a device by ``validate --on``: ``python -m edge_sam.targets.remote.worker JOB``.
+"""The Python program run on a device by ``validate --on``: ``python -m edge_sam.targets.devices.worker JOB``.
 
 JOB is the folder the host pushed: ``artifact/``, ``inputs.npz`` (images, prompt points and
 labels) and ``job.json`` (prompts per image, runs, warm-up runs, runtime options). The artifact's
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m edge_sam.targets.remote.worker JOB_DIR", file=sys.stderr)
+        print("usage: python -m edge_sam.targets.devices.worker JOB_DIR", file=sys.stderr)
         return 2
     try:
         run_job(Path(args[0]))

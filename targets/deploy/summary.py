@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_sam.quantize.mixed import Budget
+from edge_sam.quantize.studies.mixed import Budget
 
 from edge_sam.targets.core.registry import get_target
 from edge_sam.targets.core.target import Target
-from edge_sam.targets.pipeline.ladder import Ladder
+from edge_sam.targets.deploy.ladder import Ladder
 
 # Two latencies closer than this (relative to the faster) are a tie: on the 2-core hosts deploy was
 # measured on, the same artifact's p50 moves by up to ~8% between runs (docs/deploy.md).

@@ -14,7 +14,7 @@ from edge_sam.quantize.ladder import Rung, custom_rung, ladder_for
 from edge_sam.quantize.qat_checkpoint import read_qat_checkpoint
 from edge_sam.quantize.recipes import QuantRecipe, RecipeError, check_schemes
 
-from edge_sam.targets.core.calibration import ImageSource
+from edge_sam.image_sources import ImageSource
 from edge_sam.targets.core.manifest import ArtifactError, toolchain_versions
 from edge_sam.targets.core.registry import get_target, target_names
 from edge_sam.targets.core.target import Target, resolve_recipe, verify_artifact

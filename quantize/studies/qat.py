@@ -1,7 +1,7 @@
 """Quantization-aware finetuning (QAT) of the image encoder, distilled from the fp32 model.
 
 The fp32 model is the teacher, so any images will do (no labels): each step encodes a batch
-with the frozen fp32 encoder and with the fake-quantized student (:mod:`.qat_graph`), and the
+with the frozen fp32 encoder and with the fake-quantized student (:mod:`edge_sam.quantize.qat_graph`), and the
 loss pulls the student's outputs toward the teacher's:
 
 - the image embedding: normalized MSE, ``|s - t|^2 / |t|^2`` (1 / SQNR);
@@ -20,7 +20,7 @@ weights learn to work with the ranges an export's own minmax calibration will pi
 The run reuses the training machinery (:mod:`edge_sam.train`): device and DDP setup (torchrun),
 bf16 autocast, the resumable sample stream, AdamW with warmup + cosine, ``--stop-after-minutes``
 and exact resume from ``state.pt``. The finished run folder is a QAT checkpoint
-(:mod:`.qat_checkpoint`): ``model.safetensors`` (a normal model) and ``qat.json`` (recipe,
+(:mod:`edge_sam.quantize.qat_checkpoint`): ``model.safetensors`` (a normal model) and ``qat.json`` (recipe,
 learned quantization parameters, provenance).
 """
 
@@ -34,10 +34,11 @@ import torch
 from torch import nn
 
 from edge_sam.checkpoint import load_model
-from edge_sam.deploy import DecoderGraph
+from edge_sam.deploy_form import DecoderGraph
 from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
-from edge_sam.quantize.recipes import DEFAULT_RECIPE, QuantRecipe, get_recipe
+from edge_sam.quantize.recipes import DEFAULT_RECIPE, QuantRecipe
+from edge_sam.quantize.recipe_file import get_recipe
 from edge_sam.train import distributed
 from edge_sam.train.config import RunConfig
 from edge_sam.train.loop import RunLog, TrainOutcome, run_steps, to_device, training_session
@@ -48,12 +49,14 @@ from edge_sam.train.sampling import training_loader
 from edge_sam.train.state import STATE_FILE, load_state, save_state
 from edge_sam.transforms import preprocess
 
-from edge_sam.targets.core.calibration import ImageSource, open_source
-from edge_sam.targets.core.contract import calibration_batches, deploy_graph
+from edge_sam.image_sources import ImageSource, open_source
+from edge_sam.graph_contract import calibration_batches, deploy_graph
+from edge_sam.targets.core.registry import get_target
 from edge_sam.checkpoint import state_dict_sha256
 
-from .qat_checkpoint import QAT_FILE, write_qat_checkpoint
-from .qat_graph import (
+from edge_sam.quantize.qat_checkpoint import QAT_FILE, write_qat_checkpoint
+from edge_sam.quantize.qat_graph import (
+    QAT_TARGET,
     calibrate_activation_ranges,
     check_qat_recipe,
     fake_quantize_in_fp32,
@@ -197,7 +200,7 @@ def quantization_aware_finetune(config: QatConfig, teacher: EfficientSam | None 
     _check_out_dir(out_dir, config.resume)
     with training_session(config) as (ctx, out_dir):
         teacher_sha256 = state_dict_sha256(model)
-        student = prepare_qat_encoder(model, recipe, config.img_size)
+        student = prepare_qat_encoder(model, recipe, config.img_size, get_target(QAT_TARGET))
         if config.precision == "bf16":
             fake_quantize_in_fp32(student)
         objective = DistillationObjective(student, model, config.img_size, config.embedding_weight, config.mask_weight)

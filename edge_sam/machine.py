@@ -1,0 +1,48 @@
+"""What machine a number was measured on: the one description drift reports, benchmark tables
+and benchmark scripts record (platform, CPU model and the SIMD features that decide which kernels
+run, thread counts, load)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def machine_info() -> dict[str, Any]:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads()}
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def cpu_flags() -> str:
+    """The SIMD features that decide which kernels run (AVX-512, VNNI, bf16, AMX; Arm's dot
+    product and i8mm)."""
+    flags = next((line.split(":", 1)[1].split() for line in _cpuinfo() if line.startswith(("flags", "Features"))), [])
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16",
+              "asimddp", "i8mm")
+    return " ".join(f for f in wanted if f in flags)
+
+
+def cpu_model() -> str:
+    """The CPU's model name where the kernel reports one, else the architecture."""
+    name = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "")
+    return name or platform.processor() or platform.machine()
+
+
+def load_average_text() -> str:
+    """The 1 / 5 / 15 minute load averages, for a benchmark's header."""
+    try:
+        return " / ".join(f"{value:.1f}" for value in os.getloadavg())
+    except OSError:
+        return "n/a"

@@ -1,1 +1,0 @@
-"""Validation on the device itself: transports (local, ssh, adb) and the device runner."""
