@@ -67,7 +67,7 @@ def main() -> int:
     for name in targets:
         target = get_target(name)
         for method in OBSERVERS[name]:
-            recipe = dataclasses.replace(RECIPES[DEFAULT_RECIPE], name=f"{DEFAULT_RECIPE}-{method}", calibration_method=method)
+            recipe = dataclasses.replace(RECIPES[DEFAULT_RECIPE], calibration_method=method)  # the manifest records the method
             artifact = out / "artifacts" / f"{name}-{method}"
             target.export(model, "int8", recipe, artifact, calibration=calibration, checkpoint=args.checkpoint,
                           calibration_images=len(calibration), overwrite=True)
