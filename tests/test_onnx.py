@@ -270,3 +270,27 @@ def test_static_int8_without_calibration_is_refused(model, tmp_path):
     with pytest.raises(EdgeSamError, match="needs calibration images"):
         get_target("onnx").export(model, "int8", None, tmp_path / "art")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_streamed_minmax_ranges_equal_onnxruntimes_calibrator(artifacts, model, calibration, tmp_path, monkeypatch):
+    """Static INT8 takes its MinMax ranges from minmax_ranges (only the quantized nodes' tensors,
+    one image at a time: bounded memory at 1024); onnxruntime's own calibrator, on the same images,
+    gives every quantize/dequantize pair the same scale and zero point."""
+    import functools
+
+    from edge_sam.targets.onnx import quantize
+
+    monkeypatch.setattr(quantize, "quantize_int8", functools.partial(quantize.quantize_int8, stream_minmax=False))
+    reference = get_target("onnx").export(model, "int8", "static-conv-linear", tmp_path / "ort", calibration=calibration)
+
+    def qparams(artifact):
+        graph = onnx.load(str(artifact / "encoder.onnx")).graph
+        values = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+        return [(node.op_type, *(values[i].tolist() for i in node.input[1:3] if i in values))
+                for node in graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")]
+
+    streamed, calibrated = qparams(artifacts["deploy-int8"]), qparams(reference)
+    assert len(streamed) > 10 and len(streamed) == len(calibrated)
+    for ours, theirs in zip(streamed, calibrated):
+        assert ours[0] == theirs[0] and np.allclose(np.asarray(ours[1], float), np.asarray(theirs[1], float), rtol=1e-6)
+        assert ours[2:] == theirs[2:]

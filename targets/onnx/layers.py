@@ -28,6 +28,10 @@ COMPARED_OPS = frozenset(
 # Larger tensors are skipped: at 1024 the attention maps are 3 x 4096 x 4096 per block (200 MB
 # each); their effect shows in the SQNR of the matmul that consumes them.
 MAX_ELEMENTS = 1 << 22
+# The tensors one pair of sessions exposes at a time (float32 elements, 256 MB per graph): the
+# compared values are streamed in groups, so the peak memory no longer grows with the image size
+# times the number of nodes (at 1024 exposing all of them at once took the process past 8 GB).
+GROUP_ELEMENTS = 1 << 26
 
 
 def _elements(value_info) -> int:
@@ -35,27 +39,40 @@ def _elements(value_info) -> int:
     return math.prod(d.dim_value if d.dim_value > 0 else 1 for d in dims)
 
 
-def _exposed_session(model, names: list[str]):
-    """A session of ``model`` that also outputs the tensors ``names`` (shape-inferred types)."""
+def _exposed_session(inferred, names: list[str]):
+    """A session of the shape-inferred model ``inferred`` whose outputs are the tensors ``names``."""
     import onnx
     import onnxruntime as ort
 
-    inferred = onnx.shape_inference.infer_shapes(model)
-    infos = {v.name: v for v in inferred.graph.value_info}
-    existing = {o.name for o in inferred.graph.output}
-    inferred.graph.output.extend(infos[n] for n in names if n not in existing)
-    return ort.InferenceSession(inferred.SerializeToString(), session_options(optimize=False), providers=["CPUExecutionProvider"])
+    infos = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(inferred)
+    del exposed.graph.output[:]
+    exposed.graph.output.extend(infos[n] for n in names)
+    return ort.InferenceSession(exposed.SerializeToString(), session_options(optimize=False), providers=["CPUExecutionProvider"])
+
+
+def _groups(names: list[str], elements: dict[str, int]) -> list[list[str]]:
+    """``names`` in order, cut into groups of at most GROUP_ELEMENTS elements (one tensor at least)."""
+    groups: list[list[str]] = [[]]
+    size = 0
+    for name in names:
+        if groups[-1] and size + elements[name] > GROUP_ELEMENTS:
+            groups.append([])
+            size = 0
+        groups[-1].append(name)
+        size += elements[name]
+    return groups
 
 
 def compare_layers(reference_path: Path, artifact_path: Path, feeds: list[dict[str, np.ndarray]]) -> list[LayerRow]:
     """Per-node SQNR (dB) and SQNR drop of ``artifact_path`` vs ``reference_path``, in graph order."""
     import onnx
 
-    reference = onnx.load(str(reference_path))
-    artifact = onnx.load(str(artifact_path))
-    ref_infos = {v.name: v for v in onnx.shape_inference.infer_shapes(reference).graph.value_info}
-    art_infos = {v.name for v in onnx.shape_inference.infer_shapes(artifact).graph.value_info}
-    art_infos |= {o.name for o in artifact.graph.output}
+    reference = onnx.shape_inference.infer_shapes(onnx.load(str(reference_path)))
+    artifact = onnx.shape_inference.infer_shapes(onnx.load(str(artifact_path)))
+    ref_infos = {v.name: v for v in reference.graph.value_info}
+    art_infos = {v.name for v in artifact.graph.value_info} | {o.name for o in artifact.graph.output}
     nodes = [
         node
         for node in reference.graph.node
@@ -65,14 +82,16 @@ def compare_layers(reference_path: Path, artifact_path: Path, feeds: list[dict[s
         and _elements(ref_infos[node.output[0]]) <= MAX_ELEMENTS
     ]
     names = [node.output[0] for node in nodes]
-    ref_session = _exposed_session(reference, names)
-    art_session = _exposed_session(artifact, names)
+    groups = _groups(names, {name: _elements(ref_infos[name]) for name in names})
     sums = SqnrSums()
-    for feed in tqdm(feeds, desc="per-layer drift", unit="img"):
-        ref_values = dict(zip([o.name for o in ref_session.get_outputs()], ref_session.run(None, feed)))
-        art_values = dict(zip([o.name for o in art_session.get_outputs()], art_session.run(None, feed)))
-        for name in names:
-            sums.add(name, ref_values[name], art_values[name])
+    with tqdm(total=len(groups) * len(feeds), desc="per-layer drift", unit="run") as bar:
+        for group in groups:
+            ref_session, art_session = _exposed_session(reference, group), _exposed_session(artifact, group)
+            for feed in feeds:
+                for name, ref_value, art_value in zip(group, ref_session.run(group, feed), art_session.run(group, feed)):
+                    sums.add(name, ref_value, art_value)
+                bar.update()
+            del ref_session, art_session
     layers = [
         Layer(node.name or node.output[0], node.op_type, node.output[0], tuple(i for i in node.input if i),
               module=torch_scope(node))

@@ -187,6 +187,43 @@ class FeedReader:
         return item
 
 
+def minmax_ranges(model, names: list[str], feeds: Iterable[dict[str, np.ndarray]]):
+    """onnxruntime's MinMax calibration of the tensors the nodes ``names`` read and write, one image
+    at a time, as its ``TensorsData``.
+
+    onnxruntime's own MinMax calibrator appends a ReduceMin / ReduceMax pair after every input and
+    output of every node of the chosen op types -- the attention matmuls' score maps included,
+    3 x 4096 x 4096 per block at 1024 -- at the end of the graph, so each of those tensors stays
+    alive to the end of the run: the 1024 export peaked at 12.5 GB. Here only the chosen nodes'
+    tensors are fetched (a few hundred MB at 1024) and reduced as each image ends: the same ranges
+    (min of the mins, max of the maxes), in bounded memory.
+    """
+    import onnxruntime as ort
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData
+
+    from edge_sam.targets.onnx.runtime import session_options
+
+    infos = {v.name: v for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    constants = {t.name for t in model.graph.initializer}
+    chosen = set(names)
+    tensors = list(dict.fromkeys(
+        name for node in model.graph.node if node.name in chosen for name in [*node.input, *node.output]
+        if name in infos and name not in constants and infos[name].type.tensor_type.elem_type == 1))  # float32
+    exposed = type(model)()
+    exposed.CopyFrom(model)
+    del exposed.graph.output[:]
+    exposed.graph.output.extend(infos[name] for name in tensors)
+    session = ort.InferenceSession(exposed.SerializeToString(), session_options(optimize=False),
+                                   providers=["CPUExecutionProvider"])
+    low: dict[str, np.ndarray] = {}
+    high: dict[str, np.ndarray] = {}
+    for feed in feeds:
+        for name, value in zip(tensors, session.run(tensors, feed)):
+            low[name] = np.minimum(low.get(name, np.inf), np.nanmin(value)).astype(np.float32)
+            high[name] = np.maximum(high.get(name, -np.inf), np.nanmax(value)).astype(np.float32)
+    return TensorsData(CalibrationMethod.MinMax, {name: (low[name], high[name]) for name in tensors})
+
+
 def quantize_int8(
     src: Path,
     dst: Path,
@@ -194,9 +231,12 @@ def quantize_int8(
     make_feeds: Callable[[], FeedReader] | None,
     work_dir: Path,
     extra_options: dict | None = None,
+    stream_minmax: bool = True,
 ) -> None:
     """Quantize ``src`` into ``dst`` following ``recipe`` (static needs ``make_feeds``);
-    ``extra_options`` override onnxruntime quantizer options (the TensorRT form's Q/DQ rules)."""
+    ``extra_options`` override onnxruntime quantizer options (the TensorRT form's Q/DQ rules).
+    MinMax ranges are computed by :func:`minmax_ranges` and handed to onnxruntime as its
+    calibration cache (``stream_minmax=False``: by onnxruntime's calibrator, for comparison)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -213,6 +253,12 @@ def quantize_int8(
         if make_feeds is None:
             raise ValueError(f"static recipe {recipe.name} needs calibration feeds")
         feeds = make_feeds()  # made here, so its progress bar stays on the terminal
+    cache = None
+    if feeds is not None and stream_minmax and recipe.calibration_method == "minmax":
+        from onnxruntime.quantization.calibrate import save_tensors_data
+
+        cache = work_dir / f"{src.stem}.ranges.json"
+        save_tensors_data(minmax_ranges(onnx.load(str(prepared)), names, feeds), cache)
     try:
         # onnxruntime logs advice at WARNING for every call and its histogram calibrators print.
         with capture("onnxruntime quantization"):
@@ -228,7 +274,9 @@ def quantize_int8(
                     activation_type=QuantType.QInt16 if recipe.activation_bits == 16 else QuantType.QInt8,
                     weight_type=QuantType.QInt8,
                     calibrate_method=getattr(CalibrationMethod, _CALIBRATION_METHODS[recipe.calibration_method]),
-                    extra_options=extra,
+                    extra_options=extra, calibration_cache_path=cache,
                 )
     finally:
         prepared.unlink(missing_ok=True)
+        if cache is not None:
+            cache.unlink(missing_ok=True)
