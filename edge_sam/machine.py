@@ -13,8 +13,11 @@ import torch
 
 
 def machine_info() -> dict[str, Any]:
+    """What a measurement ran on: the CPU by model and the SIMD features that pick its kernels
+    (the same machine type differs in them between sessions), the load, and the software."""
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_model": cpu_model(), "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(),
+            "load_average": load_average_text(), "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads()}
 
 

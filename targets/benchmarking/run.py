@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from edge_sam.errors import EdgeSamError
 from edge_sam.flops import decoder_flops, encoder_flops
-from edge_sam.machine import cpu_flags, machine_info
+from edge_sam.machine import machine_info
 from edge_sam.modeling.config import EfficientSamConfig
 from edge_sam.targets.benchmarking.specs import PYTORCH_GROUP, BenchPath
 from edge_sam.targets.benchmarking.worker import WorkerProcess
@@ -167,4 +167,4 @@ def run_bench(
     settings = {"checkpoint": str(checkpoint), "image": str(image), "rounds": rounds, "threads": threads, "batch": batch,
                 "decoder_runs": decoder_runs, "drift_images": str(drift_images) if drift_images else None}
     return BenchResult(path_records, timings, matmul, [drifts[i] for i in range(len(paths))], round_info, settings,
-                       {**machine_info(), "cpu_flags": cpu_flags()})
+                       machine_info())

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from edge_sam.checkpoint import load_model, state_dict_sha256
 from edge_sam.data.codec import write_bytes_atomic
 from edge_sam.errors import EdgeSamError
+from edge_sam.machine import machine_info
 from edge_sam.quantize.ladder import check_int8_mode
 from edge_sam.quantize.studies.mixed import Budget
 from edge_sam.quantize.recipes import QuantRecipe
@@ -167,6 +168,7 @@ def deploy(
     validation time).
     """
     started = time.perf_counter()
+    machine = machine_info()  # before this run loads the machine: the load average says what else ran
     out = Path(out)
     gate = _gate(min_mask_iou, min_mask_iou_p5)
     if not all(0.0 <= margin < 1.0 for margin in search_margin) or len(search_margin) != 2:
@@ -230,13 +232,13 @@ def deploy(
         if report is not None:  # written once the choice is made: it marks what ships and draws the gate
             write_report(report, out / REPORT_DIR, gate=gate.min_mask_iou,
                          shipped=[c.artifact for c in choices if c.artifact])
-        machine = data["machine"]
         images_used = {"folder": str(split.folder), **{name: [p.name for p in paths] for name, paths in split.sets()}}
         summary = render_summary(
             checkpoint=str(checkpoint), img_size=img_size, gate=gate, images=images_used,
             prompts=data["n_prompts"], reference=reference, rows=rows, choices=choices, outcomes=outcomes,
             ladders=ladders, skipped=plan.skipped, steps=steps.records,
-            machine=f"{machine.get('processor', '?')}, {machine.get('cpu_count', '?')} CPUs",
+            machine=f"{machine['cpu_model']} ({machine['cpu_flags']}), {machine['cpu_count']} CPUs, load average "
+                    f"{machine['load_average']} when deploy started",
         )
         write_bytes_atomic(out / SUMMARY_FILE, summary.encode())
         _write_json(out / RECORD_FILE, {
@@ -254,6 +256,7 @@ def deploy(
             "ship": {c.target: {"artifact": c.artifact, "why": c.why, "rule": c.rule} for c in choices},
             "steps": [{"name": s.name, "outcome": s.outcome, "seconds": round(s.seconds, 3)} for s in steps.records],
             "seconds": round(sum(s.seconds for s in steps.records), 1),
+            "machine": machine,
         })
     finally:
         steps.close()

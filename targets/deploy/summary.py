@@ -26,8 +26,8 @@ from edge_sam.targets.core.registry import get_target
 from edge_sam.targets.core.target import Target
 from edge_sam.targets.deploy.ladder import Ladder
 
-# Two latencies closer than this (relative to the faster) are a tie: on the 2-core hosts deploy was
-# measured on, the same artifact's p50 moves by up to ~8% between runs (docs/deploy.md).
+# Two latencies closer than this (relative to the faster) are a tie: between two default deploy runs
+# on one 2-core host, the same float artifact's encoder + decoder p50 moved by up to 5% (docs/deploy.md).
 LATENCY_TIE = 0.10
 
 
