@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import edge_sam
@@ -37,10 +35,10 @@ from edge_sam.targets import validate
 from edge_sam.image_sources import image_folder
 from edge_sam.targets.core.registry import get_target
 from edge_sam.targets.deploy.images import bundled_images, split_images, stage_split
-from edge_sam.machine import machine_info
 
 sys.path.insert(0, str(Path(__file__).parent))
-from unseen_photos import write_crops  # noqa: E402  (a sibling script)
+from records import record_header  # noqa: E402  (sibling modules)
+from unseen_photos import write_crops  # noqa: E402
 
 # The observers each target's quantizer offers (PT2E: percentile and entropy are one histogram observer).
 OBSERVERS = {
@@ -58,6 +56,7 @@ def main() -> int:
     parser.add_argument("--targets", default="onnx,executorch,tflite,coreml")
     parser.add_argument("--checkpoint", default="reference")
     args = parser.parse_args()
+    header = record_header()
     targets = args.targets.split(",")
     out = args.out
     calibration, _, held_out = stage_split(split_images(bundled_images(), 4, 8, 8), out / "images")
@@ -85,10 +84,8 @@ def main() -> int:
         print(f"| {row['target']} | {row['observer']} | {row['held_out']['mask_iou_mean']:.3f} / "
               f"{row['held_out']['mask_iou_p5']:.3f} | {row['unseen_photos']['mask_iou_mean']:.3f} / "
               f"{row['unseen_photos']['mask_iou_p5']:.3f} |")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
     write_bytes_atomic(out / "observers.json", (json.dumps({
-        "command": " ".join(sys.argv), "git_commit": commit, "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
-        "checkpoint": args.checkpoint, "calibration": calibration.describe(), "held_out": held_out.describe(),
+        **header, "checkpoint": args.checkpoint, "calibration": calibration.describe(), "held_out": held_out.describe(),
         "unseen_photos": unseen.describe(), "rows": rows}, indent=2) + "\n").encode())
     print(f"wrote {out / 'observers.json'}")
     return 0

@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edge_sam.data.codec import write_bytes_atomic
-from edge_sam.machine import machine_info
 from edge_sam.transforms import read_image, write_image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from records import record_header  # noqa: E402  (a sibling module)
 
 SIDE = 256
 
@@ -68,6 +68,7 @@ def main() -> int:
     parser.add_argument("--photos", type=Path, default=None, help="where to write the crops (default DEPLOY_OUT/unseen_photos)")
     parser.add_argument("--json", type=Path, default=None, help="record (default DEPLOY_OUT/unseen_photos.json)")
     args = parser.parse_args()
+    header = record_header()
     record = json.loads((args.deploy_out / "deploy.json").read_text())
     gate = record["gate"]
     shipped = [ship["artifact"] for ship in record["ship"].values() if ship["artifact"] and "-int8" in ship["artifact"]]
@@ -90,11 +91,9 @@ def main() -> int:
                      "mask_iou_p5": row["mask_iou_p5"], "holds": holds})
         print(f"| {rows[-1]['artifact']} | {row['mask_iou_mean']:.4f} | {row['mask_iou_p5']:.4f} | "
               f"{'holds' if holds else 'MISSES'} |")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
     out = args.json or args.deploy_out / "unseen_photos.json"
     write_bytes_atomic(out, (json.dumps({
-        "command": " ".join(sys.argv), "git_commit": commit, "date": time.strftime("%Y-%m-%d"),
-        "machine": machine_info(), "photos": [p.name for p in photos], "prompts": report.n_prompts,
+        **header, "photos": [p.name for p in photos], "prompts": report.n_prompts,
         "gate": gate, "rows": rows}, indent=2) + "\n").encode())
     print(f"wrote {out}")
     return 0 if all(row["holds"] for row in rows) else 1

@@ -1,0 +1,26 @@
+"""The header every benchmark record carries: which command, on which commit, when, on what machine.
+
+Taken when the script starts (the commit and the load then are what the numbers belong to), and
+written beside the numbers as JSON, so a number quoted in the docs can be traced to its run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edge_sam.machine import machine_info
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def record_header() -> dict[str, Any]:
+    """command (as typed from the repository root), git commit, date, machine (CPU model, flags, load)."""
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script.name
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {"command": " ".join(["python", str(shown), *sys.argv[1:]]), "git_commit": commit or None,
+            "date": time.strftime("%Y-%m-%d"), "machine": machine_info()}
