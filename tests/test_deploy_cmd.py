@@ -386,3 +386,23 @@ def test_unmeetable_gate_names_the_closest_rung(tmp_path, images, tiny_checkpoin
     assert re.search(r"^onnx: no INT8 form holds mask IoU vs fp32 mean >= 1.0, p5 >= 1.0 on the search images; "
                      r"closest: static at mask IoU 0\.\d{4} / p5 0\.\d{4}$", stdout, re.M), stdout
     assert "| onnx | nothing |" in stdout and "closest is onnx-int8-static at mask IoU" in stdout
+
+
+def test_unseen_photos_come_from_sources_the_deploy_sets_do_not_use(tmp_path):
+    """benchmarks/unseen_photos.py: nine 256-px colour crops of three photos, none of them a photo
+    the bundled deploy images (calibration, search, held out) were cut from."""
+    import importlib.util
+
+    from edge_sam.transforms import read_image
+
+    for module in ("skimage", "matplotlib"):
+        require_toolchain(module)
+    path = REPO / "benchmarks" / "unseen_photos.py"
+    spec = importlib.util.spec_from_file_location("unseen_photos", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sources = {p.stem for p in module.unseen_photo_files()}
+    bundled = {p.stem for p in bundled_images().glob("*.jpg")}
+    assert len(sources) == 3 and not any(source in name for source in sources for name in bundled)
+    crops = [read_image(p) for p in module.write_crops(tmp_path / "unseen")]
+    assert len(crops) == 9 and all(c.shape == (256, 256, 3) and c.std() > 20 for c in crops)
