@@ -95,8 +95,7 @@ class Ladder:
     def closest(self) -> RungTry | None:
         """The measured rung nearest the budget (its worse margin of mean and p5 the largest)."""
         measured = [t for t in self.tries if t.measured]
-        return max(measured, key=lambda t: min(t.search["mask_iou_mean"] - self.budget.min_mask_iou,
-                                               t.search["mask_iou_p5"] - self.budget.min_mask_iou_p5), default=None)
+        return max(measured, key=lambda t: self.budget.margin_row(t.search), default=None)
 
     @property
     def candidate(self) -> RungTry | None:

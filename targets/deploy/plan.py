@@ -88,9 +88,10 @@ def plan_jobs(targets: list[str] | None, precisions: list[str], recipe: QuantRec
         for precision in precisions:
             reason = refusal(target, precision, recipe)
             if reason is None and precision == "int8":
-                ladders[name] = (custom_rung(recipe),) if recipe is not None else ladder_for(target.int8_rungs, int8)
-                if not ladders[name]:
-                    del ladders[name]
+                rungs = (custom_rung(recipe),) if recipe is not None else ladder_for(target.int8_rungs, int8)
+                if rungs:
+                    ladders[name] = rungs
+                else:
                     reason = f"target {name} has no INT8 rung for --int8 {int8} (its rungs: {', '.join(target.int8_rungs)})"
                     if explicit:
                         raise EdgeSamError(reason)

@@ -79,15 +79,19 @@ def ranking_rule(target: Target) -> str:
 def _rank(rows: list[dict[str, Any]], target: Target) -> list[dict[str, Any]]:
     """Best first, by the target's rule."""
     if not target.host_latency_stands_for_devices:
-        order = target.device_precisions
-        return sorted(rows, key=lambda r: (order.index(compute_precision(r, target)) if compute_precision(r, target)
-                                           in order else len(order), r.get("bytes") or 0, latency_s(r)))
+        return sorted(rows, key=lambda r: _device_rank(r, target))
     ranked = sorted(rows, key=latency_s)
     # Every row within the tie band of the fastest competes on size.
     fastest = latency_s(ranked[0]) if ranked else 0.0
     tied = [r for r in ranked if latency_s(r) <= fastest * (1 + LATENCY_TIE)]
     tied.sort(key=lambda r: (r.get("bytes") or 0, latency_s(r)))
     return tied + [r for r in ranked if r not in tied]
+
+
+def _device_rank(row: dict[str, Any], target: Target) -> tuple[int, int, float]:
+    """(how early the devices' order names its compute precision, size, host latency)."""
+    precision, order = compute_precision(row, target), target.device_precisions
+    return (order.index(precision) if precision in order else len(order), row.get("bytes") or 0, latency_s(row))
 
 
 def choose(rows: list[dict[str, Any]], targets: tuple[str, ...], gate: Budget) -> list[Choice]:
@@ -106,8 +110,7 @@ def choose(rows: list[dict[str, Any]], targets: tuple[str, ...], gate: Budget) -
             why += f"), mask IoU {best['mask_iou_mean']:.4f} / p5 {best['mask_iou_p5']:.4f}"
             choices.append(Choice(name, best, why, rule))
         elif candidates:
-            best = max(candidates, key=lambda r: min((r.get("mask_iou_mean") or 0.0) - gate.min_mask_iou,
-                                                     (r.get("mask_iou_p5") or 0.0) - gate.min_mask_iou_p5))
+            best = max(candidates, key=gate.margin_row)
             choices.append(Choice(name, None, f"none holds {gate.describe()}: closest is {_name(best)} at mask IoU "
                                               f"{best.get('mask_iou_mean') or 0.0:.4f} / p5 {best.get('mask_iou_p5') or 0.0:.4f}",
                                   rule))
