@@ -304,7 +304,7 @@ def test_quantize_commands_fail_in_one_line(tmp_path, images, capsys):
     err = capsys.readouterr().err
     assert "holds 8 images; the split needs 6 for calibration and at least 16 held out" in err and err.count("\n") == 1
     assert main(["quantize", "mixed", "--images", str(images), "--min-mask-iou", "1.5", "--out", str(tmp_path / "r.json")]) == 2
-    assert "between 0 and 1" in capsys.readouterr().err
+    assert "--min-mask-iou must be in (0, 1], got 1.5" in capsys.readouterr().err
     assert main(["quantize", "mixed", "--images", str(images), "--calibration-images", "2", "--held-out-images", "4",
                  "--img-size", "64", "--fallback", "a16", "--target", "coreml", "--out", str(tmp_path / "r.json")]) == 2
     err = capsys.readouterr().err

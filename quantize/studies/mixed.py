@@ -19,6 +19,7 @@ recipe file serves them all. The result is a recipe file (:mod:`edge_sam.quantiz
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,10 +51,14 @@ class Budget:
     def __post_init__(self) -> None:
         for name, value in (("--min-mask-iou", self.min_mask_iou), ("--min-mask-iou-p5", self.min_mask_iou_p5)):
             if not 0.0 < value <= 1.0:
-                raise EdgeSamError(f"{name} is a mask IoU, between 0 and 1; got {value}")
+                raise EdgeSamError(f"{name} must be in (0, 1], got {value}")
 
     def met(self, fidelity: Fidelity) -> bool:
         return fidelity.meets(self.min_mask_iou, self.min_mask_iou_p5)
+
+    def plus(self, mean: float, p5: float) -> "Budget":
+        """This budget raised by ``mean`` and ``p5``, each capped at 1."""
+        return Budget(min(1.0, self.min_mask_iou + mean), min(1.0, self.min_mask_iou_p5 + p5))
 
     def margin_row(self, row: dict[str, Any]) -> float:
         """How far a drift report row (mean and p5 mask IoU vs fp32) is above the budget: the
@@ -192,7 +197,7 @@ def find_mixed_recipe(
         "checkpoint_state_dict_sha256": state_dict_sha256(model),
         "img_size": studies[0].img_size,
         "targets": [study.target for study in studies],
-        "budget": {"min_mask_iou": budget.min_mask_iou, "min_mask_iou_p5": budget.min_mask_iou_p5},
+        "budget": dataclasses.asdict(budget),
         "max_float": max_float,
         "calibration": studies[0].calibration.describe(),
         "held_out": [held_out.source.describe() for held_out in studies[0].held_out],

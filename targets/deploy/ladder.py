@@ -17,13 +17,13 @@ again with the budget raised by the shortfall (:data:`RESEARCHES`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_sam.checkpoint import state_dict_sha256
 from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.ladder import CUSTOM_RUNG, Rung
 from edge_sam.image_sources import ImageSource
@@ -49,7 +49,7 @@ Step = Callable[[str], AbstractContextManager[dict[str, str]]]
 
 def search_budget(gate: Budget, margin: tuple[float, float] = SEARCH_MARGIN) -> Budget:
     """The gate plus the margin, each at most 1."""
-    return Budget(min(1.0, gate.min_mask_iou + margin[0]), min(1.0, gate.min_mask_iou_p5 + margin[1]))
+    return gate.plus(*margin)
 
 
 @dataclass
@@ -117,6 +117,7 @@ class LadderContext:
 
     out: Path
     model: EfficientSam
+    weights_sha256: str  # state_dict_sha256(model), computed once by the run
     calibration: ImageSource
     search: ImageSource
     budget: Budget
@@ -167,8 +168,8 @@ def _climb_searched(target: str, rung: Rung, context: LadderContext, attempt: Ru
         _export_and_measure(target, rung, recipe, context, attempt)
         if attempt.passed or not attempt.measured:
             return
-        raised = Budget(min(1.0, search_at.min_mask_iou + max(0.0, context.budget.min_mask_iou - attempt.search["mask_iou_mean"])),
-                        min(1.0, search_at.min_mask_iou_p5 + max(0.0, context.budget.min_mask_iou_p5 - attempt.search["mask_iou_p5"])))
+        raised = search_at.plus(max(0.0, context.budget.min_mask_iou - attempt.search["mask_iou_mean"]),
+                                max(0.0, context.budget.min_mask_iou_p5 - attempt.search["mask_iou_p5"]))
         if raised == search_at:
             return
         search_at = raised
@@ -208,11 +209,11 @@ def cached_mixed_recipe(target: str, context: LadderContext, search_at: Budget,
     path = context.out / SEARCH_DIR / f"{target}.json"
     img_size = context.model.image_encoder.img_size
     key = {
-        "checkpoint_state_dict_sha256": state_dict_sha256(context.model),
+        "checkpoint_state_dict_sha256": context.weights_sha256,
         "img_size": img_size,
         "calibration": context.calibration.describe()["ids_sha256"],
         "held_out": [context.search.describe()["ids_sha256"]],
-        "gate": _budget_dict(context.budget),
+        "gate": dataclasses.asdict(context.budget),
     }
     stale, ranking = _cache_state(path, key)
     if stale is None and not again:
@@ -237,10 +238,6 @@ def cached_mixed_recipe(target: str, context: LadderContext, search_at: Budget,
     return recipe, search_at, (f"{stale}: {len(result.float_layers)} of {len(study.layers)} layers float, simulated mask "
                                f"IoU {simulated.mask_iou_mean:.4f} / p5 {simulated.mask_iou_p5:.4f}, "
                                f"{100 * result.int8_flop_share:.0f}% of the encoder's FLOPs INT8 -> {SEARCH_DIR}/{path.name}")
-
-
-def _budget_dict(budget: Budget) -> dict[str, float]:
-    return {"min_mask_iou": budget.min_mask_iou, "min_mask_iou_p5": budget.min_mask_iou_p5}
 
 
 def _cached_ranking(path: Path) -> list[str] | None:

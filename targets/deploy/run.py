@@ -162,16 +162,17 @@ def deploy(
     skipped with one line each); named targets must be installed. ``int8``: ``any`` (every rung a
     target declares), ``full-integer`` (the rungs an NPU or the Neural Engine runs) or one rung's
     name; ``recipe`` fixes the one int8 recipe instead. The gate is mean and 5th-percentile mask
-    IoU vs fp32; a rung must hold it plus ``search_margin`` (mean, p5) on the search images. ``images``: a folder split into calibration, search and held-out images (default:
-    the bundled images). ``force`` rebuilds artifacts that could be reused. ``measure_memory``
+    IoU vs fp32; a rung must hold it plus ``search_margin`` (mean, p5) on the search images.
+    ``images``: a folder split into calibration, search and held-out images (default: the bundled
+    images). ``force`` rebuilds artifacts that could be reused. ``measure_memory``
     adds the peak-RSS probes (a subprocess per artifact: off by default, it would double the
     validation time).
     """
     started = time.perf_counter()
     machine = machine_info()  # before this run loads the machine: the load average says what else ran
     out = Path(out)
-    gate = _gate(min_mask_iou, min_mask_iou_p5)
-    if not all(0.0 <= margin < 1.0 for margin in search_margin) or len(search_margin) != 2:
+    gate = Budget(min_mask_iou, min_mask_iou_p5)  # one error for a gate outside (0, 1]
+    if len(search_margin) != 2 or not all(0.0 <= margin < 1.0 for margin in search_margin):
         raise EdgeSamError(f"--search-margin is two numbers in [0, 1) (mean, p5), got {','.join(map(str, search_margin))}")
     check_int8_mode(int8)
     fixed_recipe = int8_recipe(recipe, checkpoint)  # an unknown recipe or unreadable file: one error here
@@ -210,8 +211,8 @@ def deploy(
             report = validate([artifact], checkpoint=checkpoint, images=search.path, measure_memory=False, layers=False)
             return report.rows()[1].summary()
 
-        context = LadderContext(out, model, calibration, search, search_budget(gate, search_margin), build, measure, steps.step,
-                                fixed_recipe)
+        context = LadderContext(out, model, weights, calibration, search, search_budget(gate, search_margin), build,
+                                measure, steps.step, fixed_recipe)
         ladders = {target: climb(target, rungs, context) for target, rungs in plan.ladders.items()}
         candidates = [ladder.candidate.artifact for ladder in ladders.values() if ladder.candidate]
         artifacts = [out / job.name for job in plan.jobs if not outcomes[job.name].startswith("failed")]
@@ -261,13 +262,6 @@ def deploy(
     finally:
         steps.close()
     return DeployResult(out, choices, outcomes, steps.records, ladders)
-
-
-def _gate(mean: float, p5: float) -> Budget:
-    for flag, value in (("--min-mask-iou", mean), ("--min-mask-iou-p5", p5)):
-        if not 0.0 < value <= 1.0:
-            raise EdgeSamError(f"{flag} must be in (0, 1], got {value}")
-    return Budget(mean, p5)
 
 
 def _build(job: Job, out: Path, model, checkpoint, recipe: QuantRecipe | None, weights: str, img_size: int,
