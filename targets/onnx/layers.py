@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from edge_sam.targets.onnx.quantize import node_scopes
-from edge_sam.targets.onnx.runtime import session_options
+from edge_sam.targets.onnx.quantize import exposed_session, node_scopes
 from edge_sam.targets.core.layer_drift import Layer, LayerRow, SqnrSums, layer_rows
 
 COMPARED_OPS = frozenset(
@@ -37,19 +36,6 @@ GROUP_ELEMENTS = 1 << 26
 def _elements(value_info) -> int:
     dims = value_info.type.tensor_type.shape.dim
     return math.prod(d.dim_value if d.dim_value > 0 else 1 for d in dims)
-
-
-def _exposed_session(inferred, names: list[str]):
-    """A session of the shape-inferred model ``inferred`` whose outputs are the tensors ``names``."""
-    import onnx
-    import onnxruntime as ort
-
-    infos = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(inferred)
-    del exposed.graph.output[:]
-    exposed.graph.output.extend(infos[n] for n in names)
-    return ort.InferenceSession(exposed.SerializeToString(), session_options(optimize=False), providers=["CPUExecutionProvider"])
 
 
 def _groups(names: list[str], elements: dict[str, int]) -> list[list[str]]:
@@ -86,7 +72,7 @@ def compare_layers(reference_path: Path, artifact_path: Path, feeds: list[dict[s
     sums = SqnrSums()
     with tqdm(total=len(groups) * len(feeds), desc="per-layer drift", unit="run") as bar:
         for group in groups:
-            ref_session, art_session = _exposed_session(reference, group), _exposed_session(artifact, group)
+            ref_session, art_session = exposed_session(reference, group), exposed_session(artifact, group)
             for feed in feeds:
                 for name, ref_value, art_value in zip(group, ref_session.run(group, feed), art_session.run(group, feed)):
                     sums.add(name, ref_value, art_value)

@@ -187,6 +187,21 @@ class FeedReader:
         return item
 
 
+def exposed_session(model, names: list[str]):
+    """An unoptimized CPU session of the shape-inferred ``model`` whose outputs are the tensors
+    ``names`` (graph optimizations off, so every node keeps its name and tensor)."""
+    import onnxruntime as ort
+
+    from edge_sam.targets.onnx.runtime import session_options
+
+    infos = {v.name: v for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    exposed = type(model)()
+    exposed.CopyFrom(model)
+    del exposed.graph.output[:]
+    exposed.graph.output.extend(infos[name] for name in names)
+    return ort.InferenceSession(exposed.SerializeToString(), session_options(optimize=False), providers=["CPUExecutionProvider"])
+
+
 def minmax_ranges(model, names: list[str], feeds: Iterable[dict[str, np.ndarray]]):
     """onnxruntime's MinMax calibration of the tensors the nodes ``names`` read and write, one image
     at a time, as its ``TensorsData``.
@@ -198,10 +213,7 @@ def minmax_ranges(model, names: list[str], feeds: Iterable[dict[str, np.ndarray]
     tensors are fetched (a few hundred MB at 1024) and reduced as each image ends: the same ranges
     (min of the mins, max of the maxes), in bounded memory.
     """
-    import onnxruntime as ort
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData
-
-    from edge_sam.targets.onnx.runtime import session_options
 
     infos = {v.name: v for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
     constants = {t.name for t in model.graph.initializer}
@@ -209,12 +221,7 @@ def minmax_ranges(model, names: list[str], feeds: Iterable[dict[str, np.ndarray]
     tensors = list(dict.fromkeys(
         name for node in model.graph.node if node.name in chosen for name in [*node.input, *node.output]
         if name in infos and name not in constants and infos[name].type.tensor_type.elem_type == 1))  # float32
-    exposed = type(model)()
-    exposed.CopyFrom(model)
-    del exposed.graph.output[:]
-    exposed.graph.output.extend(infos[name] for name in tensors)
-    session = ort.InferenceSession(exposed.SerializeToString(), session_options(optimize=False),
-                                   providers=["CPUExecutionProvider"])
+    session = exposed_session(model, tensors)
     low: dict[str, np.ndarray] = {}
     high: dict[str, np.ndarray] = {}
     for feed in feeds:
