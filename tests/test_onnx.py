@@ -199,7 +199,7 @@ def test_fp16_and_int8_run_and_their_drift_is_reported(artifacts, model, calibra
     target = get_target("onnx")
     report = measure_drift(
         TorchRunner(model), runners, calibration.limited(2), artifact_dirs=[str(artifacts[n]) for n in names],
-        measure_memory=False, layer_drift=lambda i, images: target.layer_drift(artifacts[names[i]], runners[i], model, images),
+        measure_memory=False, layer_drift=lambda i, runner, images: target.layer_drift(artifacts[names[i]], runner, model, images),
     )
     rows = {row["label"]: row for row in report.to_dict()["rows"]}
     assert len(rows) == 4

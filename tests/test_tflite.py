@@ -155,7 +155,7 @@ def test_int8_drift_is_reported_and_the_gate_catches_naive_all_int8(artifacts, m
     runners = [load_runner(artifacts[n]) for n in names]
     report = measure_drift(
         TorchRunner(model), runners, calibration.limited(2), artifact_dirs=[str(artifacts[n]) for n in names], measure_memory=False,
-        layer_drift=lambda i, images: target.layer_drift(artifacts[names[i]], runners[i], model, images),
+        layer_drift=lambda i, runner, images: target.layer_drift(artifacts[names[i]], runner, model, images),
     )
     rows = {name: report.to_dict()["rows"][i + 1] for i, name in enumerate(names)}
     print({n: (round(r["mask_iou_mean"], 4), round(r["embedding_cosine_mean"], 5)) for n, r in rows.items()})
