@@ -37,7 +37,10 @@ def main() -> None:
         parser.error("give deploy's --out after --")
     out = Path(deploy_args[deploy_args.index("--out") + 1])
     header = record_header()
-    edge_sam = shutil.which("edge-sam") or parser.error("edge-sam is not on PATH (pip install -e .)")
+    beside_python = Path(sys.executable).parent / "edge-sam"
+    edge_sam = str(beside_python) if beside_python.is_file() else shutil.which("edge-sam")
+    if edge_sam is None:
+        parser.error("edge-sam is not installed beside this python nor on PATH (pip install -e .)")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run([edge_sam, "deploy", *deploy_args], check=True)

@@ -14,6 +14,7 @@ import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -151,6 +152,8 @@ class Target(ABC):
     # Where it does not: the compute precisions its devices run fastest, best first (deploy ranks by
     # this, then by size; an int8 artifact with weight-only compression computes in float).
     device_precisions: ClassVar[tuple[str, ...]] = ("int8", "fp16", "fp32")
+    # Whose profile int8_layer_savings reads ("onnxruntime's profile"); empty where it has none.
+    layer_time_source: ClassVar[str] = ""
     interfaces: ClassVar[tuple[str, ...]] = ("deploy",)
     # What the target takes, declared so the CLI and checks are built from it (see TargetOption).
     export_options: ClassVar[tuple[TargetOption, ...]] = ()
@@ -289,6 +292,14 @@ class Target(ABC):
                   f"--checkpoint <the QAT checkpoint> for per-layer rows", file=sys.stderr)
             return None
         return self.compare_layers(Path(artifact_dir), runner, model, images)
+
+    def int8_layer_savings(self, fp32_dir: Path, int8_dir: Path, layers: Sequence[str],
+                           image: np.ndarray) -> dict[str, float] | None:
+        """Per encoder layer, the milliseconds a run saves with that layer INT8 on this target's
+        runtime, read from the runtime's own profile of the fp32 and the full static INT8
+        artifact; None where the target has none that names layers (the mixed search then
+        counts FLOPs). :attr:`layer_time_source` says whose profile it is."""
+        return None
 
     def compare_layers(self, artifact_dir: Path, runner: Runner, model: EfficientSam,
                        images: list[np.ndarray]) -> list[LayerRow] | None:

@@ -79,6 +79,7 @@ class OnnxTarget(Target):
     int8_rungs = ("static", "mixed", "a16", "dynamic")
     # ONNX Runtime's CPU provider on this host is what laptops and servers run.
     host_latency_stands_for_devices = True
+    layer_time_source = "onnxruntime's profile"
     interfaces = ("deploy", "official")
     export_modules = ("onnx", "onnxscript", "onnxruntime")
     runtime_modules = ("onnxruntime",)
@@ -183,6 +184,11 @@ class OnnxTarget(Target):
         label = label or artifact_label(artifact_dir, manifest, variant)
         runner_class = OnnxOfficialRunner if manifest.interface == "official" else OnnxDeployRunner
         return runner_class(manifest, *graphs, label)
+
+    def int8_layer_savings(self, fp32_dir, int8_dir, layers, image):
+        from edge_sam.targets.onnx.profile import int8_savings_ms
+
+        return int8_savings_ms(fp32_dir, int8_dir, layers, image)
 
     def compare_layers(self, artifact_dir, runner, model, images):
         """Per-node SQNR of the artifact's encoder against a fresh fp32 export of the same graph."""
