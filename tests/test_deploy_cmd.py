@@ -100,6 +100,8 @@ def test_deploy_writes_artifacts_report_and_summary(deployed):
     record = json.loads((out / "deploy.json").read_text())
     assert set(record["ship"]) == {"onnx", "coreml"} and all(ship["rule"] for ship in record["ship"].values())
     assert [t["rung"] for t in record["ladders"]["onnx"]] == ["static"]
+    assert 0.1 < record["peak_rss_gb"] < 24 and record["cpu_s"] > 0  # the run's own usage, also in the summary
+    assert f"peak resident set {record['peak_rss_gb']:.2f} GB" in summary
 
     # Never measured on a calibration or search image: the int8 manifests' images vs the report's.
     report = json.loads((out / "report" / "report.json").read_text())

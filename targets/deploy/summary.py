@@ -209,6 +209,7 @@ def render_summary(
     skipped: tuple[str, ...],
     steps: list[StepRecord],
     machine: str,
+    usage: dict[str, float],
 ) -> str:
     """summary.md: what to ship and by which rule, the INT8 ladders, every artifact's numbers,
     what was skipped, how long each step took."""
@@ -248,6 +249,8 @@ def render_summary(
     lines += ["", "## Steps", "", "| step | result | seconds |", "| --- | --- | ---: |"]
     lines += [f"| {step.name} | {step.outcome} | {step.seconds:.1f} |" for step in steps]
     lines += [f"| total | | {total:.1f} |", "",
+              f"CPU time {usage['cpu_s']:.0f} s over {total:.0f} s of wall time; peak resident set "
+              f"{usage['peak_rss_gb']:.2f} GB.", "",
               "Drift report: [report/report.html](report/report.html) (the table, drift vs latency, worst prompts, "
               "per-layer drift); every number in `report/report.json`."]
     return "\n".join(lines) + "\n"
