@@ -50,7 +50,9 @@ class AotiTarget(Target):
                      "intra-op threads at export)", int),
     )
     runtime_options = (
-        TargetOption("threads", "torch intra-op threads for the oneDNN kernels (default: torch's own choice)", int),
+        # The same flag as the other targets' (the CLI shows the first declaration's help).
+        TargetOption("threads", "runtime threads (default: the runtime's own choice; aoti: torch's intra-op threads, "
+                     "which its oneDNN kernels use)", int),
     )
 
     # -- export -------------------------------------------------------------------------------
