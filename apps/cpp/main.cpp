@@ -1,4 +1,6 @@
-// edge_sam_runner: EfficientSAM on the ExecuTorch C++ runtime, from a deploy-form artifact.
+// edge_sam_runner: EfficientSAM on a C++ runtime, from a deploy-form artifact: ExecuTorch .pte
+// programs (edge_sam_runner) or AOTInductor .pt2 packages on libtorch (edge_sam_aoti_runner); the
+// runtime is the Program implementation the binary is linked with (program.h).
 //
 //   edge_sam_runner --encoder encoder.pte --decoder decoder.pte --image photo.ppm \
 //       --point 580,350 [--point X,Y[,LABEL] ...] [--box X0,Y0,X1,Y1] --out mask.pgm [--runs N] [--warmup W] \
@@ -16,28 +18,24 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <numeric>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-#include <executorch/extension/module/module.h>
-#include <executorch/extension/tensor/tensor.h>
-#include <executorch/runtime/platform/runtime.h>
-
 #include "image_io.h"
 #include "manifest.h"
 #include "preprocess.h"
+#include "program.h"
 
 namespace {
 
-using executorch::extension::Module;
-using executorch::runtime::Error;
-using executorch::runtime::EValue;
 using Clock = std::chrono::steady_clock;
 
+// RUNNER_NAME and PROGRAM_EXTENSION come from CMake: edge_sam_runner / .pte or edge_sam_aoti_runner / .pt2.
 constexpr const char* kUsage =
-    "usage: edge_sam_runner --encoder ENCODER.pte --decoder DECODER.pte --image IMAGE.ppm --point X,Y[,LABEL] "
+    "usage: " RUNNER_NAME " --encoder ENCODER" PROGRAM_EXTENSION " --decoder DECODER" PROGRAM_EXTENSION " --image IMAGE.ppm --point X,Y[,LABEL] "
     "[--point ...] [--box X0,Y0,X1,Y1] --out MASK.pgm [--runs N] [--warmup W] [--manifest manifest.json] [--dump DIR]";
 
 struct Options {
@@ -116,41 +114,6 @@ Options parse_args(int argc, char** argv) {
   return options;
 }
 
-// One .pte's forward method, loaded up front so load errors name the file.
-class Program {
- public:
-  explicit Program(const std::string& path) : path_(path), module_(path, Module::LoadMode::Mmap) {
-    if (!std::filesystem::is_regular_file(path)) throw std::runtime_error("program not found: " + path);
-    const Error error = module_.load_method("forward");
-    if (error != Error::Ok) {
-      throw std::runtime_error("cannot load " + path + " (" + executorch::runtime::to_string(error) +
-                               "): not an ExecuTorch program, or lowered to a backend this runner lacks "
-                               "(a Core ML-delegated .pte runs on macOS/iOS only)");
-    }
-  }
-
-  std::vector<int> input_shape(size_t index) {
-    auto meta = module_.method_meta("forward");
-    if (!meta.ok()) throw std::runtime_error(path_ + ": cannot read its method metadata");
-    auto info = meta->input_tensor_meta(index);
-    if (!info.ok()) throw std::runtime_error(path_ + ": has no input " + std::to_string(index));
-    return {info->sizes().begin(), info->sizes().end()};
-  }
-
-  std::vector<EValue> run(const std::vector<EValue>& inputs) {
-    auto result = module_.forward(inputs);
-    if (!result.ok()) {
-      throw std::runtime_error(path_ + " failed to run (" + executorch::runtime::to_string(result.error()) + ")");
-    }
-    return *result;
-  }
-
- private:
-  std::string path_;
-  Module module_;
-};
-
-// A float32 array as a NumPy .npy file (format 1.0, little-endian: every platform the runner targets).
 void write_npy(const std::string& path, const std::vector<int>& shape, const std::vector<float>& values) {
   std::string dims;
   for (const int d : shape) dims += std::to_string(d) + ",";
@@ -195,16 +158,16 @@ int run(const Options& options) {
   const edge_sam::RgbImage image = edge_sam::read_ppm(options.image);
 
   auto load_start = Clock::now();
-  Program encoder(options.encoder);
+  const std::unique_ptr<edge_sam::Program> encoder = edge_sam::load_program(options.encoder);
   const double encoder_load_ms = milliseconds_since(load_start);
   load_start = Clock::now();
-  Program decoder(options.decoder);
+  const std::unique_ptr<edge_sam::Program> decoder = edge_sam::load_program(options.decoder);
   const double decoder_load_ms = milliseconds_since(load_start);
-  expect_shape(encoder.input_shape(0), {1, 3, size, size}, options.encoder + " input");
-  const std::vector<int> embedding_shape = decoder.input_shape(0);
-  expect_shape(decoder.input_shape(1), {1, contract.slots, 2}, options.decoder + " point input");
-  std::printf("image %dx%d, model input %d, load: encoder %.1f ms, decoder %.1f ms\n", image.width, image.height, size,
-              encoder_load_ms, decoder_load_ms);
+  expect_shape(encoder->input_shape(0), {1, 3, size, size}, options.encoder + " input");
+  const std::vector<int> embedding_shape = decoder->input_shape(0);
+  expect_shape(decoder->input_shape(1), {1, contract.slots, 2}, options.decoder + " point input");
+  std::printf("%s: image %dx%d, model input %d, load: encoder %.1f ms, decoder %.1f ms\n", edge_sam::kRuntimeName,
+              image.width, image.height, size, encoder_load_ms, decoder_load_ms);
 
   std::vector<float> pixels = edge_sam::preprocess(image, contract.preprocessing);
   std::vector<float> coords, labels;
@@ -212,13 +175,12 @@ int run(const Options& options) {
 
   std::vector<double> encoder_ms, decoder_ms;
   std::vector<float> embedding;
-  auto image_input = executorch::extension::from_blob(pixels.data(), {1, 3, size, size});
+  const std::vector<edge_sam::TensorView> image_input = {{pixels.data(), {1, 3, size, size}}};
   for (int r = 0; r < options.warmup + options.runs; ++r) {
     const auto start = Clock::now();
-    const auto outputs = encoder.run({image_input});
+    auto outputs = encoder->run(image_input);
     if (r >= options.warmup) encoder_ms.push_back(milliseconds_since(start));
-    const auto& tensor = outputs.at(0).toTensor();
-    embedding.assign(tensor.const_data_ptr<float>(), tensor.const_data_ptr<float>() + tensor.numel());
+    embedding = std::move(outputs.at(0).values);
   }
   if (static_cast<int64_t>(embedding.size()) !=
       std::accumulate(embedding_shape.begin(), embedding_shape.end(), int64_t{1}, std::multiplies<int64_t>())) {
@@ -227,22 +189,18 @@ int run(const Options& options) {
 
   std::vector<float> low_res, iou;
   int mask_h = 0, mask_w = 0;
-  // The tensors must outlive the EValues that refer to them.
-  auto embedding_input = executorch::extension::from_blob(
-      embedding.data(), std::vector<executorch::aten::SizesType>(embedding_shape.begin(), embedding_shape.end()));
-  auto coords_input = executorch::extension::from_blob(coords.data(), {1, contract.slots, 2});
-  auto labels_input = executorch::extension::from_blob(labels.data(), {1, contract.slots});
-  const std::vector<EValue> inputs = {embedding_input, coords_input, labels_input};
+  const std::vector<edge_sam::TensorView> inputs = {
+      {embedding.data(), std::vector<int64_t>(embedding_shape.begin(), embedding_shape.end())},
+      {coords.data(), {1, contract.slots, 2}},
+      {labels.data(), {1, contract.slots}}};
   for (int r = 0; r < options.warmup + options.runs; ++r) {
     const auto start = Clock::now();
-    const auto outputs = decoder.run(inputs);
+    auto outputs = decoder->run(inputs);
     if (r >= options.warmup) decoder_ms.push_back(milliseconds_since(start));
-    const auto& masks = outputs.at(0).toTensor();
-    const auto& scores = outputs.at(1).toTensor();
-    mask_h = static_cast<int>(masks.sizes()[2]);
-    mask_w = static_cast<int>(masks.sizes()[3]);
-    low_res.assign(masks.const_data_ptr<float>(), masks.const_data_ptr<float>() + masks.numel());
-    iou.assign(scores.const_data_ptr<float>(), scores.const_data_ptr<float>() + scores.numel());
+    mask_h = static_cast<int>(outputs.at(0).shape.at(2));
+    mask_w = static_cast<int>(outputs.at(0).shape.at(3));
+    low_res = std::move(outputs.at(0).values);
+    iou = std::move(outputs.at(1).values);
   }
   print_latency("encoder", encoder_ms);
   print_latency("decoder", decoder_ms);
@@ -268,11 +226,11 @@ int run(const Options& options) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  executorch::runtime::runtime_init();
+  edge_sam::init_runtime();
   try {
     return run(parse_args(argc, argv));
   } catch (const std::exception& error) {
-    std::fprintf(stderr, "edge_sam_runner: error: %s\n", error.what());
+    std::fprintf(stderr, RUNNER_NAME ": error: %s\n", error.what());
     return 2;
   }
 }

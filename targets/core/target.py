@@ -47,7 +47,8 @@ from edge_sam.targets.core.manifest import (
 if TYPE_CHECKING:
     from edge_sam.targets.core.layer_drift import LayerRow
 
-PRECISIONS = ("fp32", "fp16", "int8")
+# Every precision some target exports (bf16: the matrix units of CPUs with AVX512-BF16 or AMX, via AOTInductor).
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 INTERFACES = ("deploy", "official")
 
 
@@ -76,7 +77,7 @@ def check_source(manifest: Manifest, model: EfficientSam, artifact_dir: str | os
 
 
 def resolve_recipe(precision: str, recipe: str | QuantRecipe | None) -> QuantRecipe | None:
-    """fp32/fp16 take no recipe; int8 takes a registry name, a recipe file, or the default static one."""
+    """Float precisions take no recipe; int8 takes a registry name, a recipe file, or the default static one."""
     if precision not in PRECISIONS:
         raise EdgeSamError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
     if precision != "int8":
@@ -139,7 +140,7 @@ class Target(ABC):
     backend: ClassVar[str]
     extra: ClassVar[str]  # the pip extra that installs the toolchain
     distributions: ClassVar[tuple[str, ...]]  # recorded in the manifest's toolchain versions
-    precisions: ClassVar[tuple[str, ...]] = PRECISIONS
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
     # The recipe schemes its int8 export takes (edge_sam.quantize.recipes.SCHEMES); others are refused.
     schemes: ClassVar[tuple[str, ...]] = ()
     # The activation widths its static int8 export takes (QuantRecipe.activation_bits).

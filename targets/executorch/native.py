@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_sam.errors import EdgeSamError, ImageError
+from edge_sam.targets.core.manifest import read_manifest
 from edge_sam.transforms import check_image, read_image
 
 SOURCE_DIR = Path(__file__).resolve().parents[2]  # the checkout holding CMakeLists.txt (editable install)
@@ -109,7 +110,9 @@ def run_runner(
     """Run the native runner on one artifact and image; its mask and latencies (``runs`` timed
     runs of each program after ``warmup`` untimed ones)."""
     artifact_dir = Path(artifact_dir)
-    command = [str(binary), "--encoder", str(artifact_dir / "encoder.pte"), "--decoder", str(artifact_dir / "decoder.pte"),
+    manifest = read_manifest(artifact_dir)  # the graph files: .pte, or .pt2 for the AOTInductor build of the runner
+    command = [str(binary), "--encoder", str(artifact_dir / manifest.graph("encoder").file),
+               "--decoder", str(artifact_dir / manifest.graph("decoder").file),
                "--image", str(image_ppm), "--out", str(out_pgm), "--runs", str(runs), "--warmup", str(warmup)]
     for x, y, label in points:
         command += ["--point", f"{x},{y},{label}"]
@@ -117,7 +120,7 @@ def run_runner(
         command += ["--box", ",".join(str(v) for v in box)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        message = [line for line in done.stderr.splitlines() if line.startswith(f"{RUNNER_NAME}: error:")]
+        message = [line for line in done.stderr.splitlines() if line.startswith(f"{Path(binary).name}: error:")]
         raise NativeRunnerError((message or [done.stderr.strip() or f"exit status {done.returncode}"])[-1])
     latency = parse_latency(done.stdout)
     return NativeRun(read_pgm(out_pgm) > 0, latency["encoder"], latency["decoder"], done.stdout)
