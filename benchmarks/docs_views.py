@@ -139,43 +139,6 @@ def parity_errors(record: Record) -> str:
             f"agreeing on {errors['full_res_mask_agreement'] * 100:.5f}% of pixels")
 
 
-# -- every target on one held-out set (benchmarks/cross_target_drift.py) ------------------------------
-@view
-def cross_target_table(record: Record) -> str:
-    rows = []
-    for row in record["rows"]:
-        synthetic, photo = row["synthetic"], row.get("photo")
-        rows.append([row["artifact"], row["runs_on"], f"{row['size_mb']:.1f}", f"{synthetic['mask_iou_mean']:.4f}",
-                     f"{synthetic['mask_iou_p5']:.4f}", f"{synthetic['mask_iou_worst']:.4f}",
-                     f"{synthetic['embedding_sqnr_db_mean']:.1f}",
-                     f"{photo['mask_iou_mean']:.4f}" if photo else "-", f"{photo['mask_iou_p5']:.4f}" if photo else "-"])
-    return table(["artifact", "runs on", "size MB", "mask IoU mean", "p5", "worst", "emb SQNR dB",
-                  "photo crops mask IoU mean", "photo p5"], "llrrrrrrr", rows)
-
-
-@view
-def cross_target_summary(record: Record) -> str:
-    return "; ".join(f"{row['artifact']}{' (host executor)' if row['runs_on'] == 'host executor' else ''} "
-                     f"{row['synthetic']['mask_iou_mean']:.3f}" for row in record["rows"])
-
-
-def _cross_rows(record: Record, *words: str) -> list[Record]:
-    return [row for row in record["rows"] if all(word in row["artifact"] for word in words)]
-
-
-@view
-def cross_target_photo_summary(record: Record) -> str:
-    """What the photo crops did to each kind of artifact (the sentence under the table)."""
-    static = _cross_rows(record, "static") + _cross_rows(record, "W8A8")
-    dynamic = _cross_rows(record, "dynamic")
-    (six,), (four,) = _cross_rows(record, "6-bit"), _cross_rows(record, "4-bit")
-    w8 = next(row for row in record["rows"] if row["artifact"] == "Core ML W8")
-    return (f"{span(r['photo']['mask_iou_mean'] for r in static)} (p5 {span((r['photo']['mask_iou_p5'] for r in static), 2)}); "
-            f"int8 weights alone (Core ML W8, {w8['photo']['mask_iou_mean']:.3f}) and the dynamic recipes "
-            f"({span(r['photo']['mask_iou_mean'] for r in dynamic)}), 6-bit palettes {six['photo']['mask_iou_mean']:.3f} "
-            f"and 4-bit ones {four['photo']['mask_iou_mean']:.3f}")
-
-
 # -- FLOPs (benchmarks/flops_table.py) ----------------------------------------------------------------
 def _g(flops: float, digits: int = 1) -> str:
     return f"{flops / 1e9:.{digits}f}"
