@@ -187,33 +187,3 @@ def flops_int8_bound(record: Record) -> str:
     full = record["flops"]["encoder"]["1024"]
     linear = round(full["linear"] / full["total"], 2)
     return f"1/(1 - {linear:.2f} x 3/4) = {1 / (1 - linear * 3 / 4):.2f}x"
-
-
-# -- the reference model's mIoU (benchmarks/reference_model_eval.py) -----------------------------------
-def _eval_row(record: Record, model: str, split: str) -> Record:
-    return next(row for row in record["rows"] if row["model"].startswith(model) and row["split"] == split)
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}"
-
-
-@view
-def reference_model_miou(record: Record) -> str:
-    trained, random = _eval_row(record, "reference", "test")["miou"], _eval_row(record, "random", "test")["miou"]
-    return (f"box {_pct(trained['box']['all'])} / 1-click {_pct(trained['1-click']['all'])} "
-            f"(random weights: {_pct(random['box']['all'])} / {_pct(random['1-click']['all'])})")
-
-
-@view
-def reference_model_table(record: Record) -> str:
-    rows = []
-    for row in record["rows"]:
-        miou = row["miou"]
-        name = "shipped file (fp16 weights)" if row["model"] == "reference" else f"same architecture, {row['model']}"
-        box = miou["box"]
-        rows.append([name, f"{row['split']} ({row['n_images']:,} img, {row['n_objects']:,} obj)",
-                     _pct(box["all"]), _pct(miou["1-click"]["all"]), _pct(miou["n-click"]["all"]),
-                     " / ".join(_pct(box[b]) for b in ("small", "medium", "large"))])
-    return table(["model", "split", "box", "1-click", "3-click", "box small / medium / large"], "llrrrl", rows)
-
