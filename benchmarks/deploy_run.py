@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from records import record_header  # noqa: E402
 
-HELD_OUT_KEYS = ("label", "bytes", "mask_iou_mean", "mask_iou_p5", "encoder_p50_s", "decoder_p50_s")
+HELD_OUT_KEYS = ("bytes", "mask_iou_mean", "mask_iou_p5", "encoder_p50_s", "decoder_p50_s")
 
 
 def main() -> None:
@@ -52,7 +52,8 @@ def main() -> None:
         **header,
         "measured": {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "peak_rss_gb": round(after.ru_maxrss / 1e6, 2)},
         "deploy": json.loads((out / "deploy.json").read_text()),
-        "held_out_rows": [{key: row.get(key) for key in HELD_OUT_KEYS} for row in report["rows"]],
+        "held_out_rows": [{"artifact": Path(row["artifact_dir"]).name if row.get("artifact_dir") else row["label"],
+                           **{key: row.get(key) for key in HELD_OUT_KEYS}} for row in report["rows"]],
     }
     args.record.parent.mkdir(parents=True, exist_ok=True)
     args.record.write_text(json.dumps(record, indent=2) + "\n")

@@ -74,12 +74,23 @@ def unseen_photos(record: Record) -> str:
                      for row in record["rows"])
 
 
+def _run_cost(record: Record) -> tuple[float, float, float]:
+    """(wall s, CPU s, peak RSS GB) of a deploy run: ``measured`` by benchmarks/deploy_run.py, or
+    ``time_v`` in the records taken with ``/usr/bin/time -v`` before that script existed."""
+    if "measured" in record:
+        cost = record["measured"]
+        return cost["wall_s"], cost["cpu_s"], cost["peak_rss_gb"]
+    minutes, seconds = record["time_v"]["wall"].split(":")
+    return 60 * int(minutes) + float(seconds), record["time_v"]["cpu_s"], record["time_v"]["peak_rss_gb"]
+
+
 @view
 def deploy_run(record: Record) -> str:
-    """The run's cost as ``/usr/bin/time -v`` measured it, and how many steps it took."""
-    minutes, seconds = record["time_v"]["wall"].split(":")
-    return (f"{int(minutes)} min {round(float(seconds))} s wall, {record['time_v']['cpu_s']:.0f} s of CPU, "
-            f"peak RSS {record['time_v']['peak_rss_gb']:.1f} GB, {len(record['deploy']['steps'])} steps")
+    """The run's cost (wall, CPU, peak RSS), and how many steps it took."""
+    wall, cpu, peak = _run_cost(record)
+    minutes, seconds = divmod(round(wall), 60)
+    return (f"{minutes} min {seconds} s wall, {cpu:.0f} s of CPU, "
+            f"peak RSS {peak:.1f} GB, {len(record['deploy']['steps'])} steps")
 
 
 DEPLOY_LADDER_NAMES = {"coreml": "Core ML (host executor)", "executorch": "ExecuTorch XNNPACK", "onnx": "ONNX Runtime",
@@ -187,3 +198,22 @@ def flops_int8_bound(record: Record) -> str:
     full = record["flops"]["encoder"]["1024"]
     linear = round(full["linear"] / full["total"], 2)
     return f"1/(1 - {linear:.2f} x 3/4) = {1 / (1 - linear * 3 / 4):.2f}x"
+
+
+# -- the AOTInductor packages (benchmarks/aoti_precisions.py) ----------------------------------------
+AOTI_ROWS = {"fp32": "aoti fp32", "bf16": "aoti bf16", "int8": "aoti int8 static-conv-linear",
+             "int8:dynamic-linear": "aoti int8 dynamic-linear", "pytorch bf16 eager": "PyTorch bf16 autocast, eager (no package)"}
+
+
+@view
+def aoti_precisions_table(record: Record) -> str:
+    """Drift vs fp32 PyTorch, encoder speed vs PyTorch fp32 eager and compile time per package."""
+    rows = []
+    for key, name in AOTI_ROWS.items():
+        drift = record["packages"][key]
+        timing = record["encoder_timing"]["pytorch bf16 eager" if key.startswith("pytorch") else f"aoti {key}"]
+        rows.append([name, f"{drift['mask_iou_mean']:.4f}", f"{drift['mask_iou_p5']:.4f}", f"{drift['mask_iou_worst']:.4f}",
+                     f"{drift['embedding_sqnr_db_mean']:.1f}", f"{timing['x_pytorch_fp32_eager']:.2f}",
+                     f"{drift['export_s']:.0f}" if "export_s" in drift else "-"])
+    return table(["package", "mask IoU mean", "p5", "worst", "embedding SQNR dB", "encoder x PyTorch fp32 eager",
+                  "export + compile s"], "lrrrrrr", rows)
