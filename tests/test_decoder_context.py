@@ -1,0 +1,81 @@
+"""The exported decoder's per-image context: the deploy form's context graph plus per-prompt
+decoder give the masks of the whole decoder, in PyTorch and through every runtime's files, one
+prompt at a time and (where the decoder graph takes a prompt batch) many at once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import require_toolchain
+
+from edge_sam.deploy_form import ContextDecoderGraph, DecoderContextGraph, pad_prompts
+from edge_sam.eval.metrics import mask_iou
+from edge_sam.fixed_prompts import grid_prompts
+from edge_sam.graph_contract import CONTEXT_NAMES, IO_NAMES, deploy_graph, whole_decoder_graph
+from edge_sam.targets import get_target, load_runner
+from edge_sam.targets.validation.drift import full_size_masks
+
+pytestmark = pytest.mark.torch_threads(1)
+
+
+def _grid_slots(image_hw: tuple[int, int], img_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The validation grid prompts (clicks and boxes) in the decoder's slots: [Q, 6, 2], [Q, 6]."""
+    padded = [pad_prompts(p.points, p.labels, image_hw, img_size) for p in grid_prompts(image_hw)]
+    return torch.from_numpy(np.stack([c for c, _ in padded])), torch.from_numpy(np.stack([l for _, l in padded]))
+
+
+def test_split_graphs_give_the_whole_decoders_numbers_at_1024(parity_model, parity_outputs):
+    embedding = torch.from_numpy(parity_outputs["image_embeddings"])
+    whole = whole_decoder_graph(parity_model, 1024)
+    context_graph, decoder = deploy_graph(parity_model, 1024, "context"), deploy_graph(parity_model, 1024, "decoder")
+    assert isinstance(context_graph, DecoderContextGraph) and isinstance(decoder, ContextDecoderGraph)
+    coords, labels = _grid_slots((603, 1072), 1024)
+    with torch.inference_mode():
+        context = context_graph(embedding)
+        batched = decoder(*context, coords, labels)  # a batch-1 context serves every prompt row
+        for row in range(len(coords)):
+            expected = whole(embedding, coords[row : row + 1], labels[row : row + 1])
+            alone = decoder(*context, coords[row : row + 1], labels[row : row + 1])
+            for e, a, b in zip(expected, alone, batched):
+                scale = max(1.0, e.abs().max().item())
+                assert (a - e).abs().max() <= 1e-5 * scale
+                assert (b[row : row + 1] - e).abs().max() <= 1e-4 * scale
+    assert [tuple(t.shape) for t in context] == [(1, 4096, 256), (1, 4096, 128), (1, 4096, 128), (1, 4096, 128)]
+    assert IO_NAMES["context"][1] == CONTEXT_NAMES == IO_NAMES["decoder"][0][:4]
+
+
+TARGETS = {"onnx": "onnxruntime", "executorch": "executorch.runtime", "tflite": "ai_edge_litert.interpreter"}
+
+
+@pytest.fixture(scope="module")
+def model(make_tiny_model):
+    return make_tiny_model(seed=3)
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_artifact_masks_unchanged_by_the_split(tmp_path, model, dogs, target):
+    """fp32 deploy artifacts: three graphs, and masks IoU >= 0.999 against the whole decoder in
+    PyTorch on the artifact's own embedding, prompt by prompt and as one batch."""
+    require_toolchain(TARGETS[target])
+    artifact = get_target(target).export(model, "fp32", None, tmp_path / target)
+    runner = load_runner(artifact)
+    assert [g.role for g in runner.manifest.graphs] == ["encoder", "context", "decoder"]
+    image_hw = dogs.shape[:2]
+    embedding = runner.encode(dogs)
+    whole = whole_decoder_graph(model, runner.img_size)
+    coords, labels = _grid_slots(image_hw, runner.img_size)
+    with torch.inference_mode():
+        expected, _ = whole(torch.from_numpy(embedding).expand(len(coords), -1, -1, -1), coords, labels)
+    prompts = grid_prompts(image_hw)
+    one_by_one = np.concatenate([runner.decode(embedding, p.points, p.labels, image_hw)[0] for p in prompts])
+    points = np.full((len(prompts), 2, 2), -1.0, np.float32)
+    point_labels = np.full((len(prompts), 2), -1.0, np.float32)
+    for row, prompt in enumerate(prompts):
+        points[row, : len(prompt.points)], point_labels[row, : len(prompt.labels)] = prompt.points, prompt.labels
+    batched, _ = runner.decode_batch(embedding, points, point_labels, image_hw)
+    for q in range(len(prompts)):
+        reference = full_size_masks(expected[q : q + 1].numpy(), image_hw)
+        for actual in (one_by_one, batched):
+            masks = full_size_masks(actual[q : q + 1], image_hw)
+            assert min(mask_iou(masks[k], reference[k]) for k in range(3)) >= 0.999
