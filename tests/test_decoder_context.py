@@ -79,3 +79,32 @@ def test_artifact_masks_unchanged_by_the_split(tmp_path, model, dogs, target):
         for actual in (one_by_one, batched):
             masks = full_size_masks(actual[q : q + 1], image_hw)
             assert min(mask_iou(masks[k], reference[k]) for k in range(3)) >= 0.999
+
+
+def test_everything_on_onnx_takes_the_context_once_and_a_chunk_per_decoder_call(tmp_path, model, dogs):
+    """Segment-everything over an ONNX artifact: one context run for the image, one decoder call
+    per chunk of the grid, and the masks of the same grid decoded by the PyTorch model."""
+    require_toolchain("onnxruntime")
+    from edge_sam.everything import EverythingConfig, EverythingGenerator
+    from edge_sam.predictor import Predictor
+
+    runner = load_runner(get_target("onnx").export(model, "fp32", None, tmp_path / "onnx"))
+    calls: dict[str, list[int]] = {"context": [], "decoder": []}
+    run_context, run_decoder = runner.run_context, runner.run_decoder
+
+    def counted_context(embedding):
+        calls["context"].append(len(embedding))
+        return run_context(embedding)
+
+    def counted_decoder(context, coords, labels):
+        calls["decoder"].append(len(coords))
+        return run_decoder(context, coords, labels)
+
+    runner.run_context, runner.run_decoder = counted_context, counted_decoder
+    config = EverythingConfig(points_per_side=4, points_per_batch=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    records = EverythingGenerator(Predictor(runner), config).generate(dogs, progress=False)
+    reference = EverythingGenerator(Predictor(model), config).generate(dogs, progress=False)
+    assert calls == {"context": [1], "decoder": [8, 8]}
+    assert len(records) == len(reference) > 0
+    for record in records:  # each mask has its match (fp32 noise may swap near-equal scores' order)
+        assert max(mask_iou(record["segmentation"], r["segmentation"]) for r in reference) >= 0.99
