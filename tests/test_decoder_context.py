@@ -14,6 +14,7 @@ from edge_sam.eval.metrics import mask_iou
 from edge_sam.fixed_prompts import grid_prompts
 from edge_sam.graph_contract import CONTEXT_NAMES, IO_NAMES, deploy_graph, whole_decoder_graph
 from edge_sam.targets import get_target, load_runner
+from edge_sam.targets.core.artifact_runner import PROMPT_CHUNK
 from edge_sam.targets.validation.drift import full_size_masks
 
 pytestmark = pytest.mark.torch_threads(1)
@@ -108,3 +109,13 @@ def test_everything_on_onnx_takes_the_context_once_and_a_chunk_per_decoder_call(
     assert len(records) == len(reference) > 0
     for record in records:  # each mask has its match (fp32 noise may swap near-equal scores' order)
         assert max(mask_iou(record["segmentation"], r["segmentation"]) for r in reference) >= 0.99
+
+    # More prompts than a call takes: chunks of PROMPT_CHUNK, the same outputs as one by one.
+    calls["decoder"].clear()
+    embedding = runner.encode(dogs)
+    points = np.random.default_rng(0).uniform(0, 500, (PROMPT_CHUNK * 2 + 4, 1, 2)).astype(np.float32)
+    labels = np.ones((len(points), 1), np.float32)
+    batched, _ = runner.decode_batch(embedding, points, labels, dogs.shape[:2])
+    assert calls["decoder"] == [PROMPT_CHUNK, PROMPT_CHUNK, 4]
+    single = np.concatenate([runner.decode(embedding, p, l, dogs.shape[:2])[0] for p, l in zip(points, labels)])
+    assert np.abs(batched - single).max() <= 1e-4 * max(1.0, np.abs(single).max())

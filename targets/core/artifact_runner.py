@@ -42,6 +42,12 @@ class ArtifactRunner(Runner):
         }
 
 
+# Prompts per call of a decoder graph that takes a prompt batch: each carries image-sized
+# tensors (~25 MB at 1024), so a call's memory stays bounded whatever the caller passes (the
+# number everything-mode decodes per chunk).
+PROMPT_CHUNK = 8
+
+
 class DeployFormRunner(ArtifactRunner):
     """A runner for deploy-form graphs: the host resizes and normalizes the image and pads the
     prompts to the decoder's slots (both via edge_sam, so every target preprocesses the same way);
@@ -81,14 +87,18 @@ class DeployFormRunner(ArtifactRunner):
         return None if isinstance(rows, str) else int(rows)
 
     def decode_batch(self, embedding, points, labels, image_hw, multimask_output=True):
-        """Q queries in one decoder call where the graph takes a prompt batch, else one by one."""
+        """Q queries, :data:`PROMPT_CHUNK` per decoder call where the graph takes a prompt batch,
+        else one by one; every call with the image's kept context."""
         if self.prompt_batch == 1:
             return super().decode_batch(embedding, points, labels, image_hw, multimask_output)
         self.check_multimask(multimask_output)
+        context = self.decoder_context(embedding)
         padded = [pad_prompts(p, l, image_hw, self.img_size, self.slots) for p, l in zip(points, labels)]
         coords = np.stack([c for c, _ in padded])
         slot_labels = np.stack([l for _, l in padded])
-        return self.run_decoder(self.decoder_context(embedding), coords, slot_labels)
+        outputs = [self.run_decoder(context, coords[i : i + PROMPT_CHUNK], slot_labels[i : i + PROMPT_CHUNK])
+                   for i in range(0, len(coords), PROMPT_CHUNK)]
+        return np.concatenate([low for low, _ in outputs]), np.concatenate([iou for _, iou in outputs])
 
     @abstractmethod
     def run_encoder(self, image: np.ndarray) -> np.ndarray:
