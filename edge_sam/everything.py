@@ -7,7 +7,7 @@ chunk at a time, so peak memory is bounded by the chunk size, not the grid.
 
 It runs over any runner the Predictor takes, and every runner computes the decoder's per-image
 context once for the whole grid: in PyTorch each chunk is one decoder call; an exported
-artifact decodes a chunk in one call where its decoder graph takes a prompt batch (ONNX), else
+artifact decodes a chunk a few prompts per call where its decoder graph takes a prompt batch (ONNX), else
 query by query (a static graph of one prompt: ExecuTorch, LiteRT, Core ML).
 """
 

@@ -82,9 +82,9 @@ def test_artifact_masks_unchanged_by_the_split(tmp_path, model, dogs, target):
             assert min(mask_iou(masks[k], reference[k]) for k in range(3)) >= 0.999
 
 
-def test_everything_on_onnx_takes_the_context_once_and_a_chunk_per_decoder_call(tmp_path, model, dogs):
-    """Segment-everything over an ONNX artifact: one context run for the image, one decoder call
-    per chunk of the grid, and the masks of the same grid decoded by the PyTorch model."""
+def test_everything_on_onnx_takes_the_context_once_and_prompt_chunks_per_decoder_call(tmp_path, model, dogs):
+    """Segment-everything over an ONNX artifact: one context run for the image, PROMPT_CHUNK
+    prompts per decoder call, and the masks of the same grid decoded by the PyTorch model."""
     require_toolchain("onnxruntime")
     from edge_sam.everything import EverythingConfig, EverythingGenerator
     from edge_sam.predictor import Predictor
@@ -105,7 +105,7 @@ def test_everything_on_onnx_takes_the_context_once_and_a_chunk_per_decoder_call(
     config = EverythingConfig(points_per_side=4, points_per_batch=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     records = EverythingGenerator(Predictor(runner), config).generate(dogs, progress=False)
     reference = EverythingGenerator(Predictor(model), config).generate(dogs, progress=False)
-    assert calls == {"context": [1], "decoder": [8, 8]}
+    assert calls == {"context": [1], "decoder": [PROMPT_CHUNK] * (16 // PROMPT_CHUNK)}
     assert len(records) == len(reference) > 0
     for record in records:  # each mask has its match (fp32 noise may swap near-equal scores' order)
         assert max(mask_iou(record["segmentation"], r["segmentation"]) for r in reference) >= 0.99
@@ -113,9 +113,9 @@ def test_everything_on_onnx_takes_the_context_once_and_a_chunk_per_decoder_call(
     # More prompts than a call takes: chunks of PROMPT_CHUNK, the same outputs as one by one.
     calls["decoder"].clear()
     embedding = runner.encode(dogs)
-    points = np.random.default_rng(0).uniform(0, 500, (PROMPT_CHUNK * 2 + 4, 1, 2)).astype(np.float32)
+    points = np.random.default_rng(0).uniform(0, 500, (PROMPT_CHUNK * 2 + 1, 1, 2)).astype(np.float32)
     labels = np.ones((len(points), 1), np.float32)
     batched, _ = runner.decode_batch(embedding, points, labels, dogs.shape[:2])
-    assert calls["decoder"] == [PROMPT_CHUNK, PROMPT_CHUNK, 4]
+    assert calls["decoder"] == [PROMPT_CHUNK, PROMPT_CHUNK, 1]
     single = np.concatenate([runner.decode(embedding, p, l, dogs.shape[:2])[0] for p, l in zip(points, labels)])
     assert np.abs(batched - single).max() <= 1e-4 * max(1.0, np.abs(single).max())

@@ -43,9 +43,11 @@ class ArtifactRunner(Runner):
 
 
 # Prompts per call of a decoder graph that takes a prompt batch: each carries image-sized
-# tensors (~25 MB at 1024), so a call's memory stays bounded whatever the caller passes (the
-# number everything-mode decodes per chunk).
-PROMPT_CHUNK = 8
+# tensors, and ONNX Runtime keeps a call's working memory in its arena. At 1024 a call of 8
+# prompts raised the process's peak RSS by ~490 MB over the encoder's 657 MB (segment-everything
+# 32x32 peaked at 1263 MB, over its 1 GB bound), 4 by ~250 MB, 2 by ~130 MB, one at a time by
+# ~60 MB (/proc VmHWM, 2 threads): 2 keeps everything-mode inside the bound.
+PROMPT_CHUNK = 2
 
 
 class DeployFormRunner(ArtifactRunner):
