@@ -79,7 +79,7 @@ def test_fp32_package_matches_pytorch(export, model, dogs):
     assert min(ious) >= 0.999, ious
     manifest = read_manifest(artifact)
     assert (manifest.target, manifest.backend, manifest.precision) == ("aoti", "AOTInductor (CPU)", "fp32")
-    assert [g.file for g in manifest.graphs] == ["encoder.pt2", "decoder.pt2"]
+    assert [g.file for g in manifest.graphs] == ["encoder.pt2", "context.pt2", "decoder.pt2"]
     assert manifest.export_options == {"compiled_threads": 1}  # the tests' torch threads, compiled in
     assert manifest.graph("encoder").inputs[0].shape == (1, 3, 64, 64)
     # freezing turned the linear layers into oneDNN kernels with prepacked weights

@@ -75,7 +75,7 @@ def test_native_outputs_equal_the_python_runtime(build, artifact, image_ppm, dog
 def test_a_corrupt_package_is_refused_in_one_line(build, artifact, image_ppm, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
-    for name in ("manifest.json", "decoder.pt2"):
+    for name in ("manifest.json", "context.pt2", "decoder.pt2"):
         (broken / name).write_bytes((artifact / name).read_bytes())
     (broken / "encoder.pt2").write_bytes(b"not a zip archive")
     with pytest.raises(NativeRunnerError, match="cannot load .*encoder.pt2: not an AOTInductor package"):

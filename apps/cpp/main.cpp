@@ -2,14 +2,15 @@
 // programs (edge_sam_runner) or AOTInductor .pt2 packages on libtorch (edge_sam_aoti_runner); the
 // runtime is the Program implementation the binary is linked with (program.h).
 //
-//   edge_sam_runner --encoder encoder.pte --decoder decoder.pte --image photo.ppm \
+//   edge_sam_runner --encoder encoder.pte --context context.pte --decoder decoder.pte --image photo.ppm \
 //       --point 580,350 [--point X,Y[,LABEL] ...] [--box X0,Y0,X1,Y1] --out mask.pgm [--runs N] [--warmup W] \
 //       [--dump DIR]
 //
 // Preprocesses the image the way the artifact's manifest.json says (read from beside the
-// encoder, or --manifest), runs both programs, upsamples the mask with the highest predicted
-// IoU to the image size, writes it as a PGM and prints encoder/decoder latency over N runs (after
-// W untimed ones). --dump DIR also writes the raw outputs as float32 .npy files (embedding.npy,
+// encoder, or --manifest), runs the three programs (the encoder and the decoder's per-image
+// context once per image, the decoder per prompt), upsamples the mask with the highest predicted
+// IoU to the image size, writes it as a PGM and prints encoder/context/decoder latency over N
+// runs (after W untimed ones). --dump DIR also writes the raw outputs as float32 .npy files (embedding.npy,
 // low_res.npy [1,3,h,w] logits, iou.npy [1,3]), so a host can compare them with its own runs.
 // Errors are one line on stderr and exit status 2.
 #include <algorithm>
@@ -35,11 +36,12 @@ using Clock = std::chrono::steady_clock;
 
 // RUNNER_NAME and PROGRAM_EXTENSION come from CMake: edge_sam_runner / .pte or edge_sam_aoti_runner / .pt2.
 constexpr const char* kUsage =
-    "usage: " RUNNER_NAME " --encoder ENCODER" PROGRAM_EXTENSION " --decoder DECODER" PROGRAM_EXTENSION " --image IMAGE.ppm --point X,Y[,LABEL] "
+    "usage: " RUNNER_NAME " --encoder ENCODER" PROGRAM_EXTENSION " --context CONTEXT" PROGRAM_EXTENSION
+    " --decoder DECODER" PROGRAM_EXTENSION " --image IMAGE.ppm --point X,Y[,LABEL] "
     "[--point ...] [--box X0,Y0,X1,Y1] --out MASK.pgm [--runs N] [--warmup W] [--manifest manifest.json] [--dump DIR]";
 
 struct Options {
-  std::string encoder, decoder, image, out, manifest, dump;
+  std::string encoder, context, decoder, image, out, manifest, dump;
   std::vector<edge_sam::Prompt> prompts;
   int runs = 1;
   int warmup = 0;
@@ -75,6 +77,8 @@ Options parse_args(int argc, char** argv) {
     const std::string value = argv[++i];
     if (flag == "--encoder") {
       options.encoder = value;
+    } else if (flag == "--context") {
+      options.context = value;
     } else if (flag == "--decoder") {
       options.decoder = value;
     } else if (flag == "--image") {
@@ -104,8 +108,9 @@ Options parse_args(int argc, char** argv) {
       throw std::runtime_error("unknown option " + flag + " (see --help)");
     }
   }
-  if (options.encoder.empty() || options.decoder.empty() || options.image.empty() || options.out.empty()) {
-    throw std::runtime_error("--encoder, --decoder, --image and --out are required (see --help)");
+  if (options.encoder.empty() || options.context.empty() || options.decoder.empty() || options.image.empty() ||
+      options.out.empty()) {
+    throw std::runtime_error("--encoder, --context, --decoder, --image and --out are required (see --help)");
   }
   if (options.prompts.empty()) throw std::runtime_error("give at least one --point or a --box");
   if (options.manifest.empty()) {
@@ -161,19 +166,26 @@ int run(const Options& options) {
   const std::unique_ptr<edge_sam::Program> encoder = edge_sam::load_program(options.encoder);
   const double encoder_load_ms = milliseconds_since(load_start);
   load_start = Clock::now();
+  const std::unique_ptr<edge_sam::Program> context = edge_sam::load_program(options.context);
+  const double context_load_ms = milliseconds_since(load_start);
+  load_start = Clock::now();
   const std::unique_ptr<edge_sam::Program> decoder = edge_sam::load_program(options.decoder);
   const double decoder_load_ms = milliseconds_since(load_start);
   expect_shape(encoder->input_shape(0), {1, 3, size, size}, options.encoder + " input");
-  const std::vector<int> embedding_shape = decoder->input_shape(0);
-  expect_shape(decoder->input_shape(1), {1, contract.slots, 2}, options.decoder + " point input");
-  std::printf("%s: image %dx%d, model input %d, load: encoder %.1f ms, decoder %.1f ms\n", edge_sam::kRuntimeName,
-              image.width, image.height, size, encoder_load_ms, decoder_load_ms);
+  const std::vector<int> embedding_shape = context->input_shape(0);
+  // The decoder's inputs: the context program's outputs, then the prompt slots and their labels.
+  constexpr size_t kContextTensors = 4;
+  std::vector<std::vector<int>> context_shapes;
+  for (size_t i = 0; i < kContextTensors; ++i) context_shapes.push_back(decoder->input_shape(i));
+  expect_shape(decoder->input_shape(kContextTensors), {1, contract.slots, 2}, options.decoder + " point input");
+  std::printf("%s: image %dx%d, model input %d, load: encoder %.1f ms, context %.1f ms, decoder %.1f ms\n",
+              edge_sam::kRuntimeName, image.width, image.height, size, encoder_load_ms, context_load_ms, decoder_load_ms);
 
   std::vector<float> pixels = edge_sam::preprocess(image, contract.preprocessing);
   std::vector<float> coords, labels;
   edge_sam::pad_prompts(options.prompts, image.width, image.height, size, contract.slots, coords, labels);
 
-  std::vector<double> encoder_ms, decoder_ms;
+  std::vector<double> encoder_ms, context_ms, decoder_ms;
   std::vector<float> embedding;
   const std::vector<edge_sam::TensorView> image_input = {{pixels.data(), {1, 3, size, size}}};
   for (int r = 0; r < options.warmup + options.runs; ++r) {
@@ -184,15 +196,33 @@ int run(const Options& options) {
   }
   if (static_cast<int64_t>(embedding.size()) !=
       std::accumulate(embedding_shape.begin(), embedding_shape.end(), int64_t{1}, std::multiplies<int64_t>())) {
-    throw std::runtime_error("the encoder's output does not fit the decoder's embedding input");
+    throw std::runtime_error("the encoder's output does not fit the context program's embedding input");
+  }
+
+  const std::vector<edge_sam::TensorView> embedding_input = {
+      {embedding.data(), std::vector<int64_t>(embedding_shape.begin(), embedding_shape.end())}};
+  std::vector<std::vector<float>> context_values(kContextTensors);
+  for (int r = 0; r < options.warmup + options.runs; ++r) {
+    const auto start = Clock::now();
+    auto outputs = context->run(embedding_input);
+    if (r >= options.warmup) context_ms.push_back(milliseconds_since(start));
+    if (outputs.size() != kContextTensors) throw std::runtime_error(options.context + " does not return the 4 context tensors");
+    for (size_t i = 0; i < kContextTensors; ++i) context_values[i] = std::move(outputs[i].values);
   }
 
   std::vector<float> low_res, iou;
   int mask_h = 0, mask_w = 0;
-  const std::vector<edge_sam::TensorView> inputs = {
-      {embedding.data(), std::vector<int64_t>(embedding_shape.begin(), embedding_shape.end())},
-      {coords.data(), {1, contract.slots, 2}},
-      {labels.data(), {1, contract.slots}}};
+  std::vector<edge_sam::TensorView> inputs;
+  for (size_t i = 0; i < kContextTensors; ++i) {
+    const auto& shape = context_shapes[i];
+    if (static_cast<int64_t>(context_values[i].size()) !=
+        std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<int64_t>())) {
+      throw std::runtime_error("the context program's outputs do not fit the decoder's context inputs");
+    }
+    inputs.push_back({context_values[i].data(), std::vector<int64_t>(shape.begin(), shape.end())});
+  }
+  inputs.push_back({coords.data(), {1, contract.slots, 2}});
+  inputs.push_back({labels.data(), {1, contract.slots}});
   for (int r = 0; r < options.warmup + options.runs; ++r) {
     const auto start = Clock::now();
     auto outputs = decoder->run(inputs);
@@ -203,6 +233,7 @@ int run(const Options& options) {
     iou = std::move(outputs.at(1).values);
   }
   print_latency("encoder", encoder_ms);
+  print_latency("context", context_ms);
   print_latency("decoder", decoder_ms);
   if (!options.dump.empty()) {
     const std::filesystem::path dump(options.dump);

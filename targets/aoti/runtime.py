@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from edge_sam.errors import EdgeSamError
-from edge_sam.targets.core.artifact_runner import GraphPairRunner
+from edge_sam.targets.core.artifact_runner import GraphRunner
 from edge_sam.targets.core.manifest import ArtifactError, GraphSpec, first_line
 
 EXTRA = "aoti"
@@ -50,7 +50,7 @@ class AotiGraph:
         return [output.numpy() for output in outputs]
 
 
-class AotiRunner(GraphPairRunner):
+class AotiRunner(GraphRunner):
     """Deploy-form artifact: the host preprocesses and pads prompts; the compiled packages run the graphs."""
 
     uses_torch_threads = True

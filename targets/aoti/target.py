@@ -1,4 +1,4 @@
-"""AOTInductor target: ``encoder.pt2`` + ``decoder.pt2``, the deploy-form graphs compiled ahead of
+"""AOTInductor target: ``encoder.pt2`` + ``context.pt2`` + ``decoder.pt2``, the deploy-form graphs compiled ahead of
 time by Inductor for this host's CPU (fp32, bf16, or INT8 through PT2E's x86 inductor quantizer).
 
 The PyTorch-native deployable: the package is a shared library plus its weights, loaded with
@@ -20,14 +20,14 @@ from typing import Any
 import torch
 
 from edge_sam.errors import EdgeSamError
-from edge_sam.graph_contract import deploy_graph
+from edge_sam.graph_contract import ROLES, deploy_graph
 from edge_sam.machine import cpu_flags
 from edge_sam.modeling import EfficientSam
 from edge_sam.targets.aoti.runtime import EXTRA, RUNTIME, AotiGraph, AotiRunner
 from edge_sam.targets.core.manifest import GraphSpec, Manifest, artifact_label
 from edge_sam.targets.core.target import ExportRequest, Target, TargetOption
 
-FILES = {"encoder": "encoder.pt2", "decoder": "decoder.pt2"}
+FILES = {"encoder": "encoder.pt2", "context": "context.pt2", "decoder": "decoder.pt2"}
 # The CPU features that give the x86 inductor quantizer's int8 kernels their speed (int8 dot products).
 INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
@@ -89,6 +89,5 @@ class AotiTarget(Target):
                     threads: int | None = None) -> AotiRunner:
         if threads:
             torch.set_num_threads(threads)
-        encoder, decoder = (AotiGraph(artifact_dir / manifest.graph(role).file, manifest.graph(role))
-                            for role in ("encoder", "decoder"))
-        return AotiRunner(manifest, encoder, decoder, label or artifact_label(artifact_dir, manifest))
+        graphs = (AotiGraph(artifact_dir / manifest.graph(role).file, manifest.graph(role)) for role in ROLES)
+        return AotiRunner(manifest, *graphs, label or artifact_label(artifact_dir, manifest))
