@@ -40,6 +40,8 @@ class AotiTarget(Target):
     precisions = ("fp32", "bf16", "int8")
     schemes = ("static", "dynamic")
     int8_rungs = ("static", "mixed", "dynamic")
+    deploy_only_when_named = ("Inductor compiles each package for minutes on a 2-core CPU, for this host's CPU "
+                              "only")
     # A package compiled on this host runs on this host's CPU: its latency here is the device's.
     host_latency_stands_for_devices = True
     device_precisions = ("int8", "bf16", "fp32")

@@ -153,6 +153,9 @@ class Target(ABC):
     # Where it does not: the compute precisions its devices run fastest, best first (deploy ranks by
     # this, then by size; an int8 artifact with weight-only compression computes in float).
     device_precisions: ClassVar[tuple[str, ...]] = ("int8", "fp16", "fp32")
+    # Why a plain `edge-sam deploy` leaves this target out (it is deployed when named with --targets);
+    # empty: deployed by default.
+    deploy_only_when_named: ClassVar[str] = ""
     # Whose profile int8_layer_savings reads ("onnxruntime's profile"); empty where it has none.
     layer_time_source: ClassVar[str] = ""
     interfaces: ClassVar[tuple[str, ...]] = ("deploy",)
