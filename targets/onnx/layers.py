@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_sam.targets.onnx.quantize import exposed_session, node_scopes
-from edge_sam.targets.core.layer_drift import Layer, LayerRow, SqnrSums, layer_rows
+from edge_sam.targets.core.layer_drift import Layer, LayerRow, SqnrSums, element_groups, layer_rows
 
 COMPARED_OPS = frozenset(
     {"Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "LayerNormalization", "InstanceNormalization", "Softmax", "Resize"}
@@ -27,28 +27,13 @@ COMPARED_OPS = frozenset(
 # Larger tensors are skipped: at 1024 the attention maps are 3 x 4096 x 4096 per block (200 MB
 # each); their effect shows in the SQNR of the matmul that consumes them.
 MAX_ELEMENTS = 1 << 22
-# The tensors one pair of sessions exposes at a time (float32 elements, 256 MB per graph): the
-# compared values are streamed in groups, so the peak memory no longer grows with the image size
-# times the number of nodes (at 1024 exposing all of them at once took the process past 8 GB).
-GROUP_ELEMENTS = 1 << 26
+# The compared values are streamed in groups of GROUP_ELEMENTS (layer_drift.element_groups): at
+# 1024 exposing all of them at once took the process past 8 GB.
 
 
 def _elements(value_info) -> int:
     dims = value_info.type.tensor_type.shape.dim
     return math.prod(d.dim_value if d.dim_value > 0 else 1 for d in dims)
-
-
-def _groups(names: list[str], elements: dict[str, int]) -> list[list[str]]:
-    """``names`` in order, cut into groups of at most GROUP_ELEMENTS elements (one tensor at least)."""
-    groups: list[list[str]] = [[]]
-    size = 0
-    for name in names:
-        if groups[-1] and size + elements[name] > GROUP_ELEMENTS:
-            groups.append([])
-            size = 0
-        groups[-1].append(name)
-        size += elements[name]
-    return groups
 
 
 def compare_layers(reference_path: Path, artifact_path: Path, feeds: list[dict[str, np.ndarray]]) -> list[LayerRow]:
@@ -68,7 +53,7 @@ def compare_layers(reference_path: Path, artifact_path: Path, feeds: list[dict[s
         and _elements(ref_infos[node.output[0]]) <= MAX_ELEMENTS
     ]
     names = [node.output[0] for node in nodes]
-    groups = _groups(names, {name: _elements(ref_infos[name]) for name in names})
+    groups = element_groups(names, {name: _elements(ref_infos[name]) for name in names})
     sums = SqnrSums()
     with tqdm(total=len(groups) * len(feeds), desc="per-layer drift", unit="run") as bar:
         for group in groups:

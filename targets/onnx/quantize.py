@@ -189,7 +189,7 @@ class FeedReader:
 
 def exposed_session(model, names: list[str]):
     """An unoptimized CPU session of the shape-inferred ``model`` whose outputs are the tensors
-    ``names`` (graph optimizations off, so every node keeps its name and tensor)."""
+    ``names`` (graph optimizations off, so every node keeps its name and tensor; no memory arena)."""
     import onnxruntime as ort
 
     from edge_sam.targets.onnx.runtime import session_options
@@ -199,7 +199,11 @@ def exposed_session(model, names: list[str]):
     exposed.CopyFrom(model)
     del exposed.graph.output[:]
     exposed.graph.output.extend(infos[name] for name in names)
-    return ort.InferenceSession(exposed.SerializeToString(), session_options(optimize=False), providers=["CPUExecutionProvider"])
+    options = session_options(optimize=False)
+    # Without the arena a run's activations are freed when it ends: with it, each of the two
+    # sessions a comparison holds kept its largest run's activations (GBs at 1024).
+    options.enable_cpu_mem_arena = False
+    return ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def minmax_ranges(model, names: list[str], feeds: Iterable[dict[str, np.ndarray]]):

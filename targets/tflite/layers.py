@@ -13,8 +13,9 @@ The rows (output SQNR, what enters the module, the drop) come from
 :mod:`edge_sam.targets.core.layer_drift`, walking the artifact's graph; this module only pairs
 the tensors and runs the two graphs.
 
-Only the compared tensors are kept (added as graph outputs), and both graphs run with the
-XNNPACK delegate: preserving every tensor would hold several GB of attention maps at 1024.
+Only the compared tensors are kept (added as graph outputs), a group of them per run
+(:func:`~edge_sam.targets.core.layer_drift.element_groups`), and both graphs run with the XNNPACK
+delegate: preserving every tensor would hold several GB of attention maps at 1024.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tqdm import tqdm
 
 from edge_sam.targets.tflite import graphs as tflite_graphs
 from edge_sam.targets.tflite.runtime import dequantize_output, open_interpreter, quantize_input
-from edge_sam.targets.core.layer_drift import Layer, LayerRow, SqnrSums, layer_rows
+from edge_sam.targets.core.layer_drift import Layer, LayerRow, SqnrSums, element_groups, layer_rows
 
 _BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 _LAYOUT_OPS = frozenset({"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS"})
@@ -44,6 +45,7 @@ class _Graph:
     scopes: list[tuple[str, ...]]
     producer: dict[int, int] = field(default_factory=dict)
     module_outputs: dict[tuple[str, ...], tuple[int, int]] = field(default_factory=dict)  # scope -> (op, tensor)
+    elements: dict[int, int] = field(default_factory=dict)  # tensor -> its element count
 
     def compute_ops(self, scope: tuple[str, ...]) -> Counter:
         """The op types directly in ``scope``, without quantize/dequantize and layout ops."""
@@ -68,6 +70,7 @@ def _analyse(content: bytes) -> _Graph:
     subgraph = model.subgraphs[0]
     names = [t.name.decode() if isinstance(t.name, bytes) else t.name for t in subgraph.tensors]
     graph = _Graph([], [], [], [])
+    graph.elements = {index: int(np.prod(t.shape)) if t.shape is not None else 1 for index, t in enumerate(subgraph.tensors)}
     for index, op in enumerate(subgraph.operators):
         code = flatbuffer_utils.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex])
         graph.op_types.append(op_names.get(code, str(code)))
@@ -106,10 +109,14 @@ def compare_layers(reference: bytes, artifact: bytes, feeds: list[np.ndarray]) -
             deepest[tensor] = scope
     paired = {tensor: ref_graph.module_outputs[scope][1] for tensor, scope in deepest.items()}  # artifact -> reference
     sums = SqnrSums()
-    runs = zip(_run(reference, sorted(set(paired.values())), feeds), _run(artifact, sorted(paired), feeds))
-    for ref_values, art_values in tqdm(runs, total=len(feeds), desc="per-layer drift", unit="img", leave=False):
-        for tensor, ref_tensor in paired.items():
-            sums.add(tensor, ref_values[ref_tensor], art_values[tensor])
+    groups = element_groups(sorted(paired), art_graph.elements)
+    with tqdm(total=len(groups) * len(feeds), desc="per-layer drift", unit="run", leave=False) as bar:
+        for group in groups:
+            runs = zip(_run(reference, sorted({paired[t] for t in group}), feeds), _run(artifact, group, feeds))
+            for ref_values, art_values in runs:
+                for tensor in group:
+                    sums.add(tensor, ref_values[paired[tensor]], art_values[tensor])
+                bar.update()
     layers = [
         Layer("/".join(scope), art_graph.op_types[art_graph.module_outputs[scope][0]], tensor,
               tuple(_inputs_entering(art_graph, scope)))
