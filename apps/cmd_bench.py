@@ -110,7 +110,7 @@ def _bench_on_device(args: argparse.Namespace) -> int:
     """The artifact pushed to the device and timed there (a centre click on the image)."""
     from edge_sam.targets.devices.device_runner import (DeviceRunner, ImageJob, Query, program_for, run_on_device,
                                                         settings_for)
-    from edge_sam.targets.devices.transport import transport_for
+    from edge_sam.targets.devices.places import transport_for
 
     manifest = read_manifest(args.artifact)
     options = given_options(args, "runtime", [manifest.target])[manifest.target]

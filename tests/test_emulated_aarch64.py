@@ -25,7 +25,7 @@ from edge_sam.image_sources import image_folder
 from edge_sam.targets import get_target
 from edge_sam.targets.devices.aarch64_place import create_place, pinned_requirements
 from edge_sam.targets.devices.emulated import SITE
-from edge_sam.targets.devices.transport import transport_for
+from edge_sam.targets.devices.places import transport_for
 from edge_sam.transforms import write_image
 
 PLACE = Path(__file__).resolve().parents[1] / ".device-cache" / "aarch64"
@@ -152,3 +152,47 @@ def test_cross_compiled_native_runner_gives_the_x86_runners_mask(place, make_tin
     assert mask_iou(arm_masks[top], x86_masks[top]) >= 0.999
     assert float(np.dot(arm.embeddings[0].ravel(), x86.embeddings[0].ravel()) / (
         np.linalg.norm(arm.embeddings[0]) * np.linalg.norm(x86.embeddings[0]))) > 0.9999
+
+
+def test_an_artifact_the_devices_runtime_cannot_load_is_one_line(place, make_tiny_model, tmp_path):
+    """An ONNX file stamped with an IR version newer than the device's onnxruntime reads (as from a
+    newer exporter; its manifest hashes updated, so only the device can refuse it): one line from there."""
+    onnx = require_toolchain("onnx")
+    from edge_sam.targets.core.manifest import hash_files
+
+    model = make_tiny_model(seed=2)
+    checkpoint = edge_sam.save_model(model, tmp_path / "tiny.safetensors")
+    artifact = get_target("onnx").export(model, "fp32", None, tmp_path / "onnx-fp32")
+    graph = onnx.load(str(artifact / "encoder.onnx"))
+    graph.ir_version = 99
+    onnx.save(graph, str(artifact / "encoder.onnx"))
+    manifest = json.loads((artifact / "manifest.json").read_text())
+
+    def rehash(node):
+        if isinstance(node, dict):
+            if "encoder.onnx" in node and isinstance(node["encoder.onnx"], dict) and "sha256" in node["encoder.onnx"]:
+                node.update(hash_files(artifact, ["encoder.onnx"]))
+            for value in node.values():
+                rehash(value)
+
+    rehash(manifest)
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgeSamError) as caught:
+        cli_validate_once(artifact, checkpoint, tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"aarch64:{PLACE}: ") and "ir_version" in message.lower().replace(" ", "_")
+
+
+def test_a_host_without_qemu_or_binfmt_is_one_line(monkeypatch, tmp_path):
+    """No qemu-aarch64-static on PATH, then no enabled binfmt_misc entry for it: one line each, naming the fix."""
+    from edge_sam.targets.devices import emulated
+
+    if os.geteuid() != 0:
+        toolchain_missing("the emulated aarch64 place needs root")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(EdgeSamError, match=r"^qemu-aarch64-static not found: apt-get install qemu-user-static binfmt-support$"):
+        emulated.check_host()
+    monkeypatch.undo()
+    monkeypatch.setattr(emulated, "BINFMT_ENTRY", tmp_path / "qemu-aarch64")  # an entry that is not registered
+    with pytest.raises(EdgeSamError, match=r"^binfmt_misc has no enabled qemu-aarch64 entry with the F flag: mount -t binfmt_misc"):
+        emulated.check_host()

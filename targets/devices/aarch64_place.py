@@ -204,7 +204,7 @@ def build_native_runner(place: Path) -> Path:
     executorch = Path(SITE) / "executorch"
     binary = build_runner(place / "native-build", prefix=place / "rootfs" / str(executorch).lstrip("/"), cmake_args=(
         "-DCMAKE_SYSTEM_NAME=Linux", "-DCMAKE_SYSTEM_PROCESSOR=aarch64", f"-DCMAKE_CXX_COMPILER={compiler}",
-        f"-DCMAKE_BUILD_RPATH={executorch / 'lib'}"))
+        f"-DCMAKE_EXE_LINKER_FLAGS=-Wl,-rpath,{executorch / 'lib'}"))
     shutil.copy2(binary, place / NATIVE_RUNNER)
     return place / NATIVE_RUNNER
 

@@ -35,7 +35,8 @@ from edge_sam.errors import EdgeSamError
 from edge_sam.targets.core.manifest import Manifest, artifact_label
 from edge_sam.targets.core.artifact_runner import ArtifactRunner
 from edge_sam.targets.core.target import verify_artifact
-from edge_sam.targets.devices.transport import Transport, TransportError, transport_for
+from edge_sam.targets.devices.places import transport_for
+from edge_sam.targets.devices.transport import Transport, TransportError
 
 PROGRAMS = ("native", "python")
 

@@ -14,11 +14,13 @@ binaries through the kernel's binfmt_misc entry for qemu-aarch64 (with QEMU_CPU 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,14 +235,31 @@ def project_root() -> Path:
 
 def install_project(rootfs: Path) -> None:
     """Copy the project's packages into the userland's site-packages, laid out as pyproject's
-    package-dir lays them out when installed (edge_sam, edge_sam.targets from targets/, ...)."""
+    package-dir lays them out when installed (edge_sam, edge_sam.targets from targets/, ...).
+    Skipped when the sources are unchanged since the last copy; a new copy is swapped in whole."""
     root = project_root()
     mapping = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
     site = rootfs / SITE.lstrip("/")
     if not site.is_dir():
         raise EdgeSamError(f"{rootfs} has no Python environment at {VENV}: run edge-sam device create aarch64 again")
-    shutil.rmtree(site / "edge_sam", ignore_errors=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "cpp", "ios", "web")
+    skip = ("__pycache__", "cpp", "ios", "web")
+    digest = hashlib.sha256()
+    for folder in sorted(set(mapping.values())):
+        for file in sorted((root / folder).rglob("*")):
+            if file.is_file() and not set(file.relative_to(root).parts) & set(skip) and file.suffix != ".pyc":
+                digest.update(f"{file.relative_to(root)}\0{file.stat().st_size}\0{file.stat().st_mtime_ns}\n".encode())
+    stamp = site / "edge_sam.source-digest"
+    if stamp.is_file() and stamp.read_text() == digest.hexdigest() and (site / "edge_sam").is_dir():
+        return
+    fresh = Path(tempfile.mkdtemp(prefix="edge_sam.", dir=site))
     for package, folder in sorted(mapping.items(), key=lambda item: item[0].count(".")):  # parents first
-        destination = site / Path(*package.split("."))
-        shutil.copytree(root / folder, destination, ignore=ignore, dirs_exist_ok=True)
+        shutil.copytree(root / folder, fresh / Path(*package.split(".")), ignore=shutil.ignore_patterns(*skip, "*.pyc"),
+                        dirs_exist_ok=True)
+    old = site / "edge_sam.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if (site / "edge_sam").exists():
+        (site / "edge_sam").rename(old)
+    (fresh / "edge_sam").rename(site / "edge_sam")
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(fresh, ignore_errors=True)
+    stamp.write_text(digest.hexdigest())

@@ -38,7 +38,6 @@ from typing import Any
 from edge_sam.errors import EdgeSamError
 
 DEFAULT_TIMEOUT_S = 3600.0
-_SSH_URL = re.compile(r"^ssh://(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^@/:]+)(?::(?P<port>\d+))?/?$")
 
 
 class TransportError(EdgeSamError):
@@ -272,24 +271,3 @@ def _completed(command: list[str], timeout: float, label: str) -> Completed:
     except subprocess.TimeoutExpired:
         raise TransportError(f"{label}: no answer within {timeout:.0f} s") from None
     return Completed(done.returncode, done.stdout, done.stderr)
-
-
-_EMULATED = re.compile(r"^aarch64(?:-(?P<cpu>[a-z0-9]+))?:(?P<dir>.+)$")
-
-
-def transport_for(place: str, ssh_config: str | os.PathLike | None = None) -> Transport:
-    """``local``, ``ssh://user@host[:port]``, ``adb[:SERIAL]`` or ``aarch64[-CPU]:DIR`` -> its transport."""
-    if place == "local":
-        return LocalTransport()
-    emulated = _EMULATED.match(place)
-    if emulated:
-        from edge_sam.targets.devices.emulated import DEFAULT_CPU, EmulatedTransport
-
-        return EmulatedTransport(emulated["dir"], emulated["cpu"] or DEFAULT_CPU)
-    if place == "adb" or place.startswith("adb:"):
-        return AdbTransport(place[4:] or None)
-    match = _SSH_URL.match(place)
-    if match:
-        port = int(match["port"]) if match["port"] else None
-        return SshTransport(match["host"].strip("[]"), match["user"], port, ssh_config)
-    raise TransportError(f"unknown device '{place}': give local, ssh://user@host[:port], adb:SERIAL or aarch64[-CPU]:DIR")
