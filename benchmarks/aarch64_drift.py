@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     emulated = {}
     for place in places:
         start = time.perf_counter()
-        runners = device_runners([str(p) for p in artifacts.values()], [place], jobs, RemoteSettings(program="python"))
+        runners = device_runners([str(p) for p in artifacts.values()], [place], jobs, RemoteSettings(program="python", warmup=0))
         emulated.update({(plan, place): runner for plan, runner in zip(artifacts, runners)})
         print(f"{place}: {len(runners)} artifacts in {time.perf_counter() - start:.0f} s")
 
