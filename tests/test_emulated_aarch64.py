@@ -110,7 +110,8 @@ def test_a_userland_missing_a_runtime_is_one_line(place, int8_artifact, tmp_path
     finally:
         shutil.move(aside, package)
     message = str(caught.value)
-    assert "\n" not in message and message.startswith(f"aarch64:{PLACE}: ") and "ai_edge_litert" in message
+    assert "\n" not in message and message.startswith(f"aarch64:{PLACE}: the device lacks a runtime (")
+    assert "ai_edge_litert" in message and message.endswith(f": edge-sam device create aarch64 {PLACE}")
 
 
 def cli_validate_once(artifact, checkpoint, tmp_path):

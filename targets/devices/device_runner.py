@@ -140,14 +140,16 @@ def run_on_device(artifact_dir: str | os.PathLike, transport: Transport, jobs: S
         transport.push(stage, remote)
         done = transport.run(command, cwd=remote)
         if done.returncode != 0:
-            raise TransportError(f"{transport.label}: {_failure(program, done, settings)}")
+            raise TransportError(f"{transport.label}: {_failure(program, done, settings, transport)}")
         transport.pull(f"{remote}/job/out", local)
         read = _read_native if program == "native" else _read_python
         return read(local / "out", jobs, machine)
 
 
-def _failure(program: str, done, settings: RemoteSettings) -> str:
+def _failure(program: str, done, settings: RemoteSettings, transport: Transport) -> str:
     line = done.last_error_line()
+    if transport.setup_command and "is not installed" in line:  # a place edge_sam made: the fix is to make it again
+        return f"the device lacks a runtime ({line.split(': ', 1)[-1]}): {transport.setup_command}"
     if done.returncode in (126, 127):
         what = "the native runner" if program == "native" else settings.remote_python
         return f"{what} cannot be run on the device ({line})"

@@ -170,6 +170,7 @@ class EmulatedTransport(Transport):
         self.root = self.place / "rootfs"
         runner = self.place / NATIVE_RUNNER
         self.native_runner = runner if runner.is_file() else None
+        self.setup_command = f"edge-sam device create aarch64 {place}"
         self.qemu_version = check_host()
         install_project(self.root)
 

@@ -65,6 +65,7 @@ class Transport(ABC):
     emulated: bool = False  # an emulator's timings are not a device's: marked in reports, refused by bench
     default_python: str = "python3"  # the device's interpreter when none is given
     native_runner: Path | None = None  # a native runner built for the device, when the place has one
+    setup_command: str | None = None  # what (re)makes the device's software, when edge_sam made it
 
     @abstractmethod
     def push(self, local: Path, remote_dir: str) -> None:
