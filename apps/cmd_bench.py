@@ -67,8 +67,10 @@ def run_bench(args: argparse.Namespace) -> int:
     if options.get("profile"):
         from edge_sam.targets.executorch.profile import format_table
 
-        for role in ("encoder", "decoder"):
-            print(f"\n{role} operators (mean per run over {args.runs + args.warmup + (role == 'encoder')} runs):")
+        # The context runs once: at the first decode of the embedding, then it is kept.
+        runs = {"encoder": args.runs + args.warmup + 1, "context": 1, "decoder": args.runs + args.warmup}
+        for role, count in runs.items():
+            print(f"\n{role} operators (mean per run over {count} runs):")
             print(format_table(runner.operator_profile(role)))
     return 0
 

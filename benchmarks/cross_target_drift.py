@@ -24,7 +24,9 @@ it is not comparable across runtimes loaded in one process on a shared CPU).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,9 @@ from edge_sam.targets.core.manifest import read_manifest
 from edge_sam.machine import cpu_flags, cpu_model, load_average_text
 from edge_sam.targets.validation.drift import measure_drift
 from edge_sam.transforms import read_image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from records import record_header  # noqa: E402  (a sibling module)
 
 SAMPLE = Path(edge_sam.__file__).parent / "assets" / "dogs.jpg"
 
@@ -104,6 +109,11 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _fidelity(summary: dict) -> dict:
+    """A drift summary without its timings: they are taken with every runtime in one process, not comparable."""
+    return {key: value for key, value in summary.items() if not key.endswith("_s")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="reference")
@@ -113,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photo-crops", type=int, default=6, help="crops of dogs.jpg measured too (0: none)")
     parser.add_argument("--targets", default="onnx,tflite,coreml,executorch", help="comma-separated subset")
     parser.add_argument("--reuse", action="store_true", help="keep artifacts already in --work")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows as a record (docs/results/...)")
     args = parser.parse_args(argv)
+    header = record_header()
 
     started, load_start = time.time(), load_average_text()
     wanted = set(args.targets.split(","))
@@ -149,11 +161,11 @@ def main(argv: list[str] | None = None) -> int:
              if "photo" in reports else "")
           + f". Static INT8 calibrated on synthetic val images 0-{args.calibration_images - 1}.")
     print()
-    header = "| artifact | runs on | size MB | mask IoU mean | p5 | worst | emb SQNR dB |"
+    columns = "| artifact | runs on | size MB | mask IoU mean | p5 | worst | emb SQNR dB |"
     if "photo" in reports:
-        header += " photo crops mask IoU mean | photo p5 |"
-    print(header)
-    print("|" + " --- |" * 2 + " ---: |" * (header.count("|") - 3))
+        columns += " photo crops mask IoU mean | photo p5 |"
+    print(columns)
+    print("|" + " --- |" * 2 + " ---: |" * (columns.count("|") - 3))
     for index, plan in enumerate(artifacts):
         row = rows["synthetic"][index]
         size = sum(f["bytes"] for f in read_manifest(artifacts[plan]).files.values()) / 1e6
@@ -171,6 +183,19 @@ def main(argv: list[str] | None = None) -> int:
     if "photo" in reports:
         photo_summary = "; ".join(f"{plan.label} {rows['photo'][i]['mask_iou_mean']:.3f}" for i, plan in enumerate(artifacts))
         print(f"On the dogs.jpg crops: {photo_summary}.")
+    if args.json:
+        record_rows = []
+        for index, plan in enumerate(artifacts):
+            size = sum(f["bytes"] for f in read_manifest(artifacts[plan]).files.values()) / 1e6
+            record_rows.append({"artifact": plan.label, "runs_on": plan.runs_on, "size_mb": size,
+                                **{name: _fidelity(rows[name][index]) for name in rows}})
+        prompts = {name: report.n_prompts for name, report in reports.items()}
+        record = {**header, "checkpoint": args.checkpoint, "img_size": img_size, "test_images": args.test_images,
+                  "calibration_images": args.calibration_images, "photo_crops": args.photo_crops,
+                  "prompts": prompts, "minutes": (time.time() - started) / 60, "rows": record_rows}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {args.json}")
     return 0
 
 

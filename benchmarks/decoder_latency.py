@@ -10,7 +10,8 @@ CPU time (on a shared CPU the CPU time is the steadier of the two). ``--against 
 with the same weights, so a change to the decoder can be measured before it is committed; its
 outputs are checked against the current decoder's. ``--chunks`` also times the cached-context
 batch at each of these ``MaskDecoder.prompt_chunk`` values (prompts per call), the knob that keeps
-a batch's per-prompt image tensors in the caches.
+a batch's per-prompt image tensors in the caches. The exported decoders (ONNX Runtime, ExecuTorch,
+LiteRT) are timed the same way by ``benchmarks/exported_decoder_latency.py``.
 """
 
 from __future__ import annotations

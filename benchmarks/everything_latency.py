@@ -19,7 +19,8 @@ mean matched IoU and the share of masks with IoU >= 0.99. Random weights (the pa
 checkpoint) keep few or no masks at SAM's thresholds: time with it, and compare masks with
 the reference model (``--checkpoint reference --pred-iou-thresh 0.2 --stability-thresh 0.3``,
 the thresholds ``edge-sam demo`` uses for it). ``--profile`` prints where each path's
-everything-mode spends its time.
+everything-mode spends its time. ``--record FILE`` writes the rows as a JSON record with the
+command, commit and machine (:mod:`records`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from records import record_header  # noqa: E402  (a sibling module)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "edge_sam" / "assets" / "dogs.jpg"
@@ -143,11 +147,13 @@ def main() -> None:
     parser.add_argument("--stability-thresh", type=float, default=0.95)
     parser.add_argument("--profile", action="store_true",
                         help="print where each path's everything-mode spends its time (cProfile; slows it a little)")
+    parser.add_argument("--record", default=None, help="write the JSON record here (e.g. docs/results/everything.json)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(sys.stdin.read()))))
         return
+    header = record_header()
     artifacts = list(args.artifact)
     if args.export:
         from edge_sam.targets.benchmarking.specs import ExportSpec, export_artifacts
@@ -194,9 +200,16 @@ def main() -> None:
               f"{row['budget_s']:.1f} | {'yes' if row['total_s'] <= row['budget_s'] else 'NO'} | {row['peak_rss_mb']:.0f}"
               f"{'' if row['peak_rss_mb'] <= RSS_BUDGET_MB else ' (over 1 GB)'} | {count} | {iou} | {share} | "
               f"{row['loadavg']:.1f} |")
+    for row in rows:
+        row["within_time_budget"] = row["total_s"] <= row["budget_s"]
+        row["within_rss_budget"] = row["peak_rss_mb"] <= RSS_BUDGET_MB
+    record = json.dumps({**header, "args": vars(args), "rows": rows}, indent=2) + "\n"
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "everything.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
+        (Path(args.out) / "everything.json").write_text(record)
+    if args.record:
+        Path(args.record).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.record).write_text(record)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ size, which is why a 32x32 grid needs > 20 GB there. Here the grid is decoded in
 stability filtering happen on the low-res logits, and only the survivors are upsampled, one
 chunk at a time, so peak memory is bounded by the chunk size, not the grid.
 
-It runs over any runner the Predictor takes: in PyTorch each chunk is one decoder call; an
-exported artifact decodes a chunk's queries one by one (``Runner.decode_batch``'s default).
+It runs over any runner the Predictor takes, and every runner computes the decoder's per-image
+context once for the whole grid: in PyTorch each chunk is one decoder call; an exported
+artifact decodes a chunk a few prompts per call where its decoder graph takes a prompt batch (ONNX), else
+query by query (a static graph of one prompt: ExecuTorch, LiteRT, Core ML).
 """
 
 from __future__ import annotations

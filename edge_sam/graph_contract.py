@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge_sam.deploy_form import DecoderGraph, EncoderGraph, pad_prompts
+from edge_sam.deploy_form import ContextDecoderGraph, DecoderContextGraph, DecoderGraph, EncoderGraph, pad_prompts
 from edge_sam.modeling import EfficientSam
 from edge_sam.transforms import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, preprocess
 
@@ -19,28 +19,43 @@ from edge_sam.image_sources import ImageSource
 from edge_sam.fixed_prompts import grid_prompts
 from edge_sam.runner import TorchRunner
 
-ROLES = ("encoder", "decoder")
+# The deploy-form graphs, in the order an image goes through them: the encoder, the decoder's
+# per-image context (once per image), the per-prompt decoder.
+ROLES = ("encoder", "context", "decoder")
+CONTEXT_NAMES = ("image_tokens", "token_to_image_keys", "token_to_image_values", "image_to_token_queries")
 # Input and output names of the deploy-form graphs, the same in every runtime's files.
 IO_NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "encoder": (("image",), ("image_embeddings",)),
-    "decoder": (("image_embeddings", "point_coords", "point_labels"), ("low_res_masks", "iou_predictions")),
+    "context": (("image_embeddings",), CONTEXT_NAMES),
+    "decoder": ((*CONTEXT_NAMES, "point_coords", "point_labels"), ("low_res_masks", "iou_predictions")),
 }
+# The quantization component (edge_sam.quantize.recipes.Component) each graph belongs to: the
+# context is part of the mask decoder.
+COMPONENTS = {"encoder": "encoder", "context": "decoder", "decoder": "decoder"}
 # matmul + softmax: the attention every runtime has a kernel for (XNNPACK takes no SDPA op, ONNX
 # Runtime fuses none here, litert-torch lowers SDPA to the same BATCH_MATMUL + SOFTMAX anyway).
 DEPLOY_ATTENTION = "matmul"
 
 
 def deploy_graph(model: EfficientSam, img_size: int, role: str, attention: str = DEPLOY_ATTENTION) -> torch.nn.Module:
-    """The deploy-form graph of one component, in eval mode with contiguous constants.
-
-    Contiguous constants: ExecuTorch 1.5.1 silently miscomputes a constant with permuted strides,
-    and no runtime is worse for standard strides.
-    """
+    """The deploy-form graph of one role (:data:`ROLES`), in eval mode with contiguous constants."""
     if role not in ROLES:
         raise ValueError(f"unknown graph role {role!r} (choose from {', '.join(ROLES)})")
-    graph = EncoderGraph(model, img_size, attention=attention) if role == "encoder" else DecoderGraph(
-        model, img_size, multimask=True, attention=attention
-    )
+    if role == "encoder":
+        return _contiguous(EncoderGraph(model, img_size, attention=attention))
+    decoder = whole_decoder_graph(model, img_size, attention)
+    return DecoderContextGraph(decoder).eval() if role == "context" else ContextDecoderGraph(decoder).eval()
+
+
+def whole_decoder_graph(model: EfficientSam, img_size: int, attention: str = DEPLOY_ATTENTION) -> DecoderGraph:
+    """The decoder in one graph, embedding to masks (the official interface's, and the one the
+    deploy form's context and decoder graphs split), in eval mode with contiguous constants."""
+    return _contiguous(DecoderGraph(model, img_size, multimask=True, attention=attention))
+
+
+def _contiguous(graph: torch.nn.Module) -> torch.nn.Module:
+    """``graph`` in eval mode with contiguous constants: ExecuTorch 1.5.1 silently miscomputes a
+    constant with permuted strides, and no runtime is worse for standard strides."""
     with torch.no_grad():
         for tensor in [*graph.parameters(), *graph.buffers()]:
             if not tensor.is_contiguous():
@@ -78,23 +93,29 @@ def prompt_contract(model: EfficientSam, in_graph: bool) -> dict[str, Any]:
 
 
 def decoder_calibration_batches(
-    model: EfficientSam, source: ImageSource, img_size: int
-) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], int]:
-    """Decoder calibration inputs and their count: the fp32 embedding of each image with the
-    validation grid prompts (what the decoder sees in the drift report), for PT2E quantizers."""
+    model: EfficientSam, source: ImageSource, img_size: int, role: str = "decoder"
+) -> tuple[Iterator[tuple[torch.Tensor, ...]], int]:
+    """Calibration inputs of the context or decoder graph and their count, for PT2E quantizers:
+    the fp32 embedding of each image (context), or its fp32 context with each of the validation
+    grid prompts (decoder) — what they see in the drift report."""
     reference = TorchRunner(model, img_size)
     slots = model.decoder_max_num_input_points
+    context_graph = deploy_graph(model, img_size, "context")
+    prompts_per_image = 1 if role == "context" else len(grid_prompts((1, 1)))
 
-    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def batches() -> Iterator[tuple[torch.Tensor, ...]]:
         for image in source.images():
             embedding = torch.from_numpy(reference.encode(image))
+            if role == "context":
+                yield (embedding,)
+                continue
+            with torch.no_grad():
+                context = context_graph(embedding)
             for prompt in grid_prompts(image.shape[:2]):
                 coords, labels = pad_prompts(prompt.points, prompt.labels, image.shape[:2], img_size, slots)
-                yield embedding, torch.from_numpy(coords[None]), torch.from_numpy(labels[None])
+                yield *context, torch.from_numpy(coords[None]), torch.from_numpy(labels[None])
 
-    return batches(), len(source) * len(grid_prompts((1, 1)))
-
-
+    return batches(), len(source) * prompts_per_image
 
 
 def encoder_input(image: np.ndarray, img_size: int) -> torch.Tensor:
@@ -105,7 +126,7 @@ def encoder_input(image: np.ndarray, img_size: int) -> torch.Tensor:
 
 def calibration_batches(model: EfficientSam, source: ImageSource, img_size: int, role: str):
     """Calibration inputs for one graph and their count: preprocessed images for the encoder; for
-    the decoder, the fp32 embedding of each image with the validation grid prompts."""
+    the context and the decoder, :func:`decoder_calibration_batches`."""
     if role == "encoder":
         return ((encoder_input(image, img_size),) for image in source.images()), len(source)
-    return decoder_calibration_batches(model, source, img_size)
+    return decoder_calibration_batches(model, source, img_size, role)

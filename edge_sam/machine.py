@@ -29,11 +29,11 @@ def _cpuinfo() -> list[str]:
 
 
 def cpu_flags() -> str:
-    """The SIMD features that decide which kernels run (AVX-512, VNNI, bf16, AMX; Arm's dot
-    product and i8mm)."""
+    """The SIMD features that decide which kernels run (AVX-512, VNNI, bf16, fp16, AMX; Arm's
+    half-precision arithmetic, dot product, i8mm and bf16)."""
     flags = next((line.split(":", 1)[1].split() for line in _cpuinfo() if line.startswith(("flags", "Features"))), [])
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16",
-              "asimddp", "i8mm")
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8",
+              "amx_bf16", "amx_fp16", "asimdhp", "asimddp", "i8mm", "bf16")
     return " ".join(f for f in wanted if f in flags)
 
 

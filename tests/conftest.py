@@ -9,13 +9,16 @@ import shutil
 from functools import cache
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 import edge_sam
+from edge_sam.data import generate_synthetic
+from edge_sam.image_sources import ImageSource, image_folder
 from edge_sam.modeling import EfficientSam, EfficientSamConfig, build_efficient_sam
-from edge_sam.transforms import read_image
+from edge_sam.transforms import read_image, write_image
 
 DATA = Path(__file__).parent / "data"
 PARITY_DIR = DATA / "parity"
@@ -122,6 +125,39 @@ def make_tiny_model():
 @pytest.fixture
 def tiny_model() -> EfficientSam:
     return _make_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def photo_views(tmp_path_factory, dogs):
+    """Factory: ``photo_views(count, shrink)``, a calibration folder cut from the sample photo (its
+    halves, its centre, then the whole photo mirrored), each view shrunk ``shrink`` times."""
+    def make(count: int, shrink: int) -> ImageSource:
+        folder = tmp_path_factory.mktemp("calib")
+        h, w = dogs.shape[:2]
+        views = [dogs[:, : w // 2], dogs[:, w // 2 :], dogs[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4], dogs[:, ::-1]]
+        for index, view in enumerate(views[:count]):
+            size = (view.shape[1] // shrink, view.shape[0] // shrink)
+            write_image(folder / f"view_{index}.png", cv2.resize(np.ascontiguousarray(view), size, interpolation=cv2.INTER_AREA))
+        return image_folder(folder)
+    return make
+
+
+TINY_IMG = 64  # the image size of the tiny training tests
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory):
+    """Factory: ``tiny_synthetic(train=8, val=2)``, a synthetic SA-1B-format data set of TINY_IMG-px
+    images (seed 0), made once per set of counts."""
+    made: dict[tuple, Path] = {}
+
+    def make(**counts: int) -> Path:
+        key = tuple(sorted(counts.items()))
+        if key not in made:
+            made[key] = tmp_path_factory.mktemp("synth")
+            generate_synthetic(made[key], counts=counts, img_size=TINY_IMG, seed=0, progress=False)
+        return made[key]
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -283,6 +283,7 @@ RUNTIME_MODULES = {
     "tflite": ("ai_edge_litert.interpreter",),  # or tflite_runtime's, where only that is installed
     "executorch": ("executorch.runtime",),
     "coreml": ("coremltools",),  # reads the package; the host engine or MLModel runs it
+    "aoti": ("torch._inductor",),  # aoti_load_package: torch alone
 }
 
 

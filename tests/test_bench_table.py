@@ -16,7 +16,8 @@ from edge_sam.errors import EdgeSamError
 from edge_sam.flops import decoder_flops, encoder_flops
 from edge_sam.modeling import EfficientSamConfig
 from edge_sam import machine
-from edge_sam.targets.benchmarking.render import COLUMNS, markdown_report, markdown_table, table_rows
+from edge_sam.targets.benchmarking.render import COLUMNS, markdown_report, markdown_table, summary_lines, table_rows
+from edge_sam.targets.benchmarking.roofline import RATE_KEYS, compute_dtype, matmul_rates, measured_dtypes
 from edge_sam.targets.benchmarking.run import BenchResult, run_bench
 from edge_sam.targets.benchmarking.specs import BenchPath, ExportSpec
 
@@ -69,7 +70,7 @@ def test_full_size_counts_are_the_documented_ones():
     assert decoder_flops(vitt, cached=True).total < decoder_flops(vitt).total - 0.7e9
 
 
-def _result(encoder_s, decoder_s, batch_s, drift=None) -> BenchResult:
+def _result(encoder_s, decoder_s, batch_s, drift=None, matmul=None) -> BenchResult:
     """A bench result with the given per-path timings: reference, pytorch fp32, onnx fp32, onnx int8."""
     config = EfficientSamConfig.tiny()
     kinds = [("reference", "pytorch", "fp32", None, {}), ("pytorch", "pytorch", "fp32", None, {}),
@@ -84,7 +85,7 @@ def _result(encoder_s, decoder_s, batch_s, drift=None) -> BenchResult:
                       "decoder_flops": decoder_flops(config, cached=cached).total, "decoder_context_cached": cached})
     timings = [{"encoder": e, "encoder_cpu": e, "decoder": d, "decoder_cpu": d, "batch": b, "batch_cpu": b}
                for e, d, b in zip(encoder_s, decoder_s, batch_s)]
-    return BenchResult(paths, timings, {"fp32_gflops": [0.5, 1.0], "int8_gops": [3.0, 4.0]},
+    return BenchResult(paths, timings, matmul or {"fp32_gflops": [0.5, 1.0], "int8_gops": [3.0, 4.0]},
                        drift or [None] * 4, [{"round": 0, "time": 0.0, "loadavg": [1.0, 1.0, 1.0]}],
                        {"checkpoint": "x", "image": "y", "rounds": 2, "threads": 2, "batch": 16, "decoder_runs": 2,
                         "drift_images": None}, {"processor": "cpu", "cpu_count": 2, "cpu_flags": "avx2", "torch": "2"})
@@ -122,7 +123,45 @@ def test_markdown_has_every_column_and_states_the_conditions():
     assert all(title in header for title, _ in COLUMNS)
     assert len(table.splitlines()) == 2 + 4
     report = markdown_report(result)
-    assert "Load average" in report and "fp32 matmul 1 GFLOP/s" in report and "int8 4 GOP/s" in report
+    assert "Load average" in report and "fp32 1 GFLOP/s" in report and "int8 4 GOP/s" in report
+
+
+def test_rows_are_held_to_the_roofline_of_the_type_they_compute_in():
+    """Real (small) matrix rates of this CPU, one per type it has instructions for; each row's
+    fraction is its GFLOP/s over the rate of the type it computes in (a bf16 row against bf16's,
+    an INT8 row against int8's), and the header names the CPU and every rate."""
+    rates = matmul_rates(threads=1, size=256, rounds=2)
+    assert set(rates) == {RATE_KEYS[dtype] for dtype in measured_dtypes(machine.cpu_flags())} >= {"fp32_gflops", "int8_gops"}
+    assert all(rate > 0 for rate in rates.values())
+    result = _result([[1.0], [0.5], [0.25], [0.2]], [[0.01]] * 4, [[0.01]] * 4,
+                     matmul={key: [rate, rate / 2] for key, rate in rates.items()})
+    result.paths[1]["info"]["precision"] = "bf16"
+    result.paths[3]["info"]["scheme"] = "dynamic"
+    result.machine.update(cpu_model=machine.cpu_model(), cpu_flags=machine.cpu_flags())
+    reference, torch_bf16, onnx_fp32, onnx_int8 = table_rows(result)
+    for row, dtype in ((reference, "fp32"), (onnx_fp32, "fp32"), (onnx_int8, "int8")):
+        rate = rates[RATE_KEYS[dtype]]
+        assert (row["roofline_dtype"], row["roofline_gflops"]) == (dtype, rate)
+        assert row["roofline_fraction"] == pytest.approx(row["encoder_gflops"] / rate)
+    assert torch_bf16["roofline_dtype"] == "bf16"
+    if "bf16_gflops" in rates:
+        assert torch_bf16["roofline_fraction"] == pytest.approx(torch_bf16["encoder_gflops"] / rates["bf16_gflops"])
+    else:  # no bf16 instructions: no roofline to hold it to
+        assert torch_bf16["roofline_gflops"] is None and torch_bf16["roofline_fraction"] is None
+    assert compute_dtype("int8", "weight-only", rates) == "fp32"
+    header, rule, *body = markdown_table(table_rows(result)).splitlines()
+    assert all(title in header for title in ("computes in", "roofline GFLOP/s", "of roofline"))
+    assert "| int8 |" in body[3] and f"{onnx_int8['roofline_fraction']:.3f}" in body[3]
+    summary = " ".join(summary_lines(result))
+    assert machine.cpu_model() in summary and machine.cpu_flags() in summary
+    assert f"fp32 {rates['fp32_gflops']:.0f} GFLOP/s" in summary and f"int8 {rates['int8_gops']:.0f} GOP/s" in summary
+
+
+def test_only_the_types_a_cpu_has_instructions_for_are_measured():
+    assert measured_dtypes("avx2 fma") == ("fp32", "int8")
+    assert measured_dtypes("avx512f avx512_vnni avx512_bf16") == ("fp32", "bf16", "int8")
+    assert measured_dtypes("amx_bf16 amx_fp16 amx_int8") == ("fp32", "bf16", "fp16", "int8")
+    assert measured_dtypes("asimdhp asimddp i8mm bf16") == ("fp32", "bf16", "fp16", "int8")
 
 
 def test_export_specs_parse_and_map_to_the_targets_declared_flags():
@@ -176,7 +215,8 @@ def test_timed_pytorch_decodes_reuse_the_context_of_the_last_encode(make_tiny_mo
 @pytest.mark.parametrize("cpuinfo, flags, model", [
     (["processor : 0", "model name : AMD EPYC 9B45", "flags : fpu sse avx2 fma avx512f avx512_vnni avx512_bf16"],
      "avx2 fma avx512f avx512_vnni avx512_bf16", "AMD EPYC 9B45"),
-    (["processor : 0", "Features : fp asimd asimddp i8mm bf16", "CPU part : 0xd4f"], "asimddp i8mm", None),
+    (["processor : 0", "Features : fp asimd asimdhp asimddp i8mm bf16", "CPU part : 0xd4f"], "asimdhp asimddp i8mm bf16",
+     None),
 ])
 def test_cpu_flags_and_model_read_x86_and_arm_cpuinfo(monkeypatch, cpuinfo, flags, model):
     """Benchmarks record the kernels' SIMD features: x86 "flags" and Arm "Features" lines alike;

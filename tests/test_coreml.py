@@ -17,6 +17,7 @@ require_toolchain("coremltools")
 
 import edge_sam  # noqa: E402
 from edge_sam.errors import EdgeSamError  # noqa: E402
+from edge_sam.graph_contract import CONTEXT_NAMES  # noqa: E402
 from edge_sam.quantize.recipes import RecipeError  # noqa: E402
 from edge_sam.runner import TorchRunner
 from edge_sam.image_sources import image_folder  # noqa: E402
@@ -90,12 +91,13 @@ def test_fp16_program_stays_close_and_computes_in_fp16(exported, model, image):
 
 def test_manifest_records_the_packages(exported):
     manifest = load_runner(exported["fp16"]).manifest
-    encoder, decoder = manifest.graph("encoder"), manifest.graph("decoder")
-    assert (encoder.file, decoder.file) == ("encoder.mlpackage", "decoder.mlpackage")
+    encoder, context, decoder = (manifest.graph(role) for role in ("encoder", "context", "decoder"))
+    assert (encoder.file, context.file, decoder.file) == ("encoder.mlpackage", "context.mlpackage", "decoder.mlpackage")
     assert [t.name for t in encoder.inputs] == ["image"] and encoder.inputs[0].shape == (1, 3, 64, 64)
-    assert [t.name for t in decoder.inputs] == ["image_embeddings", "point_coords", "point_labels"]
+    assert [t.name for t in context.inputs] == ["image_embeddings"]
+    assert [t.name for t in decoder.inputs] == [*CONTEXT_NAMES, "point_coords", "point_labels"]
     assert [t.name for t in decoder.outputs] == ["low_res_masks", "iou_predictions"]
-    assert all(t.dtype == "float32" for g in (encoder, decoder) for t in (*g.inputs, *g.outputs))
+    assert all(t.dtype == "float32" for g in (encoder, context, decoder) for t in (*g.inputs, *g.outputs))
     assert manifest.files["encoder.mlpackage"]["bytes"] > 0 and "coremltools" in manifest.toolchain
 
 

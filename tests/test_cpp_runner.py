@@ -80,7 +80,7 @@ def test_native_mask_equals_the_python_runtime(build, artifact, image_ppm, dogs,
     labels = [p[2] for p in points] + ([2.0, 3.0] if box else [])
     reference = _python_mask(artifact, dogs, xy, labels)
     assert reference.any() and mask_iou(result.mask, reference) >= 0.999
-    assert result.encoder_ms[0] > 0 and result.decoder_ms[0] > 0
+    assert result.encoder_ms[0] > 0 and result.context_ms[0] > 0 and result.decoder_ms[0] > 0
 
 
 def test_native_runner_errors_are_one_line(build, artifact, image_ppm, tmp_path):

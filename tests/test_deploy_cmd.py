@@ -100,6 +100,8 @@ def test_deploy_writes_artifacts_report_and_summary(deployed):
     record = json.loads((out / "deploy.json").read_text())
     assert set(record["ship"]) == {"onnx", "coreml"} and all(ship["rule"] for ship in record["ship"].values())
     assert [t["rung"] for t in record["ladders"]["onnx"]] == ["static"]
+    assert 0.1 < record["peak_rss_gb"] < 24 and record["cpu_s"] > 0  # the run's own usage, also in the summary
+    assert f"peak resident set {record['peak_rss_gb']:.2f} GB" in summary
 
     # Never measured on a calibration or search image: the int8 manifests' images vs the report's.
     report = json.loads((out / "report" / "report.json").read_text())
@@ -406,3 +408,16 @@ def test_unseen_photos_come_from_sources_the_deploy_sets_do_not_use(tmp_path):
     assert len(sources) == 3 and not any(source in name for source in sources for name in bundled)
     crops = [read_image(p) for p in module.write_crops(tmp_path / "unseen")]
     assert len(crops) == 9 and all(c.shape == (256, 256, 3) and c.std() > 20 for c in crops)
+
+
+def test_the_default_targets_leave_out_those_deployed_only_when_named():
+    """AOTInductor compiles for minutes per package: a plain deploy says so and skips it; named, it is planned."""
+    from edge_sam.targets.deploy.plan import plan_jobs
+
+    plan = plan_jobs(None, ["fp32", "int8"], None)
+    assert "aoti" not in plan.targets and {"onnx", "executorch", "tflite", "coreml"} <= set(plan.targets)
+    assert [line for line in plan.skipped if line.startswith("aoti:")] == [
+        "aoti: Inductor compiles each package for minutes on a 2-core CPU, for this host's CPU only "
+        "(name it with --targets to deploy it)"]
+    named = plan_jobs(["aoti"], ["fp32", "int8"], None)
+    assert named.targets == ("aoti",) and [rung.name for rung in named.ladders["aoti"]] == ["static", "mixed", "dynamic"]

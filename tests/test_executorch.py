@@ -13,7 +13,6 @@ import json
 import shutil
 import sys
 
-import cv2
 import numpy as np
 import pytest
 from conftest import require_toolchain
@@ -21,11 +20,10 @@ from conftest import require_toolchain
 from edge_sam.errors import EdgeSamError
 from edge_sam.eval.metrics import mask_iou, sqnr_db
 from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
-from edge_sam.targets import ArtifactError, TorchRunner, get_target, image_folder, load_runner
+from edge_sam.targets import ArtifactError, TorchRunner, get_target, load_runner
 from edge_sam.targets.validation.drift import full_size_masks, measure_drift
 from edge_sam.targets.core.manifest import MANIFEST_NAME, read_manifest, sha256_file
 from edge_sam.fixed_prompts import grid_prompts
-from edge_sam.transforms import write_image
 
 require_toolchain("executorch.runtime")
 require_toolchain("torchao")
@@ -39,14 +37,8 @@ def model(make_tiny_model):
 
 
 @pytest.fixture(scope="module")
-def calibration(tmp_path_factory, dogs):
-    """Three views of the sample photo (halves and centre), downscaled."""
-    folder = tmp_path_factory.mktemp("calib")
-    h, w = dogs.shape[:2]
-    for index, view in enumerate([dogs[:, : w // 2], dogs[:, w // 2 :], dogs[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]]):
-        small = cv2.resize(np.ascontiguousarray(view), (view.shape[1] // 3, view.shape[0] // 3), interpolation=cv2.INTER_AREA)
-        write_image(folder / f"view_{index}.png", small)
-    return image_folder(folder)
+def calibration(photo_views):
+    return photo_views(count=3, shrink=3)
 
 
 @pytest.fixture(scope="module")

@@ -58,6 +58,7 @@ class Pt2Target(Target):
             program = torch.export.export(graph, example, strict=bool(strict_trace))
             torch.export.save(program, out_dir / f"{role}.pt2")
             outputs = graph(*example)
+            outputs = outputs if isinstance(outputs, tuple) else (outputs,)
             specs.append(GraphSpec(role, f"{role}.pt2", _specs(IO_NAMES[role][0], example),
                                    _specs(IO_NAMES[role][1], outputs)))
         return specs
@@ -79,8 +80,13 @@ class Pt2Runner(DeployFormRunner):
         return self.graphs["encoder"](torch.from_numpy(image)).numpy()
 
     @torch.inference_mode()
-    def run_decoder(self, embedding, coords, labels):
-        logits, iou = self.graphs["decoder"](*(torch.from_numpy(np.asarray(a, np.float32)) for a in (embedding, coords, labels)))
+    def run_context(self, embedding):
+        return [t.numpy() for t in self.graphs["context"](torch.from_numpy(embedding))]
+
+    @torch.inference_mode()
+    def run_decoder(self, context, coords, labels):
+        inputs = (torch.from_numpy(np.asarray(a, np.float32)) for a in (*context, coords, labels))
+        logits, iou = self.graphs["decoder"](*inputs)
         return logits.numpy(), iou.numpy()
 '''
 

@@ -199,7 +199,7 @@ def test_fp16_and_int8_run_and_their_drift_is_reported(artifacts, model, calibra
     target = get_target("onnx")
     report = measure_drift(
         TorchRunner(model), runners, calibration.limited(2), artifact_dirs=[str(artifacts[n]) for n in names],
-        measure_memory=False, layer_drift=lambda i, images: target.layer_drift(artifacts[names[i]], runners[i], model, images),
+        measure_memory=False, layer_drift=lambda i, runner, images: target.layer_drift(artifacts[names[i]], runner, model, images),
     )
     rows = {row["label"]: row for row in report.to_dict()["rows"]}
     assert len(rows) == 4
@@ -294,3 +294,15 @@ def test_streamed_minmax_ranges_equal_onnxruntimes_calibrator(artifacts, model, 
     for ours, theirs in zip(streamed, calibrated):
         assert ours[0] == theirs[0] and np.allclose(np.asarray(ours[1], float), np.asarray(theirs[1], float), rtol=1e-6)
         assert ours[2:] == theirs[2:]
+
+
+def test_the_profile_times_every_encoder_layer_in_fp32_and_int8(artifacts, model, dogs):
+    """The mixed search's prune order reads these: every layer must be found in both profiles
+    (fused, renamed and Q/DQ nodes included), or its INT8 saving would read as zero."""
+    from edge_sam.quantize.layers import quantizable_layers
+    from edge_sam.targets.onnx.profile import profiled_layer_ms
+
+    layers = quantizable_layers(model.config)
+    for name in ("deploy-fp32", "deploy-int8"):
+        times = profiled_layer_ms(artifacts[name], layers, dogs)
+        assert sorted(times) == sorted(layers) and all(ms > 0 for ms in times.values()), name

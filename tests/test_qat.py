@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_IMG
 import torch
 
 from edge_sam import load_model
 from edge_sam.checkpoint import save_model
-from edge_sam.data import generate_synthetic
 from edge_sam.errors import EdgeSamError
 from edge_sam.quantize.layers import quantizable_layers
 from edge_sam.quantize.studies.qat import QatConfig, quantization_aware_finetune
@@ -36,17 +36,15 @@ from edge_sam.targets.core.registry import get_target
 from edge_sam.checkpoint import state_dict_sha256
 from edge_sam.targets.core.target import check_source
 
-IMG = 64
+IMG = TINY_IMG
 
 
 pytestmark = pytest.mark.torch_threads(1)
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("qat_data")
-    generate_synthetic(root, counts={"train": 4, "val": 2}, img_size=IMG, seed=0, progress=False)
-    return root
+def data(tiny_synthetic) -> Path:
+    return tiny_synthetic(train=4, val=2)
 
 
 @pytest.fixture(scope="module")

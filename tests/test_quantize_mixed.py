@@ -261,6 +261,24 @@ def test_mixed_search_meets_the_budget_and_prunes(study):
     assert [s["action"] for s in result.steps][0] == "all INT8"
 
 
+def test_the_prune_gives_int8_back_first_where_it_saves_the_most_time(study):
+    from edge_sam.quantize.studies.mixed import Budget, search
+    from edge_sam.quantize.studies.sensitivity import measure_sensitivity
+
+    ranking = measure_sensitivity(study, both=False).ranking
+    needs = study.score(ranking[:4])
+    budget = Budget(needs.mask_iou_mean, needs.mask_iou_p5)
+    by_flops = search([study], ranking, budget)
+    greedy = [step["layer"] for step in by_flops.steps if step["action"] == "float"]
+    assert len(greedy) >= 2
+    savings = {layer: float(i) for i, layer in enumerate(greedy)}  # the last made float saves the most
+    timed = search([study], ranking, budget, int8_savings=savings)
+    pruned = [step["layer"] for step in timed.steps if step["action"] in ("INT8 again", "stays float")]
+    assert pruned == greedy[::-1]
+    flops_pruned = [step["layer"] for step in by_flops.steps if step["action"] in ("INT8 again", "stays float")]
+    assert flops_pruned == sorted(greedy, key=lambda layer: (-study.flops[layer], -ranking.index(layer)))
+
+
 def test_a_budget_no_recipe_meets_names_the_limiting_layers(study):
     from edge_sam.quantize.studies.mixed import Budget, BudgetError, search
     from edge_sam.quantize.studies.sensitivity import measure_sensitivity

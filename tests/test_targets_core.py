@@ -152,8 +152,9 @@ def test_recipe_resolution_errors():
         resolve_recipe("fp16", "static-conv-linear")
     with pytest.raises(RecipeError, match="known: "):
         resolve_recipe("int8", "int4-magic")
+    assert resolve_recipe("bf16", None) is None  # a float precision (the aoti target's)
     with pytest.raises(EdgeSamError, match="unknown precision"):
-        resolve_recipe("bf16", None)
+        resolve_recipe("fp8", None)
 
 
 def test_unknown_target_lists_known_ones():

@@ -81,7 +81,7 @@ def test_fp32_and_fp16_forms_follow_tensorrt_rules_and_match_pytorch(tiny_forms,
     for precision, artifact in forms.items():
         manifest = json.loads((artifact / "manifest.json").read_text())
         assert manifest["export_options"] == {"for_runtime": "tensorrt"}
-        for file in ("encoder.onnx", "decoder.onnx"):
+        for file in ("encoder.onnx", "context.onnx", "decoder.onnx"):
             assert tensorrt.tensorrt_problems(_graph(artifact / file)) == [], (precision, file)
     runners = [load_runner(forms["fp32"]), load_runner(forms["fp16"])]
     assert runners[0].label.startswith("onnx-tensorrt-fp32")
@@ -113,7 +113,7 @@ def test_placement_says_which_provider_ran_the_nodes(tiny_forms, dogs):
     info = runner.describe()
     assert info["device"] == "CPUExecutionProvider"
     assert info["node_providers"]["encoder"]["CPUExecutionProvider"] > 10
-    assert set(info["node_providers"]) == {"encoder", "decoder"}
+    assert set(info["node_providers"]) == {"encoder", "context", "decoder"}
     runner.encode(dogs[:64, :64].copy())  # profiling ended with the first run: later runs are not profiled
     unused = load_runner(forms["fp32"])  # never run: its profile is not left behind
     del unused

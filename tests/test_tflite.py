@@ -15,7 +15,6 @@ import json
 import shutil
 import sys
 
-import cv2
 import numpy as np
 import pytest
 from conftest import require_toolchain
@@ -26,11 +25,10 @@ from edge_sam.errors import EdgeSamError, MissingToolchainError
 from edge_sam.eval.metrics import mask_iou
 from edge_sam.quantize.recipes import OpClass, RecipeError
 from edge_sam.quantize.recipe_file import get_recipe
-from edge_sam.targets import ArtifactError, TorchRunner, get_target, image_folder, load_runner
+from edge_sam.targets import ArtifactError, TorchRunner, get_target, load_runner
 from edge_sam.targets.validation.drift import cosine, full_size_masks, measure_drift
 from edge_sam.targets.core.manifest import MANIFEST_NAME, read_manifest, write_manifest
 from edge_sam.fixed_prompts import grid_prompts
-from edge_sam.transforms import write_image
 
 require_toolchain("litert_torch")
 interpreter_lib = require_toolchain("ai_edge_litert.interpreter")
@@ -46,15 +44,8 @@ def model(make_tiny_model):
 
 
 @pytest.fixture(scope="module")
-def calibration(tmp_path_factory, dogs):
-    """Four views of the sample photo: two halves, the centre, and the whole picture mirrored."""
-    folder = tmp_path_factory.mktemp("calib")
-    h, w = dogs.shape[:2]
-    views = [dogs[:, : w // 2], dogs[:, w // 2 :], dogs[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4], dogs[:, ::-1]]
-    for index, view in enumerate(views):
-        small = cv2.resize(np.ascontiguousarray(view), (view.shape[1] // 2, view.shape[0] // 2), interpolation=cv2.INTER_AREA)
-        write_image(folder / f"view_{index}.png", small)
-    return image_folder(folder)
+def calibration(photo_views):
+    return photo_views(count=4, shrink=2)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +146,7 @@ def test_int8_drift_is_reported_and_the_gate_catches_naive_all_int8(artifacts, m
     runners = [load_runner(artifacts[n]) for n in names]
     report = measure_drift(
         TorchRunner(model), runners, calibration.limited(2), artifact_dirs=[str(artifacts[n]) for n in names], measure_memory=False,
-        layer_drift=lambda i, images: target.layer_drift(artifacts[names[i]], runners[i], model, images),
+        layer_drift=lambda i, runner, images: target.layer_drift(artifacts[names[i]], runner, model, images),
     )
     rows = {name: report.to_dict()["rows"][i + 1] for i, name in enumerate(names)}
     print({n: (round(r["mask_iou_mean"], 4), round(r["embedding_cosine_mean"], 5)) for n, r in rows.items()})

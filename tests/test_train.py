@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_IMG
 import torch
 from torch import nn
 from torch.utils.data import default_collate
 
 from edge_sam import load_model
-from edge_sam.data import generate_synthetic, open_dataset
+from edge_sam.data import open_dataset
 from edge_sam.modeling import EfficientSamConfig
 from edge_sam.predictor import Predictor
 from edge_sam.train.corrections import sample_correction_clicks
@@ -38,17 +39,15 @@ from edge_sam.train.optim import build_optimizer
 from edge_sam.train.sami import ENCODER_FILE, SamiConfig, SamiImages, SamiObjective, SamiStudent, TeacherError, pretrain
 from edge_sam.train.state import STATE_FILE, ResumeError
 
-IMG = 64
+IMG = TINY_IMG
 
 
 pytestmark = pytest.mark.torch_threads(1)
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synth")
-    generate_synthetic(root, counts={"train": 8, "val": 2}, img_size=IMG, seed=0, progress=False)
-    return root
+def synth(tiny_synthetic) -> Path:
+    return tiny_synthetic(train=8, val=2)
 
 
 def tiny_finetune(synth: Path, out: Path, **overrides) -> FinetuneConfig:

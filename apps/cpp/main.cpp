@@ -1,13 +1,16 @@
-// edge_sam_runner: EfficientSAM on the ExecuTorch C++ runtime, from a deploy-form artifact.
+// edge_sam_runner: EfficientSAM on a C++ runtime, from a deploy-form artifact: ExecuTorch .pte
+// programs (edge_sam_runner) or AOTInductor .pt2 packages on libtorch (edge_sam_aoti_runner); the
+// runtime is the Program implementation the binary is linked with (program.h).
 //
-//   edge_sam_runner --encoder encoder.pte --decoder decoder.pte --image photo.ppm \
+//   edge_sam_runner --encoder encoder.pte --context context.pte --decoder decoder.pte --image photo.ppm \
 //       --point 580,350 [--point X,Y[,LABEL] ...] [--box X0,Y0,X1,Y1] --out mask.pgm [--runs N] [--warmup W] \
 //       [--dump DIR]
 //
 // Preprocesses the image the way the artifact's manifest.json says (read from beside the
-// encoder, or --manifest), runs both programs, upsamples the mask with the highest predicted
-// IoU to the image size, writes it as a PGM and prints encoder/decoder latency over N runs (after
-// W untimed ones). --dump DIR also writes the raw outputs as float32 .npy files (embedding.npy,
+// encoder, or --manifest), runs the three programs (the encoder and the decoder's per-image
+// context once per image, the decoder per prompt), upsamples the mask with the highest predicted
+// IoU to the image size, writes it as a PGM and prints encoder/context/decoder latency over N
+// runs (after W untimed ones). --dump DIR also writes the raw outputs as float32 .npy files (embedding.npy,
 // low_res.npy [1,3,h,w] logits, iou.npy [1,3]), so a host can compare them with its own runs.
 // Errors are one line on stderr and exit status 2.
 #include <algorithm>
@@ -16,32 +19,29 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <numeric>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-#include <executorch/extension/module/module.h>
-#include <executorch/extension/tensor/tensor.h>
-#include <executorch/runtime/platform/runtime.h>
-
 #include "image_io.h"
 #include "manifest.h"
 #include "preprocess.h"
+#include "program.h"
 
 namespace {
 
-using executorch::extension::Module;
-using executorch::runtime::Error;
-using executorch::runtime::EValue;
 using Clock = std::chrono::steady_clock;
 
+// RUNNER_NAME and PROGRAM_EXTENSION come from CMake: edge_sam_runner / .pte or edge_sam_aoti_runner / .pt2.
 constexpr const char* kUsage =
-    "usage: edge_sam_runner --encoder ENCODER.pte --decoder DECODER.pte --image IMAGE.ppm --point X,Y[,LABEL] "
+    "usage: " RUNNER_NAME " --encoder ENCODER" PROGRAM_EXTENSION " --context CONTEXT" PROGRAM_EXTENSION
+    " --decoder DECODER" PROGRAM_EXTENSION " --image IMAGE.ppm --point X,Y[,LABEL] "
     "[--point ...] [--box X0,Y0,X1,Y1] --out MASK.pgm [--runs N] [--warmup W] [--manifest manifest.json] [--dump DIR]";
 
 struct Options {
-  std::string encoder, decoder, image, out, manifest, dump;
+  std::string encoder, context, decoder, image, out, manifest, dump;
   std::vector<edge_sam::Prompt> prompts;
   int runs = 1;
   int warmup = 0;
@@ -77,6 +77,8 @@ Options parse_args(int argc, char** argv) {
     const std::string value = argv[++i];
     if (flag == "--encoder") {
       options.encoder = value;
+    } else if (flag == "--context") {
+      options.context = value;
     } else if (flag == "--decoder") {
       options.decoder = value;
     } else if (flag == "--image") {
@@ -106,8 +108,9 @@ Options parse_args(int argc, char** argv) {
       throw std::runtime_error("unknown option " + flag + " (see --help)");
     }
   }
-  if (options.encoder.empty() || options.decoder.empty() || options.image.empty() || options.out.empty()) {
-    throw std::runtime_error("--encoder, --decoder, --image and --out are required (see --help)");
+  if (options.encoder.empty() || options.context.empty() || options.decoder.empty() || options.image.empty() ||
+      options.out.empty()) {
+    throw std::runtime_error("--encoder, --context, --decoder, --image and --out are required (see --help)");
   }
   if (options.prompts.empty()) throw std::runtime_error("give at least one --point or a --box");
   if (options.manifest.empty()) {
@@ -116,41 +119,6 @@ Options parse_args(int argc, char** argv) {
   return options;
 }
 
-// One .pte's forward method, loaded up front so load errors name the file.
-class Program {
- public:
-  explicit Program(const std::string& path) : path_(path), module_(path, Module::LoadMode::Mmap) {
-    if (!std::filesystem::is_regular_file(path)) throw std::runtime_error("program not found: " + path);
-    const Error error = module_.load_method("forward");
-    if (error != Error::Ok) {
-      throw std::runtime_error("cannot load " + path + " (" + executorch::runtime::to_string(error) +
-                               "): not an ExecuTorch program, or lowered to a backend this runner lacks "
-                               "(a Core ML-delegated .pte runs on macOS/iOS only)");
-    }
-  }
-
-  std::vector<int> input_shape(size_t index) {
-    auto meta = module_.method_meta("forward");
-    if (!meta.ok()) throw std::runtime_error(path_ + ": cannot read its method metadata");
-    auto info = meta->input_tensor_meta(index);
-    if (!info.ok()) throw std::runtime_error(path_ + ": has no input " + std::to_string(index));
-    return {info->sizes().begin(), info->sizes().end()};
-  }
-
-  std::vector<EValue> run(const std::vector<EValue>& inputs) {
-    auto result = module_.forward(inputs);
-    if (!result.ok()) {
-      throw std::runtime_error(path_ + " failed to run (" + executorch::runtime::to_string(result.error()) + ")");
-    }
-    return *result;
-  }
-
- private:
-  std::string path_;
-  Module module_;
-};
-
-// A float32 array as a NumPy .npy file (format 1.0, little-endian: every platform the runner targets).
 void write_npy(const std::string& path, const std::vector<int>& shape, const std::vector<float>& values) {
   std::string dims;
   for (const int d : shape) dims += std::to_string(d) + ",";
@@ -195,56 +163,77 @@ int run(const Options& options) {
   const edge_sam::RgbImage image = edge_sam::read_ppm(options.image);
 
   auto load_start = Clock::now();
-  Program encoder(options.encoder);
+  const std::unique_ptr<edge_sam::Program> encoder = edge_sam::load_program(options.encoder);
   const double encoder_load_ms = milliseconds_since(load_start);
   load_start = Clock::now();
-  Program decoder(options.decoder);
+  const std::unique_ptr<edge_sam::Program> context = edge_sam::load_program(options.context);
+  const double context_load_ms = milliseconds_since(load_start);
+  load_start = Clock::now();
+  const std::unique_ptr<edge_sam::Program> decoder = edge_sam::load_program(options.decoder);
   const double decoder_load_ms = milliseconds_since(load_start);
-  expect_shape(encoder.input_shape(0), {1, 3, size, size}, options.encoder + " input");
-  const std::vector<int> embedding_shape = decoder.input_shape(0);
-  expect_shape(decoder.input_shape(1), {1, contract.slots, 2}, options.decoder + " point input");
-  std::printf("image %dx%d, model input %d, load: encoder %.1f ms, decoder %.1f ms\n", image.width, image.height, size,
-              encoder_load_ms, decoder_load_ms);
+  expect_shape(encoder->input_shape(0), {1, 3, size, size}, options.encoder + " input");
+  const std::vector<int> embedding_shape = context->input_shape(0);
+  // The decoder's inputs: the context program's outputs, then the prompt slots and their labels.
+  constexpr size_t kContextTensors = 4;
+  std::vector<std::vector<int>> context_shapes;
+  for (size_t i = 0; i < kContextTensors; ++i) context_shapes.push_back(decoder->input_shape(i));
+  expect_shape(decoder->input_shape(kContextTensors), {1, contract.slots, 2}, options.decoder + " point input");
+  std::printf("%s: image %dx%d, model input %d, load: encoder %.1f ms, context %.1f ms, decoder %.1f ms\n",
+              edge_sam::kRuntimeName, image.width, image.height, size, encoder_load_ms, context_load_ms, decoder_load_ms);
 
   std::vector<float> pixels = edge_sam::preprocess(image, contract.preprocessing);
   std::vector<float> coords, labels;
   edge_sam::pad_prompts(options.prompts, image.width, image.height, size, contract.slots, coords, labels);
 
-  std::vector<double> encoder_ms, decoder_ms;
+  std::vector<double> encoder_ms, context_ms, decoder_ms;
   std::vector<float> embedding;
-  auto image_input = executorch::extension::from_blob(pixels.data(), {1, 3, size, size});
+  const std::vector<edge_sam::TensorView> image_input = {{pixels.data(), {1, 3, size, size}}};
   for (int r = 0; r < options.warmup + options.runs; ++r) {
     const auto start = Clock::now();
-    const auto outputs = encoder.run({image_input});
+    auto outputs = encoder->run(image_input);
     if (r >= options.warmup) encoder_ms.push_back(milliseconds_since(start));
-    const auto& tensor = outputs.at(0).toTensor();
-    embedding.assign(tensor.const_data_ptr<float>(), tensor.const_data_ptr<float>() + tensor.numel());
+    embedding = std::move(outputs.at(0).values);
   }
   if (static_cast<int64_t>(embedding.size()) !=
       std::accumulate(embedding_shape.begin(), embedding_shape.end(), int64_t{1}, std::multiplies<int64_t>())) {
-    throw std::runtime_error("the encoder's output does not fit the decoder's embedding input");
+    throw std::runtime_error("the encoder's output does not fit the context program's embedding input");
+  }
+
+  const std::vector<edge_sam::TensorView> embedding_input = {
+      {embedding.data(), std::vector<int64_t>(embedding_shape.begin(), embedding_shape.end())}};
+  std::vector<std::vector<float>> context_values(kContextTensors);
+  for (int r = 0; r < options.warmup + options.runs; ++r) {
+    const auto start = Clock::now();
+    auto outputs = context->run(embedding_input);
+    if (r >= options.warmup) context_ms.push_back(milliseconds_since(start));
+    if (outputs.size() != kContextTensors) throw std::runtime_error(options.context + " does not return the 4 context tensors");
+    for (size_t i = 0; i < kContextTensors; ++i) context_values[i] = std::move(outputs[i].values);
   }
 
   std::vector<float> low_res, iou;
   int mask_h = 0, mask_w = 0;
-  // The tensors must outlive the EValues that refer to them.
-  auto embedding_input = executorch::extension::from_blob(
-      embedding.data(), std::vector<executorch::aten::SizesType>(embedding_shape.begin(), embedding_shape.end()));
-  auto coords_input = executorch::extension::from_blob(coords.data(), {1, contract.slots, 2});
-  auto labels_input = executorch::extension::from_blob(labels.data(), {1, contract.slots});
-  const std::vector<EValue> inputs = {embedding_input, coords_input, labels_input};
+  std::vector<edge_sam::TensorView> inputs;
+  for (size_t i = 0; i < kContextTensors; ++i) {
+    const auto& shape = context_shapes[i];
+    if (static_cast<int64_t>(context_values[i].size()) !=
+        std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<int64_t>())) {
+      throw std::runtime_error("the context program's outputs do not fit the decoder's context inputs");
+    }
+    inputs.push_back({context_values[i].data(), std::vector<int64_t>(shape.begin(), shape.end())});
+  }
+  inputs.push_back({coords.data(), {1, contract.slots, 2}});
+  inputs.push_back({labels.data(), {1, contract.slots}});
   for (int r = 0; r < options.warmup + options.runs; ++r) {
     const auto start = Clock::now();
-    const auto outputs = decoder.run(inputs);
+    auto outputs = decoder->run(inputs);
     if (r >= options.warmup) decoder_ms.push_back(milliseconds_since(start));
-    const auto& masks = outputs.at(0).toTensor();
-    const auto& scores = outputs.at(1).toTensor();
-    mask_h = static_cast<int>(masks.sizes()[2]);
-    mask_w = static_cast<int>(masks.sizes()[3]);
-    low_res.assign(masks.const_data_ptr<float>(), masks.const_data_ptr<float>() + masks.numel());
-    iou.assign(scores.const_data_ptr<float>(), scores.const_data_ptr<float>() + scores.numel());
+    mask_h = static_cast<int>(outputs.at(0).shape.at(2));
+    mask_w = static_cast<int>(outputs.at(0).shape.at(3));
+    low_res = std::move(outputs.at(0).values);
+    iou = std::move(outputs.at(1).values);
   }
   print_latency("encoder", encoder_ms);
+  print_latency("context", context_ms);
   print_latency("decoder", decoder_ms);
   if (!options.dump.empty()) {
     const std::filesystem::path dump(options.dump);
@@ -268,11 +257,11 @@ int run(const Options& options) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  executorch::runtime::runtime_init();
+  edge_sam::init_runtime();
   try {
     return run(parse_args(argc, argv));
   } catch (const std::exception& error) {
-    std::fprintf(stderr, "edge_sam_runner: error: %s\n", error.what());
+    std::fprintf(stderr, RUNNER_NAME ": error: %s\n", error.what());
     return 2;
   }
 }

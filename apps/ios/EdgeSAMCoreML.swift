@@ -1,17 +1,18 @@
 // EdgeSAMCoreML.swift: tap-to-segment with an edge_sam Core ML artifact.
 //
 // An artifact folder from `edge-sam export --target coreml` holds encoder.mlpackage,
-// decoder.mlpackage and manifest.json. Add the two packages to the app target (Xcode compiles
-// them to .mlmodelc) and manifest.json as a resource, then:
+// context.mlpackage, decoder.mlpackage and manifest.json. Add the three packages to the app
+// target (Xcode compiles them to .mlmodelc) and manifest.json as a resource, then:
 //
-//     let sam = try EdgeSAM(encoderURL: ..., decoderURL: ..., manifestURL: ...)
-//     try sam.setImage(cgImage)                    // runs the encoder once per image
+//     let sam = try EdgeSAM(encoderURL: ..., contextURL: ..., decoderURL: ..., manifestURL: ...)
+//     try sam.setImage(cgImage)                    // runs the encoder and the decoder's context once per image
 //     let mask = try sam.mask(tap: CGPoint(x: 120, y: 300))  // runs the decoder per tap
 //
 // The preprocessing is the manifest's contract (the same numbers edge_sam's Python runners use):
 // RGB in [0, 1], resized to img_size x img_size (stretched, no aspect padding), ImageNet
 // mean/std, NCHW float32. Prompts go to 6 slots in model pixels; unused slots are (-1, -1) with
-// label -1. The decoder returns 3 low-res mask logits and their predicted IoU; the mask with the
+// label -1. The context program turns the image embedding into what the decoder needs from the
+// image alone (computed once per image); the decoder takes it with the prompt and returns 3 low-res mask logits and their predicted IoU; the mask with the
 // highest predicted IoU is resized to the image and thresholded at 0.
 //
 // Not built or run in edge_sam's CI (no macOS there); see README.md beside this file.
@@ -36,6 +37,14 @@ struct EdgeSAMManifest: Decodable {
     let prompts: Prompts
 }
 
+/// What the decoder needs from the image alone (the context program's outputs), kept per image.
+struct ImageContext {
+    let tokens: MLMultiArray
+    let keys: MLMultiArray
+    let values: MLMultiArray
+    let queries: MLMultiArray
+}
+
 enum EdgeSAMError: Error {
     case wrongArtifact(String)
     case noImage
@@ -44,15 +53,17 @@ enum EdgeSAMError: Error {
 
 final class EdgeSAM {
     private let encoder: MLModel
+    private let context: MLModel
     private let decoder: MLModel
     private let manifest: EdgeSAMManifest
     private let encoderInputIsImage: Bool
-    private var embedding: MLMultiArray?
+    /// The context program's outputs for the current image: the decoder's image inputs.
+    private var imageContext: ImageContext?
     private var imageSize = CGSize.zero
 
-    /// `encoderURL` / `decoderURL` point at compiled models (.mlmodelc, what Xcode puts in the
+    /// `encoderURL` / `contextURL` / `decoderURL` point at compiled models (.mlmodelc, what Xcode puts in the
     /// bundle) or at .mlpackage folders, which are compiled on the device first.
-    init(encoderURL: URL, decoderURL: URL, manifestURL: URL, computeUnits: MLComputeUnits = .all) throws {
+    init(encoderURL: URL, contextURL: URL, decoderURL: URL, manifestURL: URL, computeUnits: MLComputeUnits = .all) throws {
         manifest = try JSONDecoder().decode(EdgeSAMManifest.self, from: Data(contentsOf: manifestURL))
         guard manifest.target == "coreml" else {
             throw EdgeSAMError.wrongArtifact("manifest target is \(manifest.target), not coreml")
@@ -60,6 +71,7 @@ final class EdgeSAM {
         let configuration = MLModelConfiguration()
         configuration.computeUnits = computeUnits
         encoder = try MLModel(contentsOf: EdgeSAM.compiled(encoderURL), configuration: configuration)
+        context = try MLModel(contentsOf: EdgeSAM.compiled(contextURL), configuration: configuration)
         decoder = try MLModel(contentsOf: EdgeSAM.compiled(decoderURL), configuration: configuration)
         encoderInputIsImage = encoder.modelDescription.inputDescriptionsByName["image"]?.type == .image
     }
@@ -70,7 +82,7 @@ final class EdgeSAM {
 
     // MARK: encoder
 
-    /// Runs the encoder once; every later tap reuses the embedding.
+    /// Runs the encoder and the decoder's context once; every later tap reuses the context.
     func setImage(_ image: CGImage) throws {
         let side = manifest.img_size
         guard let rgba = EdgeSAM.resizedRGBA(image, side: side) else { throw EdgeSAMError.noImage }
@@ -85,7 +97,15 @@ final class EdgeSAM {
         guard let features = output.featureValue(for: "image_embeddings")?.multiArrayValue else {
             throw EdgeSAMError.badOutput("encoder returned no image_embeddings")
         }
-        embedding = features
+        let contextOutput = try context.prediction(from: MLDictionaryFeatureProvider(
+            dictionary: ["image_embeddings": MLFeatureValue(multiArray: features)]))
+        guard let tokens = contextOutput.featureValue(for: "image_tokens")?.multiArrayValue,
+              let keys = contextOutput.featureValue(for: "token_to_image_keys")?.multiArrayValue,
+              let values = contextOutput.featureValue(for: "token_to_image_values")?.multiArrayValue,
+              let queries = contextOutput.featureValue(for: "image_to_token_queries")?.multiArrayValue else {
+            throw EdgeSAMError.badOutput("context returned no image_tokens / token_to_image_keys / values / queries")
+        }
+        imageContext = ImageContext(tokens: tokens, keys: keys, values: values, queries: queries)
         imageSize = CGSize(width: image.width, height: image.height)
     }
 
@@ -149,7 +169,7 @@ final class EdgeSAM {
 
     /// Points in image pixels with labels 1 (foreground), 0 (background), 2/3 (box corners).
     func mask(points: [CGPoint], labels: [Float]) throws -> [Bool] {
-        guard let embedding else { throw EdgeSAMError.noImage }
+        guard let imageContext else { throw EdgeSAMError.noImage }
         let slots = manifest.prompts.slots
         guard points.count == labels.count, points.count <= slots else {
             throw EdgeSAMError.wrongArtifact("give at most \(slots) prompt points, one label each")
@@ -165,7 +185,10 @@ final class EdgeSAM {
             slotLabels[[0, slot] as [NSNumber]] = NSNumber(value: used ? labels[slot] : -1)
         }
         let input = try MLDictionaryFeatureProvider(dictionary: [
-            "image_embeddings": MLFeatureValue(multiArray: embedding),
+            "image_tokens": MLFeatureValue(multiArray: imageContext.tokens),
+            "token_to_image_keys": MLFeatureValue(multiArray: imageContext.keys),
+            "token_to_image_values": MLFeatureValue(multiArray: imageContext.values),
+            "image_to_token_queries": MLFeatureValue(multiArray: imageContext.queries),
             "point_coords": MLFeatureValue(multiArray: coords),
             "point_labels": MLFeatureValue(multiArray: slotLabels),
         ])

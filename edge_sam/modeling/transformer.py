@@ -59,7 +59,9 @@ class TwoWayAttention(nn.Module):
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention over already projected [B, tokens, C'] tensors, then the output projection.
         Batch axes broadcast (a batch-1 side serves every row of the other)."""
-        if q.shape[0] != k.shape[0]:  # SDPA's fast CPU kernel takes equal batches only
+        # SDPA's fast CPU kernel takes equal batches only; matmul broadcasts, which keeps a graph
+        # exported with a symbolic prompt batch free of shape guards.
+        if not self.explicit_softmax and q.shape[0] != k.shape[0]:
             rows = max(q.shape[0], k.shape[0])
             q, k, v = (t.expand(rows, -1, -1) for t in (q, k, v))
         q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))
@@ -112,7 +114,7 @@ class TwoWayAttentionBlock(nn.Module):
 
         image_k, image_v, image_q = projections or self.image_projections(keys, key_pe)
         t2i = self.cross_attn_token_to_image
-        if image_k.shape[0] == 1 < queries.shape[0]:
+        if image_k.shape[0] == 1:  # (for one prompt the same arithmetic as the other branch)
             attended = t2i.attend_shared_keys(queries + query_pe, image_k, image_v)
         else:
             attended = t2i.attend(t2i.q_proj(queries + query_pe), image_k, image_v)

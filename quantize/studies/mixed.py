@@ -5,10 +5,12 @@ and 5th percentile (the p5 catches the few prompts whose mask falls apart, which
 
 1. Greedy: starting from every layer INT8, make layers float in sensitivity order (most
    sensitive first, :mod:`.sensitivity`) until the budget holds.
-2. Prune: try putting each float layer back to INT8, the largest (most FLOPs) first, and keep
-   it INT8 if the budget still holds. The greedy step can overshoot (a layer made float early
-   may be unneeded once later ones are float too); pruning by FLOPs gives INT8 back where it
-   buys the most speed.
+2. Prune: try putting each float layer back to INT8, the one where INT8 saves the most time
+   first, and keep it INT8 if the budget still holds. The greedy step can overshoot (a layer
+   made float early may be unneeded once later ones are float too); pruning in that order gives
+   INT8 back where it buys the most speed. The time INT8 saves per layer comes from the target
+   runtime's own profile where deploy has one (``int8_savings``, e.g. onnxruntime's), else the
+   layer's FLOPs stand for it.
 3. Verify: quantize the encoder afresh with each target's own per-layer quantizer (the
    recipe as export will apply it) and score it on the same held-out images.
 
@@ -20,7 +22,7 @@ recipe file serves them all. The result is a recipe file (:mod:`edge_sam.quantiz
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,8 +92,10 @@ def _fidelity_text(fidelity: Fidelity) -> str:
     return f"mean {fidelity.mask_iou_mean:.4f}, p5 {fidelity.mask_iou_p5:.4f}"
 
 
-def search(studies: Sequence[LayerStudy], ranking: Sequence[str], budget: Budget, max_float: int | None = None) -> MixedResult:
-    """Greedy then prune over ``ranking`` (most sensitive first), scored on every study."""
+def search(studies: Sequence[LayerStudy], ranking: Sequence[str], budget: Budget, max_float: int | None = None,
+           int8_savings: Mapping[str, float] | None = None) -> MixedResult:
+    """Greedy then prune over ``ranking`` (most sensitive first), scored on every study; the
+    prune tries the layers in order of ``int8_savings`` (time INT8 saves per layer), else FLOPs."""
     layers = studies[0].layers
     unknown = [layer for layer in ranking if layer not in layers]
     if unknown or sorted(ranking) != sorted(layers):
@@ -128,8 +132,11 @@ def search(studies: Sequence[LayerStudy], ranking: Sequence[str], budget: Budget
             f"{', '.join(floats) if floats else 'it could not make float'}"
             + (f" (next in line: {', '.join(ranking[len(floats):len(floats) + 3])})" if len(floats) < len(ranking) else "")
         )
-    by_size = sorted(floats, key=lambda layer: (-studies[0].flops[layer], -ranking.index(layer)))
-    for layer in tqdm(by_size, desc="mixed: prune", unit="layer"):
+    def gain(layer: str) -> tuple[float, int, int]:
+        saved = int8_savings.get(layer, 0.0) if int8_savings is not None else 0.0
+        return (-saved, -studies[0].flops[layer], -ranking.index(layer))
+
+    for layer in tqdm(sorted(floats, key=gain), desc="mixed: prune", unit="layer"):
         trial = [f for f in floats if f != layer]
         trial_fidelity = score(trial)
         kept_int8 = budget.met(trial_fidelity)
@@ -181,14 +188,17 @@ def find_mixed_recipe(
     fallback: str = FLOAT,
     progress: Callable[[str], None] | None = None,
     verify_recipe: bool = True,
+    int8_savings: Mapping[str, float] | None = None,
+    savings_source: str | None = None,
 ) -> tuple[QuantRecipe, MixedResult, dict[str, Any]]:
     """Rank the layers (unless ``ranking`` is given), search, and (``verify_recipe``) verify with
     each target's own per-layer quantizer (a caller that exports and measures the recipe on the
     runtime next may skip that): the recipe, the search's record, and the provenance a recipe
-    file carries (how it was chosen, and on which weights and images: what a cache of it must match)."""
+    file carries (how it was chosen, and on which weights and images: what a cache of it must match).
+    ``int8_savings`` (ms per layer, measured by ``savings_source``) orders the prune step."""
     if ranking is None:
         ranking = sqnr_ranking(studies)
-    result = search(studies, ranking, budget, max_float)
+    result = search(studies, ranking, budget, max_float, int8_savings)
     mixed = mixed_recipe(base, studies[0].layers, result.float_layers, name, budget, fallback)
     if verify_recipe:
         result.verified = verify(model, mixed, studies, progress=progress)
@@ -206,6 +216,8 @@ def find_mixed_recipe(
         "fallback": fallback,
         "float_layers": result.float_layers,  # the layers out of INT8 (float, or a16 with fallback a16)
         "int8_flop_share": result.int8_flop_share,
+        "prune_order": f"INT8 time saved per layer ({savings_source})" if int8_savings is not None else "FLOPs per layer",
+        "int8_savings_ms": dict(int8_savings) if int8_savings is not None else None,
         "full_int8": result.full_int8.to_dict(),
         "simulated": result.fidelity.to_dict(),
         "verified": {target: fidelity.to_dict() for target, fidelity in result.verified.items()},

@@ -11,6 +11,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from edge_sam.targets.benchmarking.roofline import RATE_KEYS, roofline_columns
 from edge_sam.targets.benchmarking.run import BenchResult
 
 
@@ -28,6 +29,9 @@ COLUMNS = (
     ("x ref, CPU time", "cpu_vs_reference"),
     ("x own fp32", "vs_fp32"),
     ("enc GFLOP/s", "encoder_gflops"),
+    ("computes in", "roofline_dtype"),
+    ("roofline GFLOP/s", "roofline_gflops"),
+    ("of roofline", "roofline_fraction"),
     ("dec p50 ms/prompt", "decoder_p50_ms"),
     ("dec GFLOP/prompt", "decoder_gflop"),
     ("dec / FLOP floor", "decoder_vs_floor"),
@@ -39,7 +43,7 @@ COLUMNS = (
 _TEXT_COLUMNS = 4
 _DIGITS = {"encoder_p50_ms": 0, "encoder_p90_ms": 0, "encoder_min_ms": 0, "vs_reference": 2, "vs_fp32": 2,
            "cpu_vs_reference": 2,
-           "encoder_gflops": 0, "decoder_p50_ms": 1, "decoder_gflop": 2, "decoder_vs_floor": 2, "batch_ms": 1,
+           "encoder_gflops": 0, "roofline_gflops": 0, "roofline_fraction": 3, "decoder_p50_ms": 1, "decoder_gflop": 2, "decoder_vs_floor": 2, "batch_ms": 1,
            "batch_vs_single": 2, "mask_iou_mean": 4, "mask_iou_p5": 4, "size_mb": 1}
 
 
@@ -66,7 +70,8 @@ def _fp32_twin(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any
 def table_rows(result: BenchResult | dict[str, Any]) -> list[dict[str, Any]]:
     """Each path's row of computed columns (seconds -> ms; ratios from the minimum over rounds)."""
     data = result.to_dict() if isinstance(result, BenchResult) else result
-    fp32_rate = max(data["matmul"]["fp32_gflops"], default=None)
+    rates = best_rates(data)
+    fp32_rate = rates.get(RATE_KEYS["fp32"])
     rows = []
     for path, timing, drift in zip(data["paths"], data["timings"], data["drift"]):
         info = path["info"]
@@ -74,7 +79,8 @@ def table_rows(result: BenchResult | dict[str, Any]) -> list[dict[str, Any]]:
         compiled = bool(path.get("torch_options", {}).get("compile"))
         row = {
             "label": path["label"], "kind": path["kind"], "target": info.get("target", path["group"]),
-            "precision": info.get("precision"), "recipe": info.get("recipe"), "img_size": path["img_size"],
+            "precision": info.get("precision"), "recipe": info.get("recipe"), "scheme": info.get("scheme"),
+            "img_size": path["img_size"],
             "export_options": path.get("export_options") or {}, "compiled": compiled,
             "size_mb": info["bytes"] / 1e6 if info.get("bytes") else None,
             "encoder_p50_ms": _ms(statistics.median(encoder)) if encoder else None,
@@ -92,6 +98,7 @@ def table_rows(result: BenchResult | dict[str, Any]) -> list[dict[str, Any]]:
             "mask_iou_mean": drift.get("mask_iou_mean") if drift else None,
             "mask_iou_p5": drift.get("mask_iou_p5") if drift else None,
         }
+        row.update(roofline_columns(row["encoder_gflops"], row["precision"], row["scheme"], rates))
         floor_ms = path["decoder_flops"] / (fp32_rate * 1e9) * 1e3 if fp32_rate else None
         row["decoder_floor_ms"] = floor_ms
         row["decoder_vs_floor"] = row["decoder_min_ms"] / floor_ms if floor_ms and row["decoder_min_ms"] else None
@@ -107,6 +114,12 @@ def table_rows(result: BenchResult | dict[str, Any]) -> list[dict[str, Any]]:
         twin = _fp32_twin(rows, row)
         row["vs_fp32"] = twin["encoder_min_ms"] / row["encoder_min_ms"] if twin and row["encoder_min_ms"] else None
     return rows
+
+
+def best_rates(result: BenchResult | dict[str, Any]) -> dict[str, float]:
+    """The machine's matrix rate per data type: the best round of the run (the least disturbed)."""
+    data = result.to_dict() if isinstance(result, BenchResult) else result
+    return {key: max(values) for key, values in data["matmul"].items() if values}
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -133,18 +146,19 @@ def summary_lines(result: BenchResult | dict[str, Any]) -> list[str]:
     data = result.to_dict() if isinstance(result, BenchResult) else result
     loads = [r["loadavg"][0] for r in data["rounds"]]
     machine, settings = data["machine"], data["settings"]
-    fp32 = max(data["matmul"]["fp32_gflops"], default=float("nan"))
-    int8 = max(data["matmul"]["int8_gops"], default=float("nan"))
+    rates = best_rates(data)
+    measured = ", ".join(f"{dtype} {rates[key]:.0f} {'GOP/s' if dtype == 'int8' else 'GFLOP/s'}"
+                         for dtype, key in RATE_KEYS.items() if key in rates)
     return [
-        f"Machine: {machine.get('processor')}, {machine.get('cpu_count')} CPUs ({machine.get('cpu_flags')}), "
+        f"Machine: {machine.get('cpu_model') or machine.get('processor')}, {machine.get('cpu_count')} CPUs "
+        f"(flags: {machine.get('cpu_flags') or 'none of the tracked SIMD features'}), "
         f"torch {machine.get('torch')}; {settings['threads']} threads per runtime, each runtime in its own process.",
         f"{settings['rounds']} interleaved rounds; ratios from the minimum over rounds; decoder: {settings['decoder_runs']} "
         f"single-prompt calls per round, batch of {settings['batch']} once per round. Checkpoint {settings['checkpoint']}.",
         f"Load average (1 min) during the rounds: {min(loads):.1f} to {max(loads):.1f}"
         + (" (the CPU was shared: absolute times are inflated, ratios less so)" if max(loads) > 1.5 * (machine.get('cpu_count') or 1) / 2 else "")
         + ".",
-        f"Machine rates measured in the same run (best round): fp32 matmul {fp32:.0f} GFLOP/s (torch.mm 2048^3), "
-        f"int8 {int8:.0f} GOP/s (torch._int_mm 2048^3).",
+        f"Rooflines measured in the same run (best round; torch.mm, int8 torch._int_mm, 2048^3): {measured}.",
     ]
 
 
@@ -153,7 +167,10 @@ def markdown_report(result: BenchResult) -> str:
     notes = ("`x ref eager`: speed-up of the encoder over the reference eager PyTorch encoder (materialized attention); "
              "`x ref, CPU time`: the same from the processes' CPU time (all threads), steadier than wall time on a "
              "shared CPU but it also counts threads that spin while waiting; "
-             "`x own fp32`: over the same target's fp32 artifact. `dec / FLOP floor`: decoder time per prompt over "
+             "`x own fp32`: over the same target's fp32 artifact. `computes in`: the data type of the path's matrix "
+             "products (static or dynamic INT8 rows are held to the int8 rate though their attention products stay "
+             "float; weight-only INT8 computes in float); `of roofline`: enc GFLOP/s over that type's measured rate, "
+             "so a row far below 1 is where the next speed is. `dec / FLOP floor`: decoder time per prompt over "
              "(its FLOPs / the fp32 matmul rate); PyTorch rows reuse the decoder's per-image context, so their FLOPs "
              "per prompt are lower. `batch / single`: per-prompt time in a batch over one prompt alone. Mask IoU is "
              "against the fp32 PyTorch model at the path's input size (the validate command's measure).")

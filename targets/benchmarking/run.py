@@ -11,9 +11,9 @@ How it times (the rules that made earlier numbers misleading are built in):
 - **The reference** is the reference implementation's eager PyTorch encoder: attention with the
   4096 x 4096 score matrices materialized (``set_attention(model, "matmul")``), at the
   checkpoint's size.
-- **The machine's rates** are measured in the same run: torch fp32 matmul and int8
-  ``torch._int_mm`` on 2048^3, so achieved GFLOP/s (:mod:`edge_sam.flops` over the time) can be
-  read against what this CPU does at best.
+- **The machine's rates** are measured in the same run, per data type (fp32, bf16 and fp16
+  where the CPU has them, int8: :mod:`.roofline`), so each path's achieved GFLOP/s
+  (:mod:`edge_sam.flops` over the time) is read against the roofline of the type it computes in.
 
 Decoder times are per prompt: one prompt per call, and a batch (``decode_batch``) divided by its
 size. PyTorch rows reuse the decoder's per-image context (prompt-independent work done once
@@ -48,7 +48,7 @@ class BenchResult:
 
     paths: list[dict[str, Any]]  # per path: label, kind, group, artifact, describe(), config, flops
     timings: list[dict[str, list]]  # per path: encoder / encoder_cpu / decoder / batch (seconds)
-    matmul: dict[str, list[float]]  # fp32_gflops, int8_gops per round
+    matmul: dict[str, list[float]]  # per data type (roofline.RATE_KEYS: fp32_gflops, ..., int8_gops), per round
     drift: list[dict[str, Any] | None]
     rounds: list[dict[str, Any]]  # per round: start time, load average
     settings: dict[str, Any]
@@ -118,7 +118,7 @@ def run_bench(
 
         timings = [{"encoder": [], "encoder_cpu": [], "decoder": [], "decoder_cpu": [], "batch": [], "batch_cpu": []}
                    for _ in paths]
-        matmul: dict[str, list[float]] = {"fp32_gflops": [], "int8_gops": []}
+        matmul: dict[str, list[float]] = {}
         round_info = []
         last_group = [None]
 
@@ -148,9 +148,8 @@ def run_bench(
                             timings[index]["batch"].append(answer["wall"] / batch)
                             timings[index]["batch_cpu"].append(answer["cpu"] / batch)
                         bar.update()
-                rates = ask(PYTORCH_GROUP, op="matmul")
-                for key in matmul:
-                    matmul[key].append(rates[key])
+                for key, rate in ask(PYTORCH_GROUP, op="matmul").items():
+                    matmul.setdefault(key, []).append(rate)
                 bar.update()
         round_info.append({"round": "end", "time": time.time(), "loadavg": list(os.getloadavg())})
 

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from edge_sam.errors import EdgeSamError
+from edge_sam.targets.benchmarking.roofline import matmul_rates
 
 # Point grid for the batch timing: 16 distinct clicks, like everything-mode's grid.
 BATCH_GRID = 4
-MATMUL_SIZE = 2048
 _WORKER_TIMEOUT_S = 3600
 
 
@@ -82,23 +82,6 @@ def timed(call) -> dict[str, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     call()
     return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
-
-
-def matmul_rates(threads: int) -> dict[str, float]:
-    """This machine's fp32 and int8 matrix-multiply rates now (GFLOP/s, GOP/s): torch.mm and
-    torch._int_mm on 2048^3, best of three."""
-    import torch
-
-    torch.set_num_threads(threads)
-    n = MATMUL_SIZE
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    ai, bi = (torch.randint(-128, 128, (n, n), dtype=torch.int8) for _ in range(2))
-    rates = {}
-    for name, call in (("fp32_gflops", lambda: torch.mm(a, b)), ("int8_gops", lambda: torch._int_mm(ai, bi))):
-        call()
-        best = min(timed(call)["wall"] for _ in range(3))
-        rates[name] = 2 * n**3 / best / 1e9
-    return rates
 
 
 class Worker:

@@ -16,6 +16,8 @@ the artifact's own end-to-end numbers come from running it.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterable
 
 import torch
@@ -34,6 +36,7 @@ COMPARED_TARGETS = frozenset(
 # Larger outputs are skipped: at 1024 an attention map is 3 x 4096 x 4096 (200 MB); its effect
 # shows in the SQNR of the matmul that consumes it.
 MAX_ELEMENTS = 1 << 22
+_AHEAD = 4  # float outputs the float run may hold ready before the quantized run takes them
 _QUANTIZE = "quantized_decomposed.quantize_per_tensor.default"
 _DEQUANTIZE = "quantized_decomposed.dequantize_per_tensor.default"
 
@@ -79,6 +82,61 @@ def _output_taps(quantized: torch.fx.GraphModule, names: set[str]) -> dict[str, 
     return taps
 
 
+class _ReferenceStream:
+    """The float graph run in a thread beside the quantized one, handing over each compared
+    output as it is computed; a bounded queue holds it at most a few ops ahead. Holding every
+    compared output of a whole float run instead took 2.6 GB at 1024 px."""
+
+    _END = object()
+
+    def __init__(self, reference: torch.fx.GraphModule, names: set[str], batch: tuple[torch.Tensor, ...]) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=_AHEAD)
+        self._waiting: dict[str, torch.Tensor] = {}  # produced before the quantized run asked for it
+        self._ended, self._error = False, None
+        self._thread = threading.Thread(target=self._run, args=(reference, names, batch), daemon=True)
+        self._thread.start()
+
+    def _run(self, reference, names, batch) -> None:
+        try:
+            with torch.no_grad():  # grad mode is per thread
+                _Recorder(reference, {name: name for name in names}, lambda n, v: self._queue.put((n, v))).run(*batch)
+            self._queue.put((self._END, None))
+        except BaseException as exc:  # re-raised in the caller's thread by finish()
+            self._queue.put((self._END, exc))
+
+    def take(self, name: str) -> torch.Tensor:
+        """The float output of ``name``, waiting for the float run to reach it."""
+        while name not in self._waiting:
+            if self._ended:
+                raise RuntimeError(f"the float graph produced no output {name!r}")
+            self._receive()
+        return self._waiting.pop(name)
+
+    def finish(self) -> None:
+        """Let the float run end (draining what it still hands over) and raise its error, if any."""
+        while not self._ended:
+            self._receive()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _receive(self) -> None:
+        produced, value = self._queue.get()
+        if produced is self._END:
+            self._ended, self._error = True, value
+        else:
+            self._waiting[produced] = value
+
+
+def _compare_in_step(reference, quantized, names: set[str], taps: dict[str, str], batch, sums: SqnrSums) -> None:
+    """One input through both graphs at once, each compared output freed as soon as it is summed."""
+    stream = _ReferenceStream(reference, names, batch)
+    try:
+        _Recorder(quantized, taps, lambda name, value: sums.add(name, stream.take(name).numpy(), value.numpy())).run(*batch)
+    finally:
+        stream.finish()
+
+
 def compare_layers(
     reference: torch.fx.GraphModule,
     quantized: torch.fx.GraphModule,
@@ -101,13 +159,7 @@ def compare_layers(
     sums = SqnrSums()
     with torch.no_grad():
         for batch in tqdm(batches, total=total, desc="per-layer drift", unit="img", leave=False):
-            float_outputs: dict[str, torch.Tensor] = {}
-            _Recorder(reference, {name: name for name in names}, float_outputs.__setitem__).run(*batch)
-
-            def accumulate(name: str, value: torch.Tensor) -> None:
-                sums.add(name, float_outputs.pop(name).numpy(), value.numpy())
-
-            _Recorder(quantized, taps, accumulate).run(*batch)
+            _compare_in_step(reference, quantized, names, taps, batch, sums)
     layers = []
     for node in nodes:
         int8 = node.name in int8_names

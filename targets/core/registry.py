@@ -17,6 +17,7 @@ from edge_sam.targets.core.target import Target
 from edge_sam.targets.core.manifest import read_manifest
 
 TARGETS: dict[str, str] = {
+    "aoti": "edge_sam.targets.aoti.target:AotiTarget",
     "coreml": "edge_sam.targets.coreml.target:CoreMLTarget",
     "executorch": "edge_sam.targets.executorch.target:ExecuTorchTarget",
     "onnx": "edge_sam.targets.onnx.target:OnnxTarget",

@@ -14,6 +14,7 @@ import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -46,7 +47,8 @@ from edge_sam.targets.core.manifest import (
 if TYPE_CHECKING:
     from edge_sam.targets.core.layer_drift import LayerRow
 
-PRECISIONS = ("fp32", "fp16", "int8")
+# Every precision some target exports (bf16: the matrix units of CPUs with AVX512-BF16 or AMX, via AOTInductor).
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 INTERFACES = ("deploy", "official")
 
 
@@ -75,7 +77,7 @@ def check_source(manifest: Manifest, model: EfficientSam, artifact_dir: str | os
 
 
 def resolve_recipe(precision: str, recipe: str | QuantRecipe | None) -> QuantRecipe | None:
-    """fp32/fp16 take no recipe; int8 takes a registry name, a recipe file, or the default static one."""
+    """Float precisions take no recipe; int8 takes a registry name, a recipe file, or the default static one."""
     if precision not in PRECISIONS:
         raise EdgeSamError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
     if precision != "int8":
@@ -138,7 +140,7 @@ class Target(ABC):
     backend: ClassVar[str]
     extra: ClassVar[str]  # the pip extra that installs the toolchain
     distributions: ClassVar[tuple[str, ...]]  # recorded in the manifest's toolchain versions
-    precisions: ClassVar[tuple[str, ...]] = PRECISIONS
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
     # The recipe schemes its int8 export takes (edge_sam.quantize.recipes.SCHEMES); others are refused.
     schemes: ClassVar[tuple[str, ...]] = ()
     # The activation widths its static int8 export takes (QuantRecipe.activation_bits).
@@ -151,6 +153,11 @@ class Target(ABC):
     # Where it does not: the compute precisions its devices run fastest, best first (deploy ranks by
     # this, then by size; an int8 artifact with weight-only compression computes in float).
     device_precisions: ClassVar[tuple[str, ...]] = ("int8", "fp16", "fp32")
+    # Why a plain `edge-sam deploy` leaves this target out (it is deployed when named with --targets);
+    # empty: deployed by default.
+    deploy_only_when_named: ClassVar[str] = ""
+    # Whose profile int8_layer_savings reads ("onnxruntime's profile"); empty where it has none.
+    layer_time_source: ClassVar[str] = ""
     interfaces: ClassVar[tuple[str, ...]] = ("deploy",)
     # What the target takes, declared so the CLI and checks are built from it (see TargetOption).
     export_options: ClassVar[tuple[TargetOption, ...]] = ()
@@ -289,6 +296,14 @@ class Target(ABC):
                   f"--checkpoint <the QAT checkpoint> for per-layer rows", file=sys.stderr)
             return None
         return self.compare_layers(Path(artifact_dir), runner, model, images)
+
+    def int8_layer_savings(self, fp32_dir: Path, int8_dir: Path, layers: Sequence[str],
+                           image: np.ndarray) -> dict[str, float] | None:
+        """Per encoder layer, the milliseconds a run saves with that layer INT8 on this target's
+        runtime, read from the runtime's own profile of the fp32 and the full static INT8
+        artifact; None where the target has none that names layers (the mixed search then
+        counts FLOPs). :attr:`layer_time_source` says whose profile it is."""
+        return None
 
     def compare_layers(self, artifact_dir: Path, runner: Runner, model: EfficientSam,
                        images: list[np.ndarray]) -> list[LayerRow] | None:

@@ -23,9 +23,9 @@ import torch
 from edge_sam.errors import EdgeSamError
 from edge_sam.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-from edge_sam.graph_contract import encoder_input
+from edge_sam.graph_contract import ROLES, encoder_input
 from edge_sam.targets.core.manifest import ArtifactError, GraphSpec, Manifest, check_io_names, first_line
-from edge_sam.targets.core.artifact_runner import GraphPairRunner
+from edge_sam.targets.core.artifact_runner import GraphRunner
 from edge_sam.targets.coreml.program import import_coremltools, read_io
 
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
@@ -124,14 +124,15 @@ def open_packages(artifact_dir: Path, manifest: Manifest, engine: str | None, co
         raise EdgeSamError(f"unknown compute units '{compute_units}' (choose from {', '.join(COMPUTE_UNITS)})")
     return {
         role: PackageGraph(artifact_dir / manifest.graph(role).file, manifest.graph(role), engine, compute_units)
-        for role in ("encoder", "decoder")
+        for role in ROLES
     }
 
 
-class CoreMLRunner(GraphPairRunner):
-    """Deploy-form runner over two packages; an image-input encoder gets 0-255 RGB at the model size."""
+class CoreMLRunner(GraphRunner):
+    """Deploy-form runner over three packages; an image-input encoder gets 0-255 RGB at the model size."""
 
     encoder: PackageGraph
+    context: PackageGraph
     decoder: PackageGraph
 
     def encode(self, image: np.ndarray) -> np.ndarray:

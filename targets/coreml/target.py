@@ -1,4 +1,5 @@
-"""Core ML target: ``encoder.mlpackage`` + ``decoder.mlpackage`` (ML programs).
+"""Core ML target: ``encoder.mlpackage``, ``context.mlpackage`` (the decoder's per-image part, run
+once per image) and ``decoder.mlpackage`` (ML programs).
 
 Export converts the deploy-form graphs with coremltools (:mod:`.convert`; the precisions: fp32,
 fp16, int8 weight-only (linear or palettized) and W8A8, configured in :mod:`.quantize`). Export
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from edge_sam.deploy_form import DecoderGraph, EncoderGraph
+from edge_sam.deploy_form import ContextDecoderGraph, DecoderContextGraph, DecoderGraph, EncoderGraph
 from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.recipes import WeightOnlyRecipe
 
@@ -24,7 +25,7 @@ from edge_sam.targets.coreml import convert
 from edge_sam.targets.coreml.program import quiet_toolchain, read_io
 from edge_sam.targets.coreml.quantize import quantize_activations, weight_compression
 from edge_sam.targets.coreml.runtime import COMPUTE_UNITS, ENGINES, CoreMLRunner, image_input_pixels, open_packages
-from edge_sam.graph_contract import IO_NAMES, calibration_batches
+from edge_sam.graph_contract import COMPONENTS, IO_NAMES, calibration_batches
 from edge_sam.targets.core.manifest import GraphSpec, Manifest, TensorSpec, artifact_label
 from edge_sam.targets.core.target import ExportRequest, Target, TargetOption
 
@@ -71,9 +72,11 @@ class CoreMLTarget(Target):
     ) -> list[GraphSpec]:
         convert.deployment_target(deployment_target)  # fail on a bad name before any work
         encoder = EncoderGraph(model, request.img_size)
+        decoder = DecoderGraph(model, request.img_size)
         jobs = [
             ("encoder", convert.ImageInputEncoder(encoder) if image_input else encoder, IO_NAMES["encoder"]),
-            ("decoder", DecoderGraph(model, request.img_size), IO_NAMES["decoder"]),
+            ("context", DecoderContextGraph(decoder), IO_NAMES["context"]),
+            ("decoder", ContextDecoderGraph(decoder), IO_NAMES["decoder"]),
         ]
         specs = []
         for role, module, io_names in tqdm(jobs, desc=f"Core ML {request.precision}", unit="graph", leave=False):
@@ -89,7 +92,7 @@ class CoreMLTarget(Target):
         recipe = request.recipe
         if request.precision == "fp32":
             return convert.convert_module(graph, "fp32")
-        if recipe is None or not recipe.quantizes(graph.role):
+        if recipe is None or not recipe.quantizes(COMPONENTS[graph.role]):
             return convert.convert_module(graph, "fp16")
         if isinstance(recipe, WeightOnlyRecipe):
             return convert.convert_module(graph, "fp16", compression=weight_compression(recipe))
@@ -106,7 +109,7 @@ class CoreMLTarget(Target):
     ) -> CoreMLRunner:
         graphs = open_packages(artifact_dir, manifest, engine, compute_units)
         runner_label = label or f"{artifact_label(artifact_dir, manifest, manifest.interface)} [{graphs['encoder'].backend}]"
-        return CoreMLRunner(manifest, graphs["encoder"], graphs["decoder"], runner_label)
+        return CoreMLRunner(manifest, graphs["encoder"], graphs["context"], graphs["decoder"], runner_label)
 
     def compare_layers(self, artifact_dir, runner, model, images):
         """Per-op SQNR of the artifact's encoder against an fp32 conversion of ``model``, both run

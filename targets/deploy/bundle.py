@@ -20,7 +20,7 @@ from edge_sam.targets.core.manifest import Manifest, TensorSpec
 
 CONTRACT_FILE = "app_contract.json"
 README_FILE = "README.md"
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2  # 2: the decoder split into a per-image context graph and a per-prompt decoder
 
 
 def postprocessing_contract(manifest: Manifest) -> dict[str, Any]:
@@ -63,16 +63,17 @@ def app_contract(manifest: Manifest) -> dict[str, Any]:
         "postprocessing": postprocessing_contract(manifest),
         "flow": [
             "encoder: once per image -> image_embeddings",
-            "decoder: once per prompt, with those image_embeddings -> low_res_masks, iou_predictions",
+            "context: once per image, with those image_embeddings -> " + ", ".join(t.name for t in manifest.graph("context").outputs),
+            "decoder: once per prompt, with that context and the prompt -> low_res_masks, iou_predictions",
         ],
     }
 
 
-# How each mobile runtime opens the two files; the rest of the README comes from the manifest.
+# How each mobile runtime opens the graph files; the rest of the README comes from the manifest.
 _RUNTIME_NOTES = {
     "coreml": (
         "iOS 17+ / macOS 14+ (Core ML)",
-        "Add both `.mlpackage` folders to the Xcode target (Xcode compiles them to `.mlmodelc`) and "
+        "Add the three `.mlpackage` folders to the Xcode target (Xcode compiles them to `.mlmodelc`) and "
         "`app_contract.json` as a resource. The Swift sample `apps/ios/EdgeSAMCoreML.swift` in the edge_sam "
         "repository does all of the steps below with these I/O names. An encoder with an `image:RGB` input "
         "takes 0-255 RGB at the model size and normalizes inside the program.",
@@ -124,13 +125,14 @@ def readme(manifest: Manifest) -> str:
         "",
         f"1. **Image** (once per image): RGB, resized to {size}x{size} ({pre['resize']}), "
         f"scaled to [0, 1]; subtract mean {pre['mean']}, divide by std {pre['std']}, layout {pre['layout']} "
-        "float32. Run the encoder; keep `image_embeddings`.",
+        "float32. Run the encoder, then the context graph on its `image_embeddings`; keep the context's "
+        "outputs (the decoder's image-only part, computed once per image).",
         f"2. **Prompt** (per tap or box): {prompts['slots']} slots. Coordinates in model pixels "
         f"(x * {size} / image width, y * {size} / image height). Labels: "
         + ", ".join(f"{k} = {v}" for k, v in prompts["labels"].items())
         + f". A box takes two slots (labels 2 and 3). Fill unused slots with point {prompts['padding']['point']} "
         f"and label {prompts['padding']['label']}.",
-        f"3. **Mask**: run the decoder. Of the {prompts['multimask_outputs']} candidates take the one with the "
+        f"3. **Mask**: run the decoder on the kept context and the prompt. Of the {prompts['multimask_outputs']} candidates take the one with the "
         f"highest `iou_predictions`; resize its `low_res_masks` logits {post['resize']}; "
         f"pixels with logit > {post['threshold']} are the object.",
         "",

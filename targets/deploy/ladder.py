@@ -31,6 +31,8 @@ from edge_sam.quantize.recipe_file import get_recipe, load_recipe_file, write_re
 from edge_sam.quantize.recipes import QuantRecipe, RecipeError
 from edge_sam.quantize.studies.mixed import Budget, BudgetError, find_mixed_recipe
 
+from edge_sam.targets.core.manifest import MANIFEST_NAME
+from edge_sam.targets.core.registry import get_target
 from edge_sam.targets.deploy.plan import Job
 
 # Added to the gate (mean, p5) on the search images: a rung passes there only with this much to
@@ -227,9 +229,11 @@ def cached_mixed_recipe(target: str, context: LadderContext, search_at: Budget,
                                              [HeldOutSet(context.model, context.search, img_size)])
     study = context.studies[target]
     max_float = int(MAX_FLOAT_SHARE * len(study.layers))
+    savings, savings_source = int8_savings(target, context, study.layers)
     recipe, result, provenance = find_mixed_recipe(
         context.model, RECIPES[DEFAULT_RECIPE], [study], search_at, f"mixed-{target}", command="edge-sam deploy",
-        ranking=ranking or context.ranking or None, max_float=max_float, verify_recipe=False)
+        ranking=ranking or context.ranking or None, max_float=max_float, verify_recipe=False,
+        int8_savings=savings, savings_source=savings_source)
     if not context.ranking:
         context.ranking.extend(provenance["ranking"])
     provenance["gate"] = key["gate"]  # what the cache is keyed on; "budget" is what it was searched at
@@ -237,7 +241,20 @@ def cached_mixed_recipe(target: str, context: LadderContext, search_at: Budget,
     simulated = result.fidelity
     return recipe, search_at, (f"{stale}: {len(result.float_layers)} of {len(study.layers)} layers float, simulated mask "
                                f"IoU {simulated.mask_iou_mean:.4f} / p5 {simulated.mask_iou_p5:.4f}, "
-                               f"{100 * result.int8_flop_share:.0f}% of the encoder's FLOPs INT8 -> {SEARCH_DIR}/{path.name}")
+                               f"{100 * result.int8_flop_share:.0f}% of the encoder's FLOPs INT8, pruned by "
+                               f"{provenance['prune_order']} -> {SEARCH_DIR}/{path.name}")
+
+
+def int8_savings(target: str, context: LadderContext, layers: tuple[str, ...]) -> tuple[dict[str, float] | None, str | None]:
+    """(ms a run saves per layer with it INT8, whose profile says so) for the mixed search's prune
+    order, from this run's fp32 and full static INT8 artifacts of ``target``; (None, None) where the
+    target's runtime has no per-layer profile or either artifact was not built (FLOPs order it then)."""
+    tool = get_target(target)
+    fp32_dir, static_dir = context.out / Job(target, "fp32").name, context.out / Job(target, "int8", "static").name
+    if not tool.layer_time_source or not all((d / MANIFEST_NAME).is_file() for d in (fp32_dir, static_dir)):
+        return None, None
+    image = next(iter(context.calibration.samples())).image
+    return tool.int8_layer_savings(fp32_dir, static_dir, layers, image), f"{tool.layer_time_source} of {fp32_dir.name} and {static_dir.name}"
 
 
 def _cached_ranking(path: Path) -> list[str] | None:

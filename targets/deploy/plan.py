@@ -66,8 +66,9 @@ def plan_jobs(targets: list[str] | None, precisions: list[str], recipe: QuantRec
     int8, the rungs each target climbs (``int8``: ``any``, ``full-integer`` or one rung's name),
     or the one ``recipe`` when it is fixed.
 
-    ``targets=None`` means every registered target: one whose toolchain is not installed is
-    skipped with the line saying which extra installs it. A target named explicitly must be
+    ``targets=None`` means every registered target but those deployed only when named
+    (:attr:`Target.deploy_only_when_named`): one whose toolchain is not installed is skipped with
+    the line saying which extra installs it. A target named explicitly must be
     installed and must take the INT8 asked for: either is one error before any work. Otherwise
     a precision, recipe or rung a target does not take is skipped with its reason.
     """
@@ -77,6 +78,9 @@ def plan_jobs(targets: list[str] | None, precisions: list[str], recipe: QuantRec
     skipped: list[str] = []
     for name in targets or target_names():
         target = get_target(name)
+        if not explicit and target.deploy_only_when_named:
+            skipped.append(f"{name}: {target.deploy_only_when_named} (name it with --targets to deploy it)")
+            continue
         try:
             target.check_toolchain("export")
             target.check_toolchain("runtime")

@@ -19,6 +19,7 @@ The steps, each timed and shown on one overall progress bar with a line when it 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -36,6 +37,7 @@ from edge_sam.checkpoint import load_model, state_dict_sha256
 from edge_sam.data.codec import write_bytes_atomic
 from edge_sam.errors import EdgeSamError
 from edge_sam.machine import machine_info
+from edge_sam.memory import peak_rss_mb, release_freed_memory
 from edge_sam.quantize.ladder import check_int8_mode
 from edge_sam.quantize.studies.mixed import Budget
 from edge_sam.quantize.recipes import QuantRecipe
@@ -103,7 +105,8 @@ class _Steps:
                         bar_format="{desc} {n_fmt}/{total_fmt} steps [{elapsed}]")
 
     def record(self, name: str, outcome: str, seconds: float) -> None:
-        self.records.append(StepRecord(name, outcome, seconds))
+        release_freed_memory()  # what a step freed goes back to the OS before the next one allocates
+        self.records.append(StepRecord(name, outcome, seconds, round(peak_rss_mb() / 1024, 2)))
         if len(self.records) > self.total:  # a step beyond the plan (the next rung of a ladder)
             self.total = self.bar.total = len(self.records)
         self.bar.update(1)
@@ -168,7 +171,7 @@ def deploy(
     adds the peak-RSS probes (a subprocess per artifact: off by default, it would double the
     validation time).
     """
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     machine = machine_info()  # before this run loads the machine: the load average says what else ran
     out = Path(out)
     gate = Budget(min_mask_iou, min_mask_iou_p5)  # one error for a gate outside (0, 1]
@@ -237,7 +240,7 @@ def deploy(
         summary = render_summary(
             checkpoint=str(checkpoint), img_size=img_size, gate=gate, images=images_used,
             prompts=data["n_prompts"], reference=reference, rows=rows, choices=choices, outcomes=outcomes,
-            ladders=ladders, skipped=plan.skipped, steps=steps.records,
+            ladders=ladders, skipped=plan.skipped, steps=steps.records, usage=_usage(cpu_started),
             machine=f"{machine['cpu_model']} ({machine['cpu_flags']}), {machine['cpu_count']} CPUs, load average "
                     f"{machine['load_average']} when deploy started",
         )
@@ -255,13 +258,19 @@ def deploy(
             "ladders": {target: [t.to_dict() for t in ladder.tries] for target, ladder in ladders.items()},
             "skipped": list(plan.skipped),
             "ship": {c.target: {"artifact": c.artifact, "why": c.why, "rule": c.rule} for c in choices},
-            "steps": [{"name": s.name, "outcome": s.outcome, "seconds": round(s.seconds, 3)} for s in steps.records],
+            "steps": [{**dataclasses.asdict(s), "seconds": round(s.seconds, 3)} for s in steps.records],
             "seconds": round(sum(s.seconds for s in steps.records), 1),
+            **_usage(cpu_started),
             "machine": machine,
         })
     finally:
         steps.close()
     return DeployResult(out, choices, outcomes, steps.records, ladders)
+
+
+def _usage(cpu_started: float) -> dict[str, float]:
+    """This run's CPU seconds (all its threads) and peak resident set so far, for the summary."""
+    return {"cpu_s": round(time.process_time() - cpu_started, 1), "peak_rss_gb": round(peak_rss_mb() / 1024, 2)}
 
 
 def _build(job: Job, out: Path, model, checkpoint, recipe: QuantRecipe | None, weights: str, img_size: int,

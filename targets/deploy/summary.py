@@ -38,6 +38,7 @@ class StepRecord:
     name: str
     outcome: str
     seconds: float
+    peak_rss_gb: float | None = None  # the run's resident-set high-water mark when the step ended
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,7 @@ def render_summary(
     skipped: tuple[str, ...],
     steps: list[StepRecord],
     machine: str,
+    usage: dict[str, float],
 ) -> str:
     """summary.md: what to ship and by which rule, the INT8 ladders, every artifact's numbers,
     what was skipped, how long each step took."""
@@ -245,9 +247,11 @@ def render_summary(
     if skipped:
         lines += ["", "## Skipped", ""] + [f"- {line}" for line in skipped]
     total = sum(step.seconds for step in steps)
-    lines += ["", "## Steps", "", "| step | result | seconds |", "| --- | --- | ---: |"]
-    lines += [f"| {step.name} | {step.outcome} | {step.seconds:.1f} |" for step in steps]
-    lines += [f"| total | | {total:.1f} |", "",
+    lines += ["", "## Steps", "", "| step | result | seconds | peak RSS GB so far |", "| --- | --- | ---: | ---: |"]
+    lines += [f"| {step.name} | {step.outcome} | {step.seconds:.1f} | {_cell(step.peak_rss_gb, '.2f')} |" for step in steps]
+    lines += [f"| total | | {total:.1f} | |", "",
+              f"CPU time {usage['cpu_s']:.0f} s over {total:.0f} s of wall time; peak resident set "
+              f"{usage['peak_rss_gb']:.2f} GB.", "",
               "Drift report: [report/report.html](report/report.html) (the table, drift vs latency, worst prompts, "
               "per-layer drift); every number in `report/report.json`."]
     return "\n".join(lines) + "\n"

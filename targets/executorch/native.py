@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from edge_sam.errors import EdgeSamError, ImageError
+from edge_sam.targets.core.manifest import read_manifest
 from edge_sam.transforms import check_image, read_image
 
 SOURCE_DIR = Path(__file__).resolve().parents[2]  # the checkout holding CMakeLists.txt (editable install)
 RUNNER_NAME = "edge_sam_runner"
-_LATENCY = re.compile(r"^(encoder|decoder): mean ([\d.]+) ms, min ([\d.]+) ms over (\d+) runs$", re.M)
+_LATENCY = re.compile(r"^(encoder|context|decoder): mean ([\d.]+) ms, min ([\d.]+) ms over (\d+) runs$", re.M)
 
 
 class NativeRunnerError(EdgeSamError):
@@ -98,6 +99,7 @@ def build_runner(build_dir: str | os.PathLike, source_dir: str | os.PathLike = S
 class NativeRun:
     mask: np.ndarray  # HxW bool
     encoder_ms: tuple[float, float]  # (mean, min)
+    context_ms: tuple[float, float]
     decoder_ms: tuple[float, float]
     output: str
 
@@ -110,18 +112,28 @@ def run_runner(
     """Run the native runner on one artifact and image; its mask and latencies (``runs`` timed
     runs of each program after ``warmup`` untimed ones)."""
     artifact_dir = Path(artifact_dir)
-    command = [str(binary), "--encoder", str(artifact_dir / "encoder.pte"), "--decoder", str(artifact_dir / "decoder.pte"),
-               "--image", str(image_ppm), "--out", str(out_pgm), "--runs", str(runs), "--warmup", str(warmup)]
+    command = [str(binary), *runner_program_flags(artifact_dir), "--image", str(image_ppm), "--out", str(out_pgm), "--runs", str(runs), "--warmup", str(warmup)]
     for x, y, label in points:
         command += ["--point", f"{x},{y},{label}"]
     if box is not None:
         command += ["--box", ",".join(str(v) for v in box)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        message = [line for line in done.stderr.splitlines() if line.startswith(f"{RUNNER_NAME}: error:")]
+        message = [line for line in done.stderr.splitlines() if line.startswith(f"{Path(binary).name}: error:")]
         raise NativeRunnerError((message or [done.stderr.strip() or f"exit status {done.returncode}"])[-1])
     latency = parse_latency(done.stdout)
-    return NativeRun(read_pgm(out_pgm) > 0, latency["encoder"], latency["decoder"], done.stdout)
+    return NativeRun(read_pgm(out_pgm) > 0, latency["encoder"], latency["context"], latency["decoder"], done.stdout)
+
+
+def runner_program_flags(artifact_dir: str | os.PathLike, prefix: str | None = None) -> list[str]:
+    """``--encoder/--context/--decoder`` for the runner, from the artifact's manifest (paths under
+    ``prefix`` instead of ``artifact_dir`` where the runner sees the artifact elsewhere)."""
+    from edge_sam.graph_contract import ROLES
+    from edge_sam.targets.core.manifest import read_manifest
+
+    manifest = read_manifest(artifact_dir)
+    folder = Path(prefix) if prefix is not None else Path(artifact_dir)
+    return [arg for role in ROLES for arg in (f"--{role}", (folder / manifest.graph(role).file).as_posix())]
 
 
 def parse_latency(stdout: str) -> dict[str, tuple[float, float]]:

@@ -19,7 +19,7 @@ import torch
 from edge_sam.errors import EdgeSamError, require
 
 from edge_sam.targets.core.manifest import ArtifactError, GraphSpec, first_line
-from edge_sam.targets.core.artifact_runner import GraphPairRunner
+from edge_sam.targets.core.artifact_runner import GraphRunner
 
 EXTRA = "executorch"
 RUNTIME = "executorch.runtime"
@@ -104,14 +104,15 @@ class PteMethod:
         return [o.numpy() for o in outputs]
 
 
-class ExecuTorchRunner(GraphPairRunner):
+class ExecuTorchRunner(GraphRunner):
     """Deploy-form artifact: the host preprocesses and pads prompts; ExecuTorch runs the programs."""
 
     encoder: PteMethod
+    context: PteMethod
     decoder: PteMethod
 
     def operator_profile(self, role: str) -> list[dict]:
         """Per-operator times of every run so far of one program (needs ``profile=True``)."""
         from edge_sam.targets.executorch.profile import operator_table
 
-        return operator_table({"encoder": self.encoder, "decoder": self.decoder}[role].program)
+        return operator_table({"encoder": self.encoder, "context": self.context, "decoder": self.decoder}[role].program)

@@ -1,4 +1,5 @@
-"""ExecuTorch target: ``encoder.pte`` + ``decoder.pte`` lowered to XNNPACK (fp32, INT8) or Core ML.
+"""ExecuTorch target: ``encoder.pte`` + ``context.pte`` + ``decoder.pte`` lowered to XNNPACK (fp32, INT8)
+or Core ML (the context: the decoder's per-image part, run once per image).
 
 Export (``get_target("executorch").export(..., delegate="xnnpack" | "coreml")``):
 
@@ -23,7 +24,7 @@ from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.recipes import QuantRecipe
 
-from edge_sam.graph_contract import IO_NAMES, deploy_graph
+from edge_sam.graph_contract import COMPONENTS, IO_NAMES, ROLES, deploy_graph
 from edge_sam.targets.core.manifest import GraphSpec, Manifest, TensorSpec, artifact_label
 from edge_sam.targets.core.target import ExportRequest, Target, TargetOption
 from edge_sam.targets.executorch.lowering import StageBar, lower_to_pte
@@ -41,7 +42,7 @@ from edge_sam.targets.executorch.runtime import (
     set_threads,
 )
 
-FILES = {"encoder": "encoder.pte", "decoder": "decoder.pte"}
+FILES = {"encoder": "encoder.pte", "context": "context.pte", "decoder": "decoder.pte"}
 _SCALAR_TYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 7: "float64", 11: "bool"}
 
 
@@ -104,7 +105,7 @@ class ExecuTorchTarget(Target):
     def write_graphs(self, model: EfficientSam, request: ExportRequest, out_dir: Path) -> list[GraphSpec]:
         specs = []
         for role, file in FILES.items():
-            int8 = request.precision == "int8" and request.recipe.quantizes(role)
+            int8 = request.precision == "int8" and request.recipe.quantizes(COMPONENTS[role])
             precision = "int8" if int8 else ("fp32" if request.precision == "int8" else request.precision)
             bar = StageBar(3 if int8 else 2, f"{role} -> {self.delegate.name} {precision}")
             try:
@@ -141,11 +142,12 @@ class ExecuTorchTarget(Target):
         delegate = delegate_for_backend(manifest.backend)
         if threads:
             set_threads(threads)
-        encoder, decoder = (
+        encoder, context, decoder = (
             PteMethod(artifact_dir / manifest.graph(role).file, manifest.graph(role), delegate, profile)
-            for role in ("encoder", "decoder")
+            for role in ROLES
         )
-        return ExecuTorchRunner(manifest, encoder, decoder, label or artifact_label(artifact_dir, manifest, delegate.name))
+        return ExecuTorchRunner(manifest, encoder, context, decoder,
+                                label or artifact_label(artifact_dir, manifest, delegate.name))
 
     def compare_layers(self, artifact_dir, runner, model, images):
         """Per-op SQNR of the INT8 encoder (re-quantized exactly as exported, simulated in PyTorch)

@@ -27,7 +27,7 @@ from torch import nn
 
 from edge_sam.modeling import EfficientSam
 from edge_sam.transforms import preprocess
-from edge_sam.graph_contract import IO_NAMES, deploy_graph
+from edge_sam.graph_contract import CONTEXT_NAMES, IO_NAMES, deploy_graph, whole_decoder_graph
 from edge_sam.targets.core.toolchain_log import capture
 
 OPSET = 18
@@ -61,7 +61,7 @@ class OfficialDecoder(nn.Module):
 
     def __init__(self, model: EfficientSam, img_size: int) -> None:
         super().__init__()
-        self.deploy_decoder = deploy_graph(model, img_size, "decoder")
+        self.deploy_decoder = whole_decoder_graph(model, img_size)
         self.img_size = img_size
         self.slots = model.decoder_max_num_input_points
 
@@ -99,9 +99,22 @@ def export_deploy_encoder(model: EfficientSam, img_size: int, path: Path) -> Non
     _export(graph, graph.example_inputs(), path, IO_NAMES["encoder"])
 
 
-def export_deploy_decoder(model: EfficientSam, img_size: int, path: Path) -> None:
+def export_deploy_context(model: EfficientSam, img_size: int, path: Path) -> None:
+    graph = deploy_graph(model, img_size, "context")
+    _export(graph, graph.example_inputs(), path, IO_NAMES["context"])
+
+
+def export_deploy_decoder(model: EfficientSam, img_size: int, path: Path, prompt_batch: int | None = None) -> None:
+    """The per-prompt decoder, by default with a symbolic prompt batch: one image's context
+    (batch 1) serves every row, so a batch of prompts is one call (everything-mode's grid);
+    ``prompt_batch`` fixes it (static shapes, as TensorRT takes them)."""
     graph = deploy_graph(model, img_size, "decoder")
-    _export(graph, graph.example_inputs(), path, IO_NAMES["decoder"])
+    if prompt_batch is not None:
+        _export(graph, graph.example_inputs(batch=prompt_batch), path, IO_NAMES["decoder"])
+        return
+    prompts = torch.export.Dim("prompts")
+    dynamic = (*(None for _ in CONTEXT_NAMES), {0: prompts}, {0: prompts})
+    _export(graph, graph.example_inputs(batch=2), path, IO_NAMES["decoder"], dynamic)
 
 
 def export_official_encoder(model: EfficientSam, img_size: int, path: Path) -> None:

@@ -94,11 +94,12 @@ def placement_summary(placements: dict[str, dict[str, int]]) -> str:
 
 
 class ReportsPlacement:
-    """Mixin for the ONNX runners (``encoder``/``decoder`` are graph calls over a
+    """Mixin for the ONNX runners (``encoder``/``decoder``, and ``context`` where the artifact
+    has one, are graph calls over a
     :class:`PlacedSession`, in ``.session``): ``describe()`` says where the nodes ran."""
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
-        placements = {role: graph.session.measure(self.img_size)
-                      for role, graph in (("encoder", self.encoder), ("decoder", self.decoder))}
+        graphs = {"encoder": self.encoder, "context": getattr(self, "context", None), "decoder": self.decoder}
+        placements = {role: graph.session.measure(self.img_size) for role, graph in graphs.items() if graph is not None}
         return {**info, "device": placement_summary(placements), "node_providers": placements}

@@ -16,7 +16,7 @@ from edge_sam.errors import EdgeSamError
 from edge_sam.transforms import image_to_tensor
 
 from edge_sam.targets.core.manifest import ArtifactError, GraphSpec, Manifest, check_io_names, first_line
-from edge_sam.targets.core.artifact_runner import ArtifactRunner, GraphPairRunner
+from edge_sam.targets.core.artifact_runner import ArtifactRunner, GraphRunner
 from edge_sam.targets.onnx.placement import PlacedSession, ReportsPlacement, enable_profiling
 
 if TYPE_CHECKING:
@@ -121,8 +121,8 @@ class SessionGraph:
         return self.session.run(None, dict(zip(self.input_names, arrays)))
 
 
-class OnnxDeployRunner(ReportsPlacement, GraphPairRunner):
-    """Deploy-form artifact: the host preprocesses and pads prompts; onnxruntime runs the two graphs."""
+class OnnxDeployRunner(ReportsPlacement, GraphRunner):
+    """Deploy-form artifact: the host preprocesses and pads prompts; onnxruntime runs the three graphs."""
 
 
 class OnnxOfficialRunner(ReportsPlacement, ArtifactRunner):

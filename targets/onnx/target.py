@@ -1,6 +1,8 @@
 """ONNX target: export (deploy form or official interface; fp32, fp16, INT8) and load back.
 
-Export writes ``encoder.onnx`` and ``decoder.onnx``. Every file passes ``onnx.checker`` with
+Export writes ``encoder.onnx`` and ``decoder.onnx``, and for the deploy interface
+``context.onnx`` (the decoder's per-image part; ``decoder.onnx`` then takes its outputs and any
+number of prompts). Every file passes ``onnx.checker`` with
 full shape inference before the artifact is committed. Loading needs only onnxruntime
 (:mod:`.runtime`: sessions, provider choice, runners).
 """
@@ -21,7 +23,7 @@ from edge_sam.modeling import EfficientSam
 from edge_sam.transforms import image_to_tensor
 
 from edge_sam.runner import Runner
-from edge_sam.graph_contract import encoder_input
+from edge_sam.graph_contract import COMPONENTS, encoder_input
 from edge_sam.targets.core.manifest import GraphSpec, Manifest, TensorSpec, artifact_label, first_line
 from edge_sam.targets.core.target import ExportRequest, Target, TargetOption
 from edge_sam.targets.onnx import graphs as onnx_graphs
@@ -38,9 +40,18 @@ from edge_sam.targets.onnx.runtime import (
 
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
+CONTEXT_FILE = "context.onnx"
+# Each interface's graphs: role -> (file, exporter), in the order an image goes through them.
 _EXPORTERS = {
-    "deploy": (onnx_graphs.export_deploy_encoder, onnx_graphs.export_deploy_decoder),
-    "official": (onnx_graphs.export_official_encoder, onnx_graphs.export_official_decoder),
+    "deploy": {
+        "encoder": (ENCODER_FILE, onnx_graphs.export_deploy_encoder),
+        "context": (CONTEXT_FILE, onnx_graphs.export_deploy_context),
+        "decoder": (DECODER_FILE, onnx_graphs.export_deploy_decoder),
+    },
+    "official": {
+        "encoder": (ENCODER_FILE, onnx_graphs.export_official_encoder),
+        "decoder": (DECODER_FILE, onnx_graphs.export_official_decoder),
+    },
 }
 
 
@@ -79,6 +90,7 @@ class OnnxTarget(Target):
     int8_rungs = ("static", "mixed", "a16", "dynamic")
     # ONNX Runtime's CPU provider on this host is what laptops and servers run.
     host_latency_stands_for_devices = True
+    layer_time_source = "onnxruntime's profile"
     interfaces = ("deploy", "official")
     export_modules = ("onnx", "onnxscript", "onnxruntime")
     runtime_modules = ("onnxruntime",)
@@ -117,24 +129,25 @@ class OnnxTarget(Target):
     def write_graphs(self, model: EfficientSam, request: ExportRequest, out_dir: Path, upsample: str | None = None,
                      for_runtime: str | None = None, attention: str | None = None) -> list[GraphSpec]:
         for_tensorrt = for_runtime == "tensorrt"
-        export_encoder, export_decoder = _EXPORTERS[request.interface]
+        graphs = _EXPORTERS[request.interface]
         with tempfile.TemporaryDirectory(prefix="onnx-fp32-", dir=out_dir) as work:
             work = Path(work)
-            fp32 = {ENCODER_FILE: work / ENCODER_FILE, DECODER_FILE: work / DECODER_FILE}
-            export_encoder(model, request.img_size, fp32[ENCODER_FILE])
-            if upsample is None:
-                export_decoder(model, request.img_size, fp32[DECODER_FILE])
-            else:
-                export_decoder(model, request.img_size, fp32[DECODER_FILE], upsample)
-            for name, role in ((ENCODER_FILE, "encoder"), (DECODER_FILE, "decoder")):
+            for role, (name, export_graph) in graphs.items():
+                fp32 = work / name
+                options = {}
+                if role == "decoder" and upsample is not None:  # the official decoder's
+                    options["upsample"] = upsample
+                if role == "decoder" and for_tensorrt:  # static shapes: one prompt per call
+                    options["prompt_batch"] = 1
+                export_graph(model, request.img_size, fp32, **options)
                 if for_tensorrt:
-                    tensorrt.prepare_fp32(fp32[name])
+                    tensorrt.prepare_fp32(fp32)
                 if attention == "fused":
-                    fuse_attention_file(fp32[name])
-                self._convert(model, request, role, fp32[name], out_dir / name, work, for_tensorrt)
+                    fuse_attention_file(fp32)
+                self._convert(model, request, role, fp32, out_dir / name, work, for_tensorrt)
                 if for_tensorrt:
                     tensorrt.check_written(out_dir / name)
-        return [check_graph(out_dir / ENCODER_FILE, "encoder"), check_graph(out_dir / DECODER_FILE, "decoder")]
+        return [check_graph(out_dir / name, role) for role, (name, _) in graphs.items()]
 
     def _convert(self, model, request: ExportRequest, role: str, src: Path, dst: Path, work: Path,
                  for_tensorrt: bool = False) -> None:
@@ -144,7 +157,7 @@ class OnnxTarget(Target):
 
         if request.precision == "fp16":
             (tensorrt.convert_fp16 if for_tensorrt else convert_fp16)(src, dst)
-        elif request.precision == "int8" and request.recipe.quantizes(role):
+        elif request.precision == "int8" and request.recipe.quantizes(COMPONENTS[role]):
             feeds = None
             if request.recipe.needs_calibration:
                 feeds = lambda: self._calibration_feeds(model, request, role)  # noqa: E731
@@ -176,20 +189,25 @@ class OnnxTarget(Target):
         recipe = recipe_from_manifest(manifest.recipe) if manifest.recipe else None
         graphs = [
             SessionGraph(open_session(artifact_dir / manifest.graph(role).file, manifest.graph(role), chosen, threads, spinning,
-                                      disabled_optimizers(recipe, role)))
-            for role in ("encoder", "decoder")
+                                      disabled_optimizers(recipe, COMPONENTS[role])))
+            for role in _EXPORTERS[manifest.interface]
         ]
         variant = "tensorrt" if manifest.export_options.get("for_runtime") == "tensorrt" else manifest.interface
         label = label or artifact_label(artifact_dir, manifest, variant)
         runner_class = OnnxOfficialRunner if manifest.interface == "official" else OnnxDeployRunner
         return runner_class(manifest, *graphs, label)
 
+    def int8_layer_savings(self, fp32_dir, int8_dir, layers, image):
+        from edge_sam.targets.onnx.profile import int8_savings_ms
+
+        return int8_savings_ms(fp32_dir, int8_dir, layers, image)
+
     def compare_layers(self, artifact_dir, runner, model, images):
         """Per-node SQNR of the artifact's encoder against a fresh fp32 export of the same graph."""
         from edge_sam.targets.onnx.layers import compare_layers
 
         manifest = runner.manifest
-        export_encoder, _ = _EXPORTERS[manifest.interface]
+        _, export_encoder = _EXPORTERS[manifest.interface]["encoder"]
         with tempfile.TemporaryDirectory(prefix="onnx-layer-drift-") as work:
             reference = Path(work) / ENCODER_FILE
             export_encoder(model, manifest.img_size, reference)

@@ -1,4 +1,5 @@
-"""LiteRT (TFLite) target: ``encoder.tflite`` + ``decoder.tflite`` via litert-torch (no TensorFlow),
+"""LiteRT (TFLite) target: ``encoder.tflite`` + ``context.tflite`` + ``decoder.tflite`` (the context:
+the decoder's per-image part, run once per image) via litert-torch (no TensorFlow),
 fp32 / fp16 weights / dynamic-range INT8 / static INT8, run by the LiteRT interpreter.
 
 Export converts the deploy-form graphs (:mod:`.graphs`); static INT8 recipes go through PT2E
@@ -22,9 +23,9 @@ from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.recipes import QuantRecipe
 
-from edge_sam.graph_contract import IO_NAMES, calibration_batches, encoder_input
+from edge_sam.graph_contract import COMPONENTS, IO_NAMES, ROLES, calibration_batches, encoder_input
 from edge_sam.targets.core.manifest import GraphSpec, Manifest, TensorSpec, artifact_label
-from edge_sam.targets.core.artifact_runner import GraphPairRunner
+from edge_sam.targets.core.artifact_runner import GraphRunner
 from edge_sam.checkpoint import state_dict_sha256
 from edge_sam.targets.core.target import ExportRequest, Target, TargetOption
 from edge_sam.targets.tflite import graphs as tflite_graphs
@@ -38,7 +39,7 @@ from edge_sam.targets.tflite.runtime import (
     open_interpreter,
 )
 
-FILES = {"encoder": "encoder.tflite", "decoder": "decoder.tflite"}
+FILES = {"encoder": "encoder.tflite", "context": "context.tflite", "decoder": "decoder.tflite"}
 
 
 def graph_spec(content: bytes, role: str) -> GraphSpec:
@@ -124,7 +125,7 @@ class TfliteTarget(Target):
         float_graph = functools.partial(tflite_graphs.float_graph, model, size, role, digest)
         if request.precision == "fp16":
             return tflite_graphs.fp16_weights(float_graph())
-        if request.precision == "fp32" or not request.recipe.quantizes(role):
+        if request.precision == "fp32" or not request.recipe.quantizes(COMPONENTS[role]):
             return float_graph()
         if request.recipe.scheme == "dynamic":
             return dynamic_range(float_graph(), request.recipe)
@@ -139,12 +140,12 @@ class TfliteTarget(Target):
     def make_runner(
         self, artifact_dir: Path, manifest: Manifest, label: str | None = None, threads: int | None = None,
         delegate: str = "xnnpack",
-    ) -> GraphPairRunner:
-        encoder, decoder = (
+    ) -> GraphRunner:
+        encoder, context, decoder = (
             SignatureGraph(artifact_dir / manifest.graph(role).file, manifest.graph(role), threads, delegate)
-            for role in ("encoder", "decoder")
+            for role in ROLES
         )
-        return GraphPairRunner(manifest, encoder, decoder, label or artifact_label(artifact_dir, manifest))
+        return GraphRunner(manifest, encoder, context, decoder, label or artifact_label(artifact_dir, manifest))
 
     def compare_layers(self, artifact_dir, runner, model, images):
         """Per-module SQNR of the artifact's encoder against an fp32 conversion of ``model``."""

@@ -1,7 +1,8 @@
 """Drift of exported artifacts against the fp32 PyTorch model, on the same images and prompts.
 
-For every image the reference (:class:`~edge_sam.targets.core.artifact_runner.TorchRunner`) and each runner
-encode it and decode the same prompts. Per runner we record:
+The reference (:class:`~edge_sam.runner.TorchRunner`) encodes every image and decodes its
+prompts first; then each runner in turn, loaded only for its pass, does the same on the same
+images and prompts. Per runner we record:
 
 - image embedding cosine similarity and SQNR (dB) against fp32;
 - mask IoU against the fp32 mask, per prompt: the multimask output fp32 ranks first (highest
@@ -19,6 +20,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -215,9 +217,31 @@ def _warm_up(runner: Runner, image: np.ndarray) -> None:
     runner.decode(runner.encode(image), prompt.points, prompt.labels, image.shape[:2])
 
 
+RunnerLoader = Callable[[], Runner]
+
+
+@dataclass
+class _ReferenceImage:
+    """What the fp32 pass leaves for every runner's pass over one image: its embedding, and per
+    prompt the mask fp32 ranks first (bit-packed) with fp32's IoU predictions."""
+
+    embedding: np.ndarray
+    prompts: list[Prompt]
+    top_masks: list[np.ndarray]
+    ious: list[np.ndarray]
+
+
+def _pack(mask: np.ndarray) -> np.ndarray:
+    return np.packbits(mask, axis=None)
+
+
+def _unpack(packed: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    return np.unpackbits(packed, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+
+
 def measure_drift(
     reference: TorchRunner,
-    runners: list[Runner],
+    runners: Sequence[Runner | RunnerLoader],
     source: ImageSource,
     artifact_dirs: list[str | None] | None = None,
     grid: int = PROMPT_GRID,
@@ -226,70 +250,88 @@ def measure_drift(
     checkpoint: str | None = None,
     layer_drift=None,
 ) -> DriftReport:
-    """Run the reference and every runner over ``source`` and collect the drift measurements.
+    """Run the reference, then each runner in turn, over ``source`` and collect the drift measurements.
 
-    ``layer_drift(runner_index, images) -> rows | None`` adds per-layer tables (the CLI passes
-    the target's tool); ``checkpoint`` lets the memory probe load the reference in a subprocess.
+    A runner may be given as a loader (``() -> Runner``): it is loaded when its turn comes and
+    released after it, so only one artifact is in memory at a time (at 1024, six loaded at once
+    held 3.9 GB). The fp32 pass runs first and keeps, per prompt, only what the comparison reads.
+    ``layer_drift(runner_index, runner, images) -> rows | None`` adds per-layer tables (the CLI
+    passes the target's tool); ``checkpoint`` lets the memory probe load the reference in a subprocess.
     """
     artifact_dirs = artifact_dirs or [None] * len(runners)
     ref_drift = RunnerDrift(reference.describe())
-    drifts = [RunnerDrift(r.describe(), d) for r, d in zip(runners, artifact_dirs)]
+    references: list[_ReferenceImage] = []
     first_image = None
     layer_images: list[np.ndarray] = []
-    n_prompts = 0
-    for sample in tqdm(source.samples(), total=len(source), desc="validating", unit="img"):
+    for sample in tqdm(source.samples(), total=len(source), desc="validating fp32", unit="img"):
         image, image_hw = sample.image, sample.image.shape[:2]
         if first_image is None:
             first_image = image
-            for runner in (reference, *runners):
-                _warm_up(runner, image)
+            _warm_up(reference, image)
         if len(layer_images) < LAYER_DRIFT_IMAGES:
             layer_images.append(image)
         prompts = prompts_for(sample, grid, max_objects)
-        n_prompts += len(prompts)
-        ref_embedding, seconds = _timed(reference.encode, image)
+        embedding, seconds = _timed(reference.encode, image)
         ref_drift.encoder_s.append(seconds)
-        ref_outputs = []
+        kept = _ReferenceImage(embedding, prompts, [], [])
         for prompt in prompts:
-            (low_res, iou), seconds = _timed(reference.decode, ref_embedding, prompt.points, prompt.labels, image_hw)
+            (low_res, iou), seconds = _timed(reference.decode, embedding, prompt.points, prompt.labels, image_hw)
             ref_drift.decoder_s.append(seconds)
             masks = full_size_masks(low_res, image_hw)
-            ref_outputs.append((masks, iou[0]))
+            kept.top_masks.append(_pack(masks[int(np.argmax(iou[0]))]))
+            kept.ious.append(iou[0])
             _score_ground_truth(ref_drift, sample, prompt, masks, iou[0])
-        for runner, drift in zip(runners, drifts):
-            embedding, seconds = _timed(runner.encode, image)
-            drift.encoder_s.append(seconds)
-            drift.embedding_cosine.append(cosine(ref_embedding, embedding))
-            drift.embedding_sqnr_db.append(sqnr_db(ref_embedding, embedding))
-            for prompt, (ref_masks, ref_iou) in zip(prompts, ref_outputs):
-                (low_res, iou), seconds = _timed(runner.decode, embedding, prompt.points, prompt.labels, image_hw)
-                drift.decoder_s.append(seconds)
-                masks, iou = full_size_masks(low_res, image_hw), iou[0]
-                top = int(np.argmax(ref_iou))
-                value = mask_iou(masks[top], ref_masks[top])
-                drift.keep_if_worst(value, lambda: WorstPrompt(
-                    value, sample.image_id, prompt.describe(),
-                    _render_pair(image, prompt, ref_masks[top], masks[top], ("fp32", _short_name(drift.info)))))
-                drift.mask_iou.append(value)
-                drift.top_choice_agrees.append(int(np.argmax(iou)) == top)
-                drift.iou_prediction_delta.append(float(np.max(np.abs(iou - ref_iou))))
-                _score_ground_truth(drift, sample, prompt, masks, iou)
+        references.append(kept)
     if first_image is None:
         raise ValueError("no images to validate on")
     if measure_memory:
-        for runner, drift in zip([reference, *runners], [ref_drift, *drifts]):
-            own = runner.measured_memory()  # GPU memory, a remote device's RSS: not this machine's
-            if own is not None:
-                drift.memory = own
-            elif drift.artifact_dir or checkpoint:
-                drift.memory = _measure_memory(first_image, drift, checkpoint, reference.img_size)
-    if layer_drift is not None:
-        for index, drift in enumerate(drifts):
-            drift.layers = layer_drift(index, layer_images)
+        ref_drift.memory = reference.measured_memory() or (
+            _measure_memory(first_image, ref_drift, checkpoint, reference.img_size) if checkpoint else None)
+    drifts = []
+    for index, (item, artifact_dir) in enumerate(zip(runners, artifact_dirs)):
+        runner = item if isinstance(item, Runner) else item()
+        drift = RunnerDrift(runner.describe(), artifact_dir)
+        _warm_up(runner, first_image)
+        samples = zip(source.samples(), references)
+        for sample, kept in tqdm(samples, total=len(source), desc=f"validating {drift.info['label']}", unit="img"):
+            _compare_image(runner, drift, sample, kept)
+        if layer_drift is not None:
+            drift.layers = layer_drift(index, runner, layer_images)
+        own = runner.measured_memory() if measure_memory else None  # GPU memory, a remote device's RSS
+        del runner  # a loaded artifact is released before the next one loads
+        if own is not None:
+            drift.memory = own
+        elif measure_memory and (drift.artifact_dir or checkpoint):
+            drift.memory = _measure_memory(first_image, drift, checkpoint, reference.img_size)
+        drifts.append(drift)
     return DriftReport(
-        source=source.describe(), n_images=len(source), n_prompts=n_prompts, reference=ref_drift, runners=drifts,
-        machine=machine_info(), settings={"grid": grid, "max_objects": max_objects, "worst_kept": WORST_KEPT},
+        source=source.describe(), n_images=len(source), n_prompts=sum(len(k.prompts) for k in references),
+        reference=ref_drift, runners=drifts, machine=machine_info(),
+        settings={"grid": grid, "max_objects": max_objects, "worst_kept": WORST_KEPT},
     )
+
+
+def _compare_image(runner: Runner, drift: RunnerDrift, sample, kept: _ReferenceImage) -> None:
+    """One image through ``runner``: its embedding and every prompt's mask against fp32's."""
+    image, image_hw = sample.image, sample.image.shape[:2]
+    embedding, seconds = _timed(runner.encode, image)
+    drift.encoder_s.append(seconds)
+    drift.embedding_cosine.append(cosine(kept.embedding, embedding))
+    drift.embedding_sqnr_db.append(sqnr_db(kept.embedding, embedding))
+    for prompt, packed, ref_iou in zip(kept.prompts, kept.top_masks, kept.ious):
+        (low_res, iou), seconds = _timed(runner.decode, embedding, prompt.points, prompt.labels, image_hw)
+        drift.decoder_s.append(seconds)
+        masks, iou = full_size_masks(low_res, image_hw), iou[0]
+        top = int(np.argmax(ref_iou))
+        ref_mask = _unpack(packed, image_hw)
+        value = mask_iou(masks[top], ref_mask)
+        drift.keep_if_worst(value, lambda: WorstPrompt(
+            value, sample.image_id, prompt.describe(),
+            _render_pair(image, prompt, ref_mask, masks[top], ("fp32", _short_name(drift.info)))))
+        drift.mask_iou.append(value)
+        drift.top_choice_agrees.append(int(np.argmax(iou)) == top)
+        drift.iou_prediction_delta.append(float(np.max(np.abs(iou - ref_iou))))
+        _score_ground_truth(drift, sample, prompt, masks, iou)
 
 
 def _score_ground_truth(drift: RunnerDrift, sample, prompt: Prompt, masks: np.ndarray, iou: np.ndarray) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from functools import partial
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,8 @@ def validate(
     targets = [get_target(m.target) for m in manifests]
     options = runtime_options or {}
     here = "here" in places
-    runners = [t.load(path, **options.get(t.name, {})) for t, path in zip(targets, artifacts)] if here else []
+    # loaders, not runners: measure_drift loads each artifact for its own pass only
+    runners: list = [partial(t.load, path, **options.get(t.name, {})) for t, path in zip(targets, artifacts)] if here else []
     if layers and here:  # per-layer drift re-exports an fp32 graph, so it needs the export toolchain (one line if absent)
         for target, manifest in zip(targets, manifests):
             if manifest.precision != "fp32":
@@ -125,10 +127,10 @@ def validate(
         runners += device_runners(artifacts, devices, jobs, device_settings or RemoteSettings(), dict(options))
         artifact_dirs += list(artifacts) * len(devices)
 
-    def layer_drift(index: int, layer_images):
+    def layer_drift(index: int, runner, layer_images):
         if not here or index >= len(artifacts):  # PyTorch and device rows: no per-layer tool
             return None
-        return targets[index].layer_drift(Path(artifacts[index]), runners[index], model, layer_images)
+        return targets[index].layer_drift(Path(artifacts[index]), runner, model, layer_images)
 
     report = measure_drift(
         TorchRunner(model, sizes[0]), runners, source, artifact_dirs=artifact_dirs, max_objects=max_objects,
