@@ -11,7 +11,7 @@ import sys
 from edge_sam.errors import EdgeSamError
 
 # Modules under edge_sam.apps; each adds its sub-commands.
-COMMANDS = ["cmd_segment", "cmd_data", "cmd_eval", "cmd_train", "cmd_export", "cmd_validate", "cmd_bench", "cmd_deploy", "cmd_app", "cmd_quantize"]
+COMMANDS = ["cmd_segment", "cmd_data", "cmd_eval", "cmd_train", "cmd_export", "cmd_validate", "cmd_bench", "cmd_deploy", "cmd_app", "cmd_quantize", "cmd_device"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -110,8 +110,9 @@ def _print_timings(runner, image: np.ndarray, timings: dict[str, list[float]]) -
 
 def _bench_on_device(args: argparse.Namespace) -> int:
     """The artifact pushed to the device and timed there (a centre click on the image)."""
-    from edge_sam.targets.devices.device_runner import DeviceRunner, ImageJob, Query, program_for, run_on_device
-    from edge_sam.targets.devices.transport import transport_for
+    from edge_sam.targets.devices.device_runner import (DeviceRunner, ImageJob, Query, program_for, run_on_device,
+                                                        settings_for)
+    from edge_sam.targets.devices.places import transport_for
 
     manifest = read_manifest(args.artifact)
     options = given_options(args, "runtime", [manifest.target])[manifest.target]
@@ -120,6 +121,10 @@ def _bench_on_device(args: argparse.Namespace) -> int:
     job = ImageJob(image, [Query(np.array([[w / 2, h / 2]], np.float32), np.array([1.0], np.float32))])
     settings = device_settings(args, runs=args.runs, warmup=args.warmup)
     transport = transport_for(args.on, settings.ssh_config)
+    if transport.emulated:
+        raise EdgeSamError(f"{transport.label} is emulated: its timings are the emulator's, not a device's "
+                           "(validate --on measures its accuracy)")
+    settings = settings_for(transport, settings)
     results = run_on_device(args.artifact, transport, [job], settings, options)
     runner = DeviceRunner(manifest, Path(args.artifact), [job], results, transport.label, program_for(manifest, settings))
     print(f"{runner.label}: {runner.describe()['device']}; image {w}x{h}, model input {manifest.img_size}")

@@ -27,7 +27,8 @@ from edge_sam.eval.metrics import mask_iou
 from edge_sam.targets import get_target, load_runner
 from edge_sam.fixed_prompts import grid_prompts
 from edge_sam.targets.devices.device_runner import ImageJob, Query, RemoteSettings, run_on_device
-from edge_sam.targets.devices.transport import AdbTransport, LocalTransport, SshTransport, TransportError, transport_for
+from edge_sam.targets.devices.places import transport_for
+from edge_sam.targets.devices.transport import AdbTransport, LocalTransport, SshTransport, TransportError
 from edge_sam.targets.validation.drift import full_size_masks
 from edge_sam.transforms import write_image
 

@@ -23,7 +23,6 @@ import shlex
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,7 +35,8 @@ from edge_sam.errors import EdgeSamError
 from edge_sam.targets.core.manifest import Manifest, artifact_label
 from edge_sam.targets.core.artifact_runner import ArtifactRunner
 from edge_sam.targets.core.target import verify_artifact
-from edge_sam.targets.devices.transport import LocalTransport, Transport, TransportError, transport_for
+from edge_sam.targets.devices.places import transport_for
+from edge_sam.targets.devices.transport import Transport, TransportError
 
 PROGRAMS = ("native", "python")
 
@@ -94,6 +94,13 @@ def image_key(image: np.ndarray) -> str:
 
 # -- running on the device ------------------------------------------------------------------------------
 
+def settings_for(transport: Transport, settings: RemoteSettings) -> RemoteSettings:
+    """``settings`` with the device's own interpreter when none was given (``python3``)."""
+    if settings.remote_python == "python3" and transport.default_python != "python3":
+        return replace(settings, remote_python=transport.default_python)
+    return settings
+
+
 def program_for(manifest: Manifest, settings: RemoteSettings) -> str:
     """The device program: the one asked for, else native for ExecuTorch and python otherwise."""
     program = settings.program or ("native" if manifest.target == "executorch" else "python")
@@ -133,14 +140,16 @@ def run_on_device(artifact_dir: str | os.PathLike, transport: Transport, jobs: S
         transport.push(stage, remote)
         done = transport.run(command, cwd=remote)
         if done.returncode != 0:
-            raise TransportError(f"{transport.label}: {_failure(program, done, settings)}")
+            raise TransportError(f"{transport.label}: {_failure(program, done, settings, transport)}")
         transport.pull(f"{remote}/job/out", local)
         read = _read_native if program == "native" else _read_python
         return read(local / "out", jobs, machine)
 
 
-def _failure(program: str, done, settings: RemoteSettings) -> str:
+def _failure(program: str, done, settings: RemoteSettings, transport: Transport) -> str:
     line = done.last_error_line()
+    if transport.setup_command and "is not installed" in line:  # a place edge_sam made: the fix is to make it again
+        return f"the device lacks a runtime ({line.split(': ', 1)[-1]}): {transport.setup_command}"
     if done.returncode in (126, 127):
         what = "the native runner" if program == "native" else settings.remote_python
         return f"{what} cannot be run on the device ({line})"
@@ -154,6 +163,7 @@ def _native_bundle(binary: str | os.PathLike | None, transport: Transport) -> li
     before anything is pushed."""
     from edge_sam.targets.executorch.native import RUNNER_NAME, build_runner, package_prefix
 
+    binary = binary or transport.native_runner
     if binary is None:
         binary = build_runner(Path(tempfile.gettempdir()) / f"edge-sam-native-{os.getuid()}")
         device_arch = transport.machine()["arch"]
@@ -264,8 +274,9 @@ class DeviceRunner(ArtifactRunner):
     (anything else is an error); timings are the device's own (:meth:`last_call_seconds`)."""
 
     def __init__(self, manifest: Manifest, artifact_dir: Path, jobs: Sequence[ImageJob], results: DeviceResults,
-                 transport_label: str, program: str) -> None:
+                 transport_label: str, program: str, emulated: bool = False) -> None:
         self.manifest = manifest
+        self.emulated = emulated
         self.img_size = manifest.img_size
         self.label = f"{artifact_label(artifact_dir, manifest)} @ {transport_label}"
         self.transport_label, self.program, self.results = transport_label, program, results
@@ -303,7 +314,7 @@ class DeviceRunner(ArtifactRunner):
         if self.results.runner.get("device"):  # e.g. the execution providers that ran an ONNX graph there
             device += f"; {self.results.runner['device']}"
         return {**super().describe(), **self.results.runner, "device": device, "device_program": self.program,
-                "remote_machine": machine}
+                "remote_machine": machine, **({"emulated": True} if self.emulated else {})}
 
 
 def device_runners(artifacts: Sequence[str | os.PathLike], places: Sequence[str], jobs: Sequence[ImageJob],
@@ -316,12 +327,10 @@ def device_runners(artifacts: Sequence[str | os.PathLike], places: Sequence[str]
         for artifact in artifacts:
             manifest = verify_artifact(artifact)
             program = program_for(manifest, settings)
-            here = settings
-            if isinstance(transport, LocalTransport) and program == "python" and settings.remote_python == "python3":
-                here = replace(settings, remote_python=sys.executable)  # this machine: the interpreter running us
             options = (runtime_options or {}).get(manifest.target) or None
-            results = run_on_device(artifact, transport, jobs, here, options)
-            runners.append(DeviceRunner(manifest, Path(artifact), jobs, results, transport.label, program))
+            results = run_on_device(artifact, transport, jobs, settings_for(transport, settings), options)
+            runners.append(DeviceRunner(manifest, Path(artifact), jobs, results, transport.label, program,
+                                        transport.emulated))
     return runners
 
 

@@ -9,7 +9,9 @@ removed afterwards (:meth:`Transport.workspace`). Implementations:
   streams over the same connection (the device needs ``sh`` and ``tar``, not scp or sftp);
 - :class:`AdbTransport` (``adb:SERIAL``): ``adb push`` / ``adb shell`` / ``adb pull`` for an
   Android device (tested against a fake ``adb`` that answers those commands as adb does, in
-  tests/test_remote.py; not run against a real device in this project).
+  tests/test_remote.py; not run against a real device in this project);
+- :class:`~edge_sam.targets.devices.emulated.EmulatedTransport` (``aarch64[-CPU]:DIR``): an arm64
+  userland under QEMU user-mode emulation (its own module; timings marked emulated).
 
 A host that refuses, a dropped connection, a command that does not exist on the device: each
 is one :class:`TransportError` line naming the device.
@@ -22,6 +24,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import warnings
@@ -35,7 +38,6 @@ from typing import Any
 from edge_sam.errors import EdgeSamError
 
 DEFAULT_TIMEOUT_S = 3600.0
-_SSH_URL = re.compile(r"^ssh://(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^@/:]+)(?::(?P<port>\d+))?/?$")
 
 
 class TransportError(EdgeSamError):
@@ -60,6 +62,10 @@ class Transport(ABC):
 
     label: str
     temp_root: str = "/tmp"  # where workspace() makes its scratch folder on the device
+    emulated: bool = False  # an emulator's timings are not a device's: marked in reports, refused by bench
+    default_python: str = "python3"  # the device's interpreter when none is given
+    native_runner: Path | None = None  # a native runner built for the device, when the place has one
+    setup_command: str | None = None  # what (re)makes the device's software, when edge_sam made it
 
     @abstractmethod
     def push(self, local: Path, remote_dir: str) -> None:
@@ -127,6 +133,7 @@ class LocalTransport(Transport):
     """This machine, through ``sh`` in a subprocess: the remote protocol without a connection."""
 
     label = "local"
+    default_python = sys.executable  # this machine: the interpreter running us
 
     def push(self, local: Path, remote_dir: str) -> None:
         local = Path(local)
@@ -265,16 +272,3 @@ def _completed(command: list[str], timeout: float, label: str) -> Completed:
     except subprocess.TimeoutExpired:
         raise TransportError(f"{label}: no answer within {timeout:.0f} s") from None
     return Completed(done.returncode, done.stdout, done.stderr)
-
-
-def transport_for(place: str, ssh_config: str | os.PathLike | None = None) -> Transport:
-    """``local``, ``ssh://user@host[:port]`` or ``adb[:SERIAL]`` -> its transport."""
-    if place == "local":
-        return LocalTransport()
-    if place == "adb" or place.startswith("adb:"):
-        return AdbTransport(place[4:] or None)
-    match = _SSH_URL.match(place)
-    if match:
-        port = int(match["port"]) if match["port"] else None
-        return SshTransport(match["host"].strip("[]"), match["user"], port, ssh_config)
-    raise TransportError(f"unknown device '{place}': give local, ssh://user@host[:port] or adb:SERIAL")

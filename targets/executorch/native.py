@@ -74,8 +74,9 @@ def _tool(name: str) -> str:
 
 
 def build_runner(build_dir: str | os.PathLike, source_dir: str | os.PathLike = SOURCE_DIR,
-                 cmake_args: tuple[str, ...] = ()) -> Path:
-    """Configure and build ``edge_sam_runner`` against the installed executorch wheel; its path."""
+                 cmake_args: tuple[str, ...] = (), prefix: str | os.PathLike | None = None) -> Path:
+    """Configure and build ``edge_sam_runner`` against the installed executorch wheel (or the
+    ExecuTorch package at ``prefix``, e.g. another architecture's wheel); its path."""
     source_dir, build_dir = Path(source_dir), Path(build_dir)
     if not (source_dir / "CMakeLists.txt").is_file():
         raise NativeRunnerError(f"{source_dir} has no CMakeLists.txt: build the runner from an edge_sam source checkout")
@@ -83,7 +84,7 @@ def build_runner(build_dir: str | os.PathLike, source_dir: str | os.PathLike = S
     if not any(shutil.which(c) for c in ("c++", "g++", "clang++")) and not os.environ.get("CXX"):
         raise NativeRunnerError("no C++ compiler found (c++, g++, clang++ or $CXX): the native runner needs one")
     steps = [
-        [cmake, "-S", str(source_dir), "-B", str(build_dir), f"-DCMAKE_PREFIX_PATH={package_prefix()}", *cmake_args],
+        [cmake, "-S", str(source_dir), "-B", str(build_dir), f"-DCMAKE_PREFIX_PATH={prefix or package_prefix()}", *cmake_args],
         [cmake, "--build", str(build_dir), "--parallel"],
     ]
     for step in steps:

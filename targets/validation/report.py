@@ -79,13 +79,19 @@ def _format(key: str, value: Any) -> str:
     return str(value)
 
 
+_LATENCY_KEYS = {"encoder_p50_s", "encoder_p90_s", "decoder_p50_ms", "decoder_p90_ms"}
+
+
 def table_rows(report: DriftReport) -> list[list[str]]:
+    """The table's cells; an emulated device's latencies say so (an emulator's speed, not a device's)."""
     rows = []
     for index, row in enumerate(report.to_dict()["rows"]):
         cells = _cells(row)
         if index == 0:  # the reference compares with itself
             cells.update(mask_iou_mean="reference")
-        rows.append([_format(key, cells.get(key)) for _, key in COLUMNS])
+        marked = row.get("emulated")
+        rows.append([_format(key, cells.get(key)) + (" (emulated)" if marked and key in _LATENCY_KEYS and cells.get(key) is not None else "")
+                     for _, key in COLUMNS])
     return rows
 
 

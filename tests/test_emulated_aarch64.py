@@ -1,0 +1,199 @@
+"""The emulated aarch64 place: an arm64 Debian userland under qemu-user-static with the runtimes'
+aarch64 wheels (``edge-sam device create aarch64 DIR``), validated on with ``--on aarch64:DIR``.
+
+The place is made once per machine under the repository's ignored .device-cache/ (several minutes
+the first time: Debian's packages and the aarch64 wheels are downloaded; seconds afterwards) and
+reused. Needs root (chroot, mounts in a private namespace) and Debian's qemu-user-static,
+binfmt-support and mmdebstrap (.ci/run installs them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import require_programs, require_toolchain, toolchain_missing
+
+import edge_sam
+from edge_sam.apps import cli
+from edge_sam.errors import EdgeSamError
+from edge_sam.image_sources import image_folder
+from edge_sam.targets import get_target
+from edge_sam.targets.devices.aarch64_place import create_place, pinned_requirements
+from edge_sam.targets.devices.emulated import SITE
+from edge_sam.targets.devices.places import transport_for
+from edge_sam.transforms import write_image
+
+PLACE = Path(__file__).resolve().parents[1] / ".device-cache" / "aarch64"
+
+
+@pytest.fixture(scope="module")
+def place():
+    """The cached place, made (or brought up to date) here; how long that took is printed."""
+    if os.geteuid() != 0:
+        toolchain_missing("the emulated aarch64 place needs root (chroot and mounts in a private namespace)")
+    require_programs(("qemu-aarch64-static",), ("mmdebstrap",), ("update-binfmts",), ("unshare",))
+    start = time.perf_counter()
+    record = create_place(PLACE, log=lambda line: print(f"aarch64 place: {line}"))
+    print(f"aarch64 place ready in {time.perf_counter() - start:.0f} s: {record['steps_s']}")
+    return record
+
+
+@pytest.fixture(scope="module")
+def int8_artifact(tmp_path_factory, make_tiny_model, dogs):
+    """A static INT8 LiteRT export of a tiny model (calibrated on two views of the photo) and its checkpoint."""
+    require_toolchain("ai_edge_litert.interpreter")
+    root = tmp_path_factory.mktemp("aarch64-art")
+    model = make_tiny_model(seed=3)
+    checkpoint = edge_sam.save_model(model, root / "tiny.safetensors")
+    calibration = root / "calib"
+    calibration.mkdir()
+    write_image(calibration / "a.png", dogs[::2, ::2])
+    write_image(calibration / "b.png", dogs[100:500, 200:700])
+    artifact = get_target("tflite").export(model, "int8", "static-conv-linear", root / "tflite-int8",
+                                           calibration=image_folder(calibration))
+    return artifact, checkpoint
+
+
+def test_place_records_its_arm_cpus_and_the_host_versions(place):
+    """Each emulated CPU reports the features it was chosen for; the runtimes are the host's versions."""
+    assert place["machine"] == "aarch64" and place["python"].startswith("3.11")
+    phone, orin = set(place["cpus"]["phone"]["features"]), set(place["cpus"]["orin"]["features"])
+    assert {"asimddp", "i8mm", "bf16", "fphp"} <= phone and not {"sve", "sme"} & phone
+    assert {"asimddp", "fphp"} <= orin and not {"i8mm", "bf16", "sve"} & orin
+    assert place["packages"] == pinned_requirements()
+
+
+def test_int8_artifact_validated_on_the_emulated_place(place, int8_artifact, tmp_path, dogs):
+    """Two images through the aarch64 builds on the emulated CPU: a row in the same report, close to
+    the x86 row (ARM kernels round differently, but not by much), its latencies marked emulated."""
+    artifact, checkpoint = int8_artifact
+    images = tmp_path / "images"
+    images.mkdir()
+    write_image(images / "left.png", dogs[:400, :560])
+    write_image(images / "right.png", dogs[150:, 500:])
+    report = tmp_path / "report"
+    assert cli.main(["validate", str(artifact), "--checkpoint", str(checkpoint), "--images", str(images), "--report",
+                     str(report), "--no-memory", "--no-layers", "--on", "here", "--on", f"aarch64:{PLACE}"]) == 0
+    _, here, emulated = json.loads((report / "report.json").read_text())["rows"]
+    assert emulated["emulated"] is True and "emulated" not in here
+    assert emulated["remote_machine"]["arch"] == "aarch64" and "i8mm" in emulated["remote_machine"]["features"]
+    assert emulated["device"].startswith(f"aarch64:{PLACE}: QEMU ")
+    assert emulated["n_prompts"] == here["n_prompts"] > 0
+    assert emulated["embedding_cosine_mean"] == pytest.approx(here["embedding_cosine_mean"], abs=2e-3)
+    assert emulated["mask_iou_mean"] == pytest.approx(here["mask_iou_mean"], abs=0.02)
+    table = (report / "report.md").read_text()
+    assert table.count("(emulated)") >= 4  # the emulated row's four latency cells, and only those
+
+
+def test_bench_refuses_an_emulated_place(place, int8_artifact, capsys):
+    artifact, _ = int8_artifact
+    assert cli.main(["bench", str(artifact), "--on", f"aarch64:{PLACE}"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"edge-sam: error: aarch64:{PLACE} is emulated: its timings are the emulator's, not a device's "
+        "(validate --on measures its accuracy)")
+
+
+def test_a_userland_missing_a_runtime_is_one_line(place, int8_artifact, tmp_path):
+    """ai_edge_litert moved out of the userland's venv: the device program says which extra is missing."""
+    artifact, checkpoint = int8_artifact
+    package = PLACE / "rootfs" / SITE.lstrip("/") / "ai_edge_litert"
+    aside = PLACE / "ai_edge_litert.aside"
+    shutil.move(package, aside)
+    try:
+        with pytest.raises(EdgeSamError) as caught:
+            cli_validate_once(artifact, checkpoint, tmp_path)
+    finally:
+        shutil.move(aside, package)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"aarch64:{PLACE}: the device lacks a runtime (")
+    assert "ai_edge_litert" in message and message.endswith(f": edge-sam device create aarch64 {PLACE}")
+
+
+def cli_validate_once(artifact, checkpoint, tmp_path):
+    from edge_sam.targets.validation.validate import validate
+
+    images = tmp_path / "one"
+    images.mkdir()
+    write_image(images / "a.png", np.full((64, 64, 3), 127, np.uint8))
+    validate([artifact], checkpoint=checkpoint, images=images, on=[f"aarch64:{PLACE}"], measure_memory=False, layers=False)
+
+
+def test_an_unknown_place_or_cpu_is_one_line(tmp_path):
+    with pytest.raises(EdgeSamError, match=r"no emulated place there \(place.json missing\): edge-sam device create aarch64"):
+        transport_for(f"aarch64:{tmp_path}")
+    with pytest.raises(EdgeSamError, match="unknown emulated CPU 'pixel' \\(choose from phone, orin\\)"):
+        transport_for(f"aarch64-pixel:{tmp_path}")
+
+
+def test_cross_compiled_native_runner_gives_the_x86_runners_mask(place, make_tiny_model, tmp_path, dogs):
+    """apps/cpp cross-compiled for aarch64 (Debian's toolchain, the userland's ExecuTorch wheel) runs
+    in the place by default for ExecuTorch artifacts; on dogs.jpg its mask is the x86 runner's."""
+    require_toolchain("executorch.runtime")
+    require_programs(("cmake",), ("c++", "g++", "clang++"))
+    from edge_sam.targets.devices.device_runner import ImageJob, Query, RemoteSettings, run_on_device
+    from edge_sam.targets.devices.transport import LocalTransport
+    from edge_sam.targets.executorch.native import build_runner
+    from edge_sam.targets.validation.drift import full_size_masks
+    from edge_sam.eval.metrics import mask_iou
+
+    artifact = get_target("executorch").export(make_tiny_model(seed=5), "fp32", None, tmp_path / "et-fp32")
+    h, w = dogs.shape[:2]
+    job = [ImageJob(dogs, [Query(np.array([[w * 0.3, h * 0.55]], np.float32), np.ones(1, np.float32))])]
+    x86 = run_on_device(artifact, LocalTransport(), job, RemoteSettings(runner_binary=build_runner(tmp_path / "build")))
+    arm = run_on_device(artifact, transport_for(f"aarch64:{PLACE}"), job, RemoteSettings(program="native"))
+    assert arm.machine["arch"] == "aarch64" and arm.machine["emulated"] is True
+    x86_masks = full_size_masks(x86.outputs[0][0][0], (h, w))
+    arm_masks = full_size_masks(arm.outputs[0][0][0], (h, w))
+    top = int(np.argmax(x86.outputs[0][0][1][0]))
+    assert mask_iou(arm_masks[top], x86_masks[top]) >= 0.999
+    assert float(np.dot(arm.embeddings[0].ravel(), x86.embeddings[0].ravel()) / (
+        np.linalg.norm(arm.embeddings[0]) * np.linalg.norm(x86.embeddings[0]))) > 0.9999
+
+
+def test_an_artifact_the_devices_runtime_cannot_load_is_one_line(place, make_tiny_model, tmp_path):
+    """An ONNX file stamped with an IR version newer than the device's onnxruntime reads (as from a
+    newer exporter; its manifest hashes updated, so only the device can refuse it): one line from there."""
+    onnx = require_toolchain("onnx")
+    from edge_sam.targets.core.manifest import hash_files
+
+    model = make_tiny_model(seed=2)
+    checkpoint = edge_sam.save_model(model, tmp_path / "tiny.safetensors")
+    artifact = get_target("onnx").export(model, "fp32", None, tmp_path / "onnx-fp32")
+    graph = onnx.load(str(artifact / "encoder.onnx"))
+    graph.ir_version = 99
+    onnx.save(graph, str(artifact / "encoder.onnx"))
+    manifest = json.loads((artifact / "manifest.json").read_text())
+
+    def rehash(node):
+        if isinstance(node, dict):
+            if "encoder.onnx" in node and isinstance(node["encoder.onnx"], dict) and "sha256" in node["encoder.onnx"]:
+                node.update(hash_files(artifact, ["encoder.onnx"]))
+            for value in node.values():
+                rehash(value)
+
+    rehash(manifest)
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgeSamError) as caught:
+        cli_validate_once(artifact, checkpoint, tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"aarch64:{PLACE}: ") and "ir_version" in message.lower().replace(" ", "_")
+
+
+def test_a_host_without_qemu_or_binfmt_is_one_line(monkeypatch, tmp_path):
+    """No qemu-aarch64-static on PATH, then no enabled binfmt_misc entry for it: one line each, naming the fix."""
+    from edge_sam.targets.devices import emulated
+
+    if os.geteuid() != 0:
+        toolchain_missing("the emulated aarch64 place needs root")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(EdgeSamError, match=r"^qemu-aarch64-static not found: apt-get install qemu-user-static binfmt-support$"):
+        emulated.check_host()
+    monkeypatch.undo()
+    monkeypatch.setattr(emulated, "BINFMT_ENTRY", tmp_path / "qemu-aarch64")  # an entry that is not registered
+    with pytest.raises(EdgeSamError, match=r"^binfmt_misc has no enabled qemu-aarch64 entry with the F flag: mount -t binfmt_misc"):
+        emulated.check_host()
