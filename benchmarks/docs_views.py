@@ -217,3 +217,14 @@ def aoti_precisions_table(record: Record) -> str:
                      f"{drift['export_s']:.0f}" if "export_s" in drift else "-"])
     return table(["package", "mask IoU mean", "p5", "worst", "embedding SQNR dB", "encoder x PyTorch fp32 eager",
                   "export + compile s"], "lrrrrrr", rows)
+
+
+@view
+def deploy_peak_steps(record: Record) -> str:
+    """The steps that raised the run's peak RSS, each with the peak after it (deploy.json's steps)."""
+    rises, peak = [], 0.0
+    for step in record["deploy"]["steps"]:
+        if step.get("peak_rss_gb") is not None and step["peak_rss_gb"] > peak:
+            peak = step["peak_rss_gb"]
+            rises.append(f"{step['name']} {peak:.2f} GB")
+    return ", ".join(rises)

@@ -69,3 +69,17 @@ def with_recipe_activations(config, recipe):
     if wide:  # symmetric int16: LiteRT's 16x8 kernels take zero point 0 only
         activation = dataclasses.replace(activation, dtype=torch.int16, quant_min=-(2**15 - 1), quant_max=2**15 - 1)
     return dataclasses.replace(config, input_activation=activation, output_activation=activation)
+
+
+def calibrated_pt2e(model, graph: torch.nn.Module, quantizer, needs_calibration: bool, calibration, img_size: int,
+                    role: str) -> torch.fx.GraphModule:
+    """``graph`` (one deploy-form role of ``model``) PT2E-quantized by ``quantizer``: calibrated on
+    ``calibration`` when the recipe's activations are static, else one pass so the weight
+    observers see the weights. Every target whose INT8 goes through PT2E quantizes so."""
+    from edge_sam.graph_contract import calibration_batches
+
+    if needs_calibration:
+        batches, total = calibration_batches(model, calibration, img_size, role)
+    else:
+        batches, total = [graph.example_inputs()], 1
+    return quantize_pt2e(graph, graph.example_inputs(), quantizer, batches, total=total, description=f"calibrating {role}")

@@ -105,6 +105,16 @@ def dogs() -> np.ndarray:
     return read_image(SAMPLE_IMAGE)
 
 
+@pytest.fixture(scope="session")
+def image_ppm(tmp_path_factory, dogs) -> Path:
+    """dogs.jpg as the binary PPM the C++ runners read."""
+    from edge_sam.targets.executorch.native import write_ppm
+
+    path = tmp_path_factory.mktemp("images") / "dogs.ppm"
+    write_ppm(path, dogs)
+    return path
+
+
 def _make_tiny_model(seed: int = 0, **overrides) -> EfficientSam:
     torch.manual_seed(seed)
     model = build_efficient_sam(EfficientSamConfig.tiny(**overrides))

@@ -17,7 +17,7 @@ from conftest import require_programs, require_toolchain
 
 from edge_sam.eval.metrics import mask_iou
 from edge_sam.targets import get_target, load_runner
-from edge_sam.targets.executorch.native import NativeRunnerError, run_runner, write_ppm
+from edge_sam.targets.executorch.native import NativeRunnerError, run_runner
 from edge_sam.targets.validation.drift import full_size_masks
 
 require_toolchain("torch._inductor")
@@ -31,13 +31,6 @@ POINTS = [(300.0, 200.0, 1.0), (650.0, 350.0, 1.0)]
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory, make_tiny_model):
     return get_target("aoti").export(make_tiny_model(seed=7), "fp32", None, tmp_path_factory.mktemp("aoti") / "fp32")
-
-
-@pytest.fixture(scope="module")
-def image_ppm(tmp_path_factory, dogs):
-    path = tmp_path_factory.mktemp("images") / "dogs.ppm"
-    write_ppm(path, dogs)
-    return path
 
 
 @pytest.fixture(scope="module")

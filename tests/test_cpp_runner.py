@@ -21,7 +21,7 @@ require_toolchain("executorch.runtime")
 require_toolchain("torchao")
 require_programs(("cmake",), ("c++", "g++", "clang++"))  # the native runner needs CMake and a C++17 compiler
 
-from edge_sam.targets.executorch.native import NativeRunnerError, build_runner, run_runner, write_ppm  # noqa: E402
+from edge_sam.targets.executorch.native import NativeRunnerError, build_runner, run_runner  # noqa: E402
 
 POINT = (300.0, 200.0, 1.0)
 
@@ -35,13 +35,6 @@ def artifact(tmp_path_factory, make_tiny_model, dogs):
     write_image(calib / "dogs.png", dogs[::2, ::2])
     model = make_tiny_model(seed=7)
     return get_target("executorch").export(model, "int8", None, root / "int8", calibration=image_folder(calib))
-
-
-@pytest.fixture(scope="module")
-def image_ppm(tmp_path_factory, dogs):
-    path = tmp_path_factory.mktemp("images") / "dogs.ppm"
-    write_ppm(path, dogs)
-    return path
 
 
 @pytest.fixture(scope="module")

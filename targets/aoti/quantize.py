@@ -16,10 +16,9 @@ import dataclasses
 import torch
 
 from edge_sam.image_sources import ImageSource
-from edge_sam.graph_contract import calibration_batches
 from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.layers import ENCODER
-from edge_sam.quantize.pt2e import quantize_pt2e
+from edge_sam.quantize.pt2e import calibrated_pt2e
 from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
 
 QUANTIZER_MODULE = "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer"
@@ -69,9 +68,4 @@ def recipe_quantizer(recipe: QuantRecipe):
 def quantized_graph(model: EfficientSam, graph: torch.nn.Module, recipe: QuantRecipe, calibration: ImageSource | None,
                     img_size: int, role: str) -> torch.fx.GraphModule:
     """``graph`` PT2E-quantized with the recipe's x86 inductor quantizer (calibrated when static)."""
-    if recipe.needs_calibration:
-        batches, total = calibration_batches(model, calibration, img_size, role)
-    else:  # dynamic: one pass so the weight observers see the weights
-        batches, total = [graph.example_inputs()], 1
-    return quantize_pt2e(graph, graph.example_inputs(), recipe_quantizer(recipe), batches, total=total,
-                         description=f"calibrating {role}")
+    return calibrated_pt2e(model, graph, recipe_quantizer(recipe), recipe.needs_calibration, calibration, img_size, role)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_sam.errors import EdgeSamError
-from edge_sam.targets.devices.transport import Completed, Transport, TransportError
+from edge_sam.targets.devices.transport import Completed, Transport, TransportError, copy_into
 
 VENV = "/opt/edge-sam/venv"  # the userland's Python environment (the runtimes and edge_sam)
 PYTHON = f"{VENV}/bin/python"
@@ -183,23 +183,13 @@ class EmulatedTransport(Transport):
         return run_in_userland(self.place, self.cpu, shell_command, timeout, self.label)
 
     def push(self, local: Path, remote_dir: str) -> None:
-        local = Path(local)
-        destination = self._host_path(remote_dir) / local.name
-        if local.is_dir():
-            shutil.copytree(local, destination)
-        else:
-            shutil.copy2(local, destination)
+        copy_into(Path(local), self._host_path(remote_dir))
 
     def pull(self, remote_path: str, local_dir: Path) -> Path:
         source = self._host_path(remote_path)
         if not source.exists():
             raise TransportError(f"{self.label}: {remote_path} does not exist")
-        destination = Path(local_dir) / source.name
-        if source.is_dir():
-            shutil.copytree(source, destination)
-        else:
-            shutil.copy2(source, destination)
-        return destination
+        return copy_into(source, Path(local_dir))
 
     def machine(self) -> dict[str, Any]:
         machine = super().machine()

@@ -129,6 +129,17 @@ class Transport(ABC):
 
 # -- this machine -----------------------------------------------------------------------------------
 
+def copy_into(source: Path, folder: Path) -> Path:
+    """``source`` (a file or a folder) copied into ``folder`` under its own name: a push or pull
+    between folders this machine sees (a local place, an emulated userland)."""
+    destination = folder / source.name
+    if source.is_dir():
+        shutil.copytree(source, destination)
+    else:
+        shutil.copy2(source, destination)
+    return destination
+
+
 class LocalTransport(Transport):
     """This machine, through ``sh`` in a subprocess: the remote protocol without a connection."""
 
@@ -136,23 +147,13 @@ class LocalTransport(Transport):
     default_python = sys.executable  # this machine: the interpreter running us
 
     def push(self, local: Path, remote_dir: str) -> None:
-        local = Path(local)
-        destination = Path(remote_dir) / local.name
-        if local.is_dir():
-            shutil.copytree(local, destination)
-        else:
-            shutil.copy2(local, destination)
+        copy_into(Path(local), Path(remote_dir))
 
     def pull(self, remote_path: str, local_dir: Path) -> Path:
         source = Path(remote_path)
         if not source.exists():
             raise TransportError(f"{self.label}: {remote_path} does not exist")
-        destination = Path(local_dir) / source.name
-        if source.is_dir():
-            shutil.copytree(source, destination)
-        else:
-            shutil.copy2(source, destination)
-        return destination
+        return copy_into(source, Path(local_dir))
 
     def _execute(self, shell_command: str, timeout: float) -> Completed:
         return _completed(["sh", "-c", shell_command], timeout, self.label)

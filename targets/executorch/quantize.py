@@ -16,11 +16,10 @@ import torch
 
 from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.layers import float_layer_filter
-from edge_sam.quantize.pt2e import quantize_pt2e, with_recipe_activations
+from edge_sam.quantize.pt2e import calibrated_pt2e, with_recipe_activations
 from edge_sam.quantize.recipes import OpClass, QuantRecipe, RecipeError
 
 from edge_sam.image_sources import ImageSource
-from edge_sam.graph_contract import calibration_batches
 
 # The aten ops whose XNNPACKQuantizer patterns quantize each op class.
 _XNNPACK_OPS: dict[OpClass, tuple] = {
@@ -80,9 +79,4 @@ def quantized_graph(
 ) -> torch.fx.GraphModule:
     """``graph`` PT2E-quantized with the recipe's XNNPACK quantizer (calibrated when static): what
     export lowers, and what the per-layer drift compares with the float graph."""
-    if recipe.needs_calibration:
-        batches, total = calibration_batches(model, calibration, img_size, role)
-    else:  # dynamic: one pass so the weight observers see the weights
-        batches, total = [graph.example_inputs()], 1
-    return quantize_pt2e(graph, graph.example_inputs(), recipe_quantizer(recipe), batches, total=total,
-                         description=f"calibrating {role}")
+    return calibrated_pt2e(model, graph, recipe_quantizer(recipe), recipe.needs_calibration, calibration, img_size, role)
