@@ -90,7 +90,7 @@ def deploy_run(record: Record) -> str:
     wall, cpu, peak = _run_cost(record)
     minutes, seconds = divmod(round(wall), 60)
     return (f"{minutes} min {seconds} s wall, {cpu:.0f} s of CPU, "
-            f"peak RSS {peak:.1f} GB, {len(record['deploy']['steps'])} steps")
+            f"peak RSS {peak:.2f} GB, {len(record['deploy']['steps'])} steps")
 
 
 DEPLOY_LADDER_NAMES = {"coreml": "Core ML (host executor)", "executorch": "ExecuTorch XNNPACK", "onnx": "ONNX Runtime",
@@ -228,3 +228,27 @@ def deploy_peak_steps(record: Record) -> str:
             peak = step["peak_rss_gb"]
             rises.append(f"{step['name']} {peak:.2f} GB")
     return ", ".join(rises)
+
+
+# -- the emulated aarch64 place (benchmarks/aarch64_drift.py) -----------------------------------------
+@view
+def aarch64_drift_table(record: Record) -> str:
+    """Per artifact: its IoU vs fp32 on x86, and per emulated CPU its IoU vs fp32 and vs the same artifact on x86."""
+    places = [place for place in ("aarch64", "aarch64-orin") if place in record["rows"][0]]
+    header = ["artifact", "x86: IoU vs fp32"]
+    for place in places:
+        header += [f"{place}: IoU vs fp32", f"{place}: IoU vs x86 mean (worst)", f"{place}: emb cos vs x86"]
+    rows = []
+    for row in record["rows"]:
+        cells = [row["artifact"], f"{row['x86']['mask_iou_vs_fp32']:.4f}"]
+        for place in places:
+            there = row[place]
+            cells += [f"{there['mask_iou_vs_fp32']:.4f}", f"{there['mask_iou_vs_x86']:.4f} ({there['mask_iou_vs_x86_worst']:.4f})",
+                      f"{there['embedding_cosine_vs_x86']:.6f}"]
+        rows.append(cells)
+    return table(header, "l" + "r" * (len(header) - 1), rows)
+
+
+@view
+def aarch64_place_size(record: Record) -> str:
+    return f"{record['place']['disk_mb'] / 1000:.1f} GB"
