@@ -68,7 +68,7 @@ def test_fp32_pte_matches_pytorch(artifacts, model, dogs):
     assert min(ious) >= 0.999, ious
     manifest = read_manifest(artifacts["fp32"])
     assert manifest.backend == "XnnpackBackend"
-    assert [g.file for g in manifest.graphs] == ["encoder.pte", "decoder.pte"]
+    assert [g.file for g in manifest.graphs] == ["encoder.pte", "context.pte", "decoder.pte"]
     assert manifest.graph("encoder").inputs[0].shape == (1, 3, 64, 64)
 
 
