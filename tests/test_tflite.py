@@ -20,6 +20,7 @@ import pytest
 from conftest import require_toolchain
 
 import edge_sam
+from edge_sam.graph_contract import CONTEXT_NAMES
 from edge_sam.apps import cmd_export
 from edge_sam.errors import EdgeSamError, MissingToolchainError
 from edge_sam.eval.metrics import mask_iou
@@ -114,7 +115,8 @@ def test_manifest_records_float_io_and_fp16_weights(artifacts):
     fp32, fp16 = read_manifest(artifacts["fp32"]), read_manifest(artifacts["fp16"])
     encoder = fp32.graph("encoder")
     assert [(t.name, t.shape, t.dtype) for t in encoder.inputs] == [("image", (1, 3, IMG_SIZE, IMG_SIZE), "float32")]
-    assert [t.name for t in fp32.graph("decoder").inputs] == ["image_embeddings", "point_coords", "point_labels"]
+    assert [t.name for t in fp32.graph("context").inputs] == ["image_embeddings"]
+    assert [t.name for t in fp32.graph("decoder").inputs] == [*CONTEXT_NAMES, "point_coords", "point_labels"]
     assert [t.name for t in fp32.graph("decoder").outputs] == ["low_res_masks", "iou_predictions"]
     for name in ("encoder.tflite", "decoder.tflite"):  # weights are cast; float32 constants (position grid) stay
         assert fp16.files[name]["bytes"] < 0.9 * fp32.files[name]["bytes"]
