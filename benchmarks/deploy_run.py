@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from records import record_header  # noqa: E402
+from records import REPO, record_header  # noqa: E402
 
 HELD_OUT_KEYS = ("bytes", "mask_iou_mean", "mask_iou_p5", "encoder_p50_s", "decoder_p50_s")
 
@@ -48,10 +48,14 @@ def main() -> None:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     report = json.loads((out / "report" / "report.json").read_text())
+    deployed = json.loads((out / "deploy.json").read_text())
+    folder = Path(deployed["images"]["folder"]).resolve()
+    if folder.is_relative_to(REPO):  # the bundled images: said as the repository's path, not this machine's
+        deployed["images"]["folder"] = str(folder.relative_to(REPO))
     record = {
         **header,
         "measured": {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "peak_rss_gb": round(after.ru_maxrss / 1e6, 2)},
-        "deploy": json.loads((out / "deploy.json").read_text()),
+        "deploy": deployed,
         "held_out_rows": [{"artifact": Path(row["artifact_dir"]).name if row.get("artifact_dir") else row["label"],
                            **{key: row.get(key) for key in HELD_OUT_KEYS}} for row in report["rows"]],
     }
