@@ -75,13 +75,9 @@ def unseen_photos(record: Record) -> str:
 
 
 def _run_cost(record: Record) -> tuple[float, float, float]:
-    """(wall s, CPU s, peak RSS GB) of a deploy run: ``measured`` by benchmarks/deploy_run.py, or
-    ``time_v`` in the records taken with ``/usr/bin/time -v`` before that script existed."""
-    if "measured" in record:
-        cost = record["measured"]
-        return cost["wall_s"], cost["cpu_s"], cost["peak_rss_gb"]
-    minutes, seconds = record["time_v"]["wall"].split(":")
-    return 60 * int(minutes) + float(seconds), record["time_v"]["cpu_s"], record["time_v"]["peak_rss_gb"]
+    """(wall s, CPU s, peak RSS GB) of a deploy run, as benchmarks/deploy_run.py measured it."""
+    cost = record["measured"]
+    return cost["wall_s"], cost["cpu_s"], cost["peak_rss_gb"]
 
 
 @view
@@ -116,13 +112,89 @@ def deploy_ladder_table(record: Record) -> str:
         attempts = [f"{layers}: {iou}" for layers, iou in _mixed_attempts(record, target)]
         shipped = _held_out(record, record["deploy"]["ship"][target]["artifact"])
         fp32 = _held_out(record, f"{target}-fp32")
-        time_ratio = (shipped["encoder_p50_s"] + shipped["decoder_p50_s"]) / (fp32["encoder_p50_s"] + fp32["decoder_p50_s"])
+        time_ratio = _speed_ratio(record, target)
         rows.append([DEPLOY_LADDER_NAMES[target], f"{static['search_mask_iou_mean']:.3f} / {static['search_mask_iou_p5']:.3f}",
                      *(attempts + ["-", "-"])[:2], f"{shipped['mask_iou_mean']:.3f} / {shipped['mask_iou_p5']:.3f}",
                      f"{time_ratio:.2f}x, {shipped['bytes'] / fp32['bytes']:.2f}x"])
     return table(["target", "static, search images: mean / p5", "first mixed recipe: float layers, runtime mean / p5",
                   "searched again: float layers, runtime mean / p5", "shipped, held out: mean / p5",
                   "vs own fp32 on this host: time, size"], "lrrrrr", rows)
+
+
+def _steps(record: Record, pattern: str) -> list[Record]:
+    """The deploy steps whose name matches ``pattern`` (a regular expression, whole name)."""
+    return [step for step in record["deploy"]["steps"] if re.fullmatch(pattern, step["name"])]
+
+
+def _seconds(steps: Iterable[Record]) -> str:
+    return f"{span((step['seconds'] for step in steps), 0)} s"
+
+
+@view
+def deploy_step_times(record: Record) -> str:
+    """Where a deploy's time went, from its step lines (summary.md's Steps)."""
+    targets = list(record["deploy"]["ladders"])
+    first_searches = [_steps(record, rf"{t}-int8-mixed: search the recipe")[0] for t in targets]
+    again = [step for t in targets for step in _steps(record, rf"{t}-int8-mixed: search the recipe again at .*")]
+    artifacts = [_steps(record, rf"{t}-int8-mixed") for t in targets]
+    first_p5 = [float(re.search(r"p5 ([\d.]+)", built[0]["outcome"])[1]) for built in artifacts if len(built) > 1]
+    budget_p5 = record["deploy"]["search_budget"]["mask_iou_p5_min"]
+    validate = _steps(record, "validate on held-out images")[0]
+    phrase = (f"the float exports {sum(s['seconds'] for s in _steps(record, r'[a-z]+-fp(32|16)')):.0f} s; per target, "
+              f"full static INT8 exported and run on the search images ({_seconds(_steps(record, r'[a-z]+-int8-static'))}), "
+              f"the first mixed search ({first_searches[0]['seconds']:.0f} s on {TARGET_NAMES[targets[0]]}, the first "
+              f"target, which also ranks the layers; {_seconds(first_searches[1:])} on the others), the mixed artifact "
+              f"({_seconds(built[0] for built in artifacts)})")
+    if again:
+        where = "every target" if len(again) == len(targets) else f"{len(again)} of {len(targets)} targets"
+        phrase += (f", and on {where} one search again, because the runtime measured the first recipe under the p5 "
+                   f"its simulation had met ({span(first_p5)} against {budget_p5:.3f}; {_seconds(again)}), and its artifact")
+    artifacts_validated = sum(row["artifact"] != "pytorch-fp32" for row in record["held_out_rows"])
+    return phrase + f"; validating the {artifacts_validated} artifacts on the held-out images {validate['seconds']:.0f} s"
+
+
+def _shipped_recipes_float_layers(record: Record) -> list[int]:
+    """Float layers of the mixed recipe each target shipped (its last search)."""
+    return [int(_mixed_attempts(record, target)[-1][0]) for target, ship in record["deploy"]["ship"].items()
+            if ship["artifact"].endswith("-int8-mixed")]
+
+
+@view
+def deploy_float_layers(record: Record) -> str:
+    """How many of the encoder's layers the shipped mixed recipes keep float."""
+    layers = sorted(_shipped_recipes_float_layers(record))
+    return f"{layers[0]}-{layers[-1]}"
+
+
+def _speed_ratio(record: Record, target: str) -> float:
+    """Shipped INT8 time (encoder + decoder p50) over the target's own fp32, on the held-out images."""
+    shipped = _held_out(record, record["deploy"]["ship"][target]["artifact"])
+    fp32 = _held_out(record, f"{target}-fp32")
+    return (shipped["encoder_p50_s"] + shipped["decoder_p50_s"]) / (fp32["encoder_p50_s"] + fp32["decoder_p50_s"])
+
+
+@view
+def deploy_int8_time_saved(record: Record) -> str:
+    """The time the shipped INT8 saves against fp32 on this host, on the runtimes whose host latency means something
+    (Core ML's host executor is not a device)."""
+    saved = sorted(1 - _speed_ratio(record, target) for target in record["deploy"]["ship"] if target != "coreml")
+    return f"{saved[0] * 100:.0f}-{saved[-1] * 100:.0f}%"
+
+
+@view
+def deploy_onnx_choice(record: Record) -> str:
+    """ONNX's ranking by host latency: what shipped against the runner-up, as deploy's summary says it."""
+    why = record["deploy"]["ship"]["onnx"]["why"]
+    shipped, runner_up = re.findall(r"(onnx-[\w-]+): ([\d.]+ ms)", why)[:2]
+    return f"measured {shipped[1]} against {runner_up[0]}'s {runner_up[1]}"
+
+
+@view
+def deploy_ship_list(record: Record) -> str:
+    """What a deploy shipped per target, with its held-out mask IoU (mean / p5)."""
+    return ", ".join(f"{ship['artifact']} {_held_out(record, ship['artifact'])['mask_iou_mean']:.4f} / "
+                     f"{_held_out(record, ship['artifact'])['mask_iou_p5']:.4f}"
+                     for ship in record["deploy"]["ship"].values())
 
 
 @view
@@ -252,3 +324,67 @@ def aarch64_drift_table(record: Record) -> str:
 @view
 def aarch64_place_size(record: Record) -> str:
     return f"{record['place']['disk_mb'] / 1000:.1f} GB"
+
+
+# -- edge-sam bench --table against each data type's roofline (benchmarks/roofline_table.py) -----------
+@view
+def bench_roofline_rates(record: Record) -> str:
+    """This CPU's matrix rate per data type, best round, measured in the bench's own run."""
+    rates = record["bench"]["matmul"]
+    parts = [f"fp32 {max(rates['fp32_gflops']):.0f} GFLOP/s"]
+    parts += [f"{dtype} {max(rates[f'{dtype}_gflops']):.0f} GFLOP/s" for dtype in ("bf16", "fp16") if rates.get(f"{dtype}_gflops")]
+    parts += [f"int8 {max(rates['int8_gops']):.0f} GOP/s"] if rates.get("int8_gops") else []
+    return ", ".join(parts)
+
+
+@view
+def bench_roofline_table(record: Record) -> str:
+    """Every path's encoder and decoder at the checkpoint's size, against its data type's roofline."""
+    rows = [[row["label"], f"{row['encoder_p50_ms']:.0f}", f"{row['vs_reference']:.2f}x",
+             "-" if row["vs_fp32"] is None else f"{row['vs_fp32']:.2f}x", f"{row['encoder_gflops']:.0f}",
+             row["roofline_dtype"], f"{row['roofline_gflops']:.0f}", f"{row['roofline_fraction']:.2f}",
+             f"{row['decoder_p50_ms']:.1f}", f"{row['decoder_gflop']:.2f}", f"{row['decoder_vs_floor']:.2f}"]
+            for row in record["bench"]["rows"]]
+    return table(["path", "encoder p50 ms", "x reference eager", "x own fp32", "encoder GFLOP/s", "computes in",
+                  "roofline GFLOP/s", "of roofline", "decoder p50 ms / prompt", "decoder GFLOP / prompt",
+                  "decoder / FLOP floor"], "lrrrrlrrrrr", rows)
+
+
+# -- exported decoders, whole vs per-image context (benchmarks/exported_decoder_latency.py) -------------
+@view
+def decoder_context_table(record: Record) -> str:
+    """Per prompt, the whole decoder against the context decoder, in the same runtime and rounds."""
+    rows = [[row["label"], f"{row['whole_ms']:.1f}", f"{row['decoder_ms']:.1f}", f"{row['saved']:.3f}",
+             f"{row['context_ms']:.1f}", f"{row['mask_iou_min']:.4f}"] for row in record["rows"]]
+    return table(["runtime", "whole decoder ms / prompt", "context decoder ms / prompt", "time saved",
+                  "context ms, once per image", "mask IoU, worst"], "lrrrrr", rows)
+
+
+@view
+def decoder_context_share(record: Record) -> str:
+    """The context's share of the whole decoder's FLOPs, the bar the time saved is held against."""
+    return f"{record['context_flop_share']:.3f}"
+
+
+# -- segment-everything on exported artifacts (benchmarks/everything_latency.py) -----------------------
+@view
+def everything_table(record: Record) -> str:
+    """Everything-mode end to end per path, against its time budget and the memory bound."""
+    def iou(row: Record) -> str:
+        return "-" if row["iou_min"] is None else f"{row['iou_min']:.3f} / {row['iou_mean']:.3f}"
+    rows = [[row["label"], f"{row['encoder_s']:.2f}", f"{row['decode_s'] * 1e3:.1f}", f"{row['total_s']:.1f}",
+             f"{row['budget_s']:.1f}", "yes" if row["within_time_budget"] else "no", f"{row['peak_rss_mb']:.0f}",
+             "yes" if row["within_rss_budget"] else "no", row["masks"], iou(row)] for row in record["rows"]]
+    return table(["path", "encoder s", "decode ms / prompt", "everything s", "budget s", "within", "peak RSS MB",
+                  "within 1 GB", "masks", "matched mask IoU vs PyTorch, min / mean"], "lrrrrlrlrr", rows)
+
+
+@view
+def bench_roofline_best(record: Record) -> str:
+    """The fastest encoder in the bench table and the fastest fp32 runtime, against the reference's eager encoder."""
+    rows = [row for row in record["bench"]["rows"] if row["vs_reference"] is not None]
+    best = max(rows, key=lambda row: row["vs_reference"])
+    fp32 = max((row for row in rows if row["precision"] == "fp32" and row["kind"] == "artifact"),
+               key=lambda row: row["vs_reference"])
+    return (f"{best['label']} at {best['vs_reference']:.2f}x the reference's eager encoder, "
+            f"the fastest fp32 runtime ({fp32['label']}) at {fp32['vs_reference']:.2f}x")

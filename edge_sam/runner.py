@@ -62,6 +62,9 @@ class Runner(ABC):
 
     label: str
     img_size: int
+    # Whether decode keeps the decoder's per-image context for the last embedding it saw, so a
+    # prompt pays only the per-prompt FLOPs (edge_sam.flops.decoder_flops(cached=True)).
+    keeps_decoder_context: bool = False
     max_prompt_points: int  # decoder prompt slots (a box takes two)
     mask_threshold: float = 0.0  # logits above it are the object
     # Only the PyTorch model keeps the single-mask output token: every exported decoder graph
@@ -177,6 +180,8 @@ class TorchRunner(Runner):
     timing of a call is its GPU time plus the transfers, and :meth:`measured_memory` reports the
     peak GPU memory of the weights plus the largest call.
     """
+
+    keeps_decoder_context = True
 
     uses_torch_threads = True
 

@@ -156,7 +156,7 @@ def run_bench(
     path_records = []
     for index, path in enumerate(paths):
         config = _config_of(path, model_config)
-        cached = path.kind != "artifact"  # TorchRunner keeps the decoder's per-image context
+        cached = described[index]["keeps_decoder_context"]
         path_records.append({
             **asdict(path), "info": described[index], "img_size": config.img_size,
             "export_options": _export_options(path),

@@ -57,6 +57,8 @@ class DeployFormRunner(ArtifactRunner):
     decode of an embedding and kept for every later prompt of that embedding (the one
     :meth:`encode` returned last, by identity: the Predictor passes that array back)."""
 
+    keeps_decoder_context = True
+
     def __init__(self, manifest: Manifest, label: str) -> None:
         self.manifest = manifest
         self.img_size = manifest.img_size

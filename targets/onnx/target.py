@@ -32,6 +32,7 @@ from edge_sam.targets.onnx.attention import ATTENTION_FORMS, fuse_attention_file
 from edge_sam.targets.onnx.runtime import (
     OnnxDeployRunner,
     OnnxOfficialRunner,
+    SHRINK_ARENA_ROLES,
     SessionGraph,
     disabled_optimizers,
     open_session,
@@ -189,7 +190,7 @@ class OnnxTarget(Target):
         recipe = recipe_from_manifest(manifest.recipe) if manifest.recipe else None
         graphs = [
             SessionGraph(open_session(artifact_dir / manifest.graph(role).file, manifest.graph(role), chosen, threads, spinning,
-                                      disabled_optimizers(recipe, COMPONENTS[role])))
+                                      disabled_optimizers(recipe, COMPONENTS[role])), shrink_arena=role in SHRINK_ARENA_ROLES)
             for role in _EXPORTERS[manifest.interface]
         ]
         variant = "tensorrt" if manifest.export_options.get("for_runtime") == "tensorrt" else manifest.interface
