@@ -18,6 +18,7 @@ request as ``sync:ID PATH``): what the real client sent, its quoting included, a
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import socket
@@ -26,9 +27,8 @@ import stat
 import struct
 import subprocess
 import threading
-from pathlib import Path
-
 from edge_sam.targets.devices.emulated import EmulatedTransport, run_in_userland
+from edge_sam.targets.devices.transport import TransportError
 
 # What adbd on Android 9+ says it can do, of what this server answers (the client picks its
 # protocols by it: shell v2 returns the exit status; stat_v2; push makes parent folders itself).
@@ -194,21 +194,18 @@ class FakeAdbServer:
                 _sync_fail(sock, f"unknown sync request {name}")
                 return
 
-    def _host_path(self, path: str) -> Path:
-        return self.place.host_path(path)
-
     def _stat(self, path: str, follow: bool) -> os.stat_result | int:
         """The file's stat, or its errno."""
         try:
-            host = self._host_path(path)
+            host = self.place.host_path(path)
             return host.stat() if follow else host.lstat()
         except OSError as error:
-            return error.errno or 2
-        except Exception:  # not an absolute path
-            return 2
+            return error.errno or errno.ENOENT
+        except TransportError:  # not an absolute path
+            return errno.ENOENT
 
     def _list(self, sock: socket.socket, path: str) -> None:
-        folder = self._host_path(path)
+        folder = self.place.host_path(path)
         if folder.is_dir():
             for entry in [".", "..", *sorted(os.listdir(folder))]:
                 st = (folder / entry).lstat()
@@ -221,22 +218,20 @@ class FakeAdbServer:
         """SEND "PATH,MODE", then DATA blocks and DONE (the mtime): written as adbd writes it,
         parent folders made; the answer (OKAY or FAIL) after DONE."""
         path, mode = spec.rsplit(",", 1)
-        mode_bits = int(mode)
-        error, data = None, bytearray()
+        mode_bits, data = int(mode), bytearray()
         while True:
             request, length = struct.unpack("<4sI", _read(sock, 8))
-            if request == b"DATA":
-                data += _read(sock, length)
-            elif request == b"DONE":
+            if request == b"DONE":
                 mtime = length
                 break
-            else:
+            if request != b"DATA":
                 _sync_fail(sock, f"invalid data message {request!r}")
                 return
+            data += _read(sock, length)
         try:
-            host = self._host_path(path)
+            host = self.place.host_path(path)
             host.parent.mkdir(parents=True, exist_ok=True)
-            if host.is_symlink() or host.exists() and not host.is_dir():
+            if host.is_symlink():
                 host.unlink()
             if stat.S_ISLNK(mode_bits):
                 os.symlink(bytes(data).rstrip(b"\0"), host)
@@ -244,18 +239,16 @@ class FakeAdbServer:
                 host.write_bytes(bytes(data))
                 os.chmod(host, stat.S_IMODE(mode_bits))
                 os.utime(host, (mtime, mtime))
-        except OSError as failure:
-            error = f"couldn't create file: {failure.strerror}"
-        if error:
-            _sync_fail(sock, error)
-        else:
-            sock.sendall(struct.pack("<4sI", b"OKAY", 0))
+        except (OSError, TransportError) as failure:
+            _sync_fail(sock, f"couldn't create file: {getattr(failure, 'strerror', None) or failure}")
+            return
+        sock.sendall(struct.pack("<4sI", b"OKAY", 0))
 
     def _send_file(self, sock: socket.socket, path: str) -> None:
         try:
-            data = self._host_path(path).read_bytes()
-        except OSError as failure:
-            _sync_fail(sock, failure.strerror or "read failed")
+            data = self.place.host_path(path).read_bytes()
+        except (OSError, TransportError) as failure:
+            _sync_fail(sock, getattr(failure, "strerror", None) or str(failure))
             return
         for start in range(0, len(data), SYNC_DATA_MAX):
             chunk = data[start:start + SYNC_DATA_MAX]

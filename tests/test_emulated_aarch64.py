@@ -316,12 +316,16 @@ def test_validate_over_adb_runs_the_native_runner_in_the_place(adb_place, et_int
                      "--runner-binary", str(PLACE / NATIVE_RUNNER)]) == 0
     print(f"validate over adb: {time.perf_counter() - start:.0f} s")
     _, here, device = json.loads((report / "report.json").read_text())["rows"]
-    print({key: (here[key], device[key]) for key in ("mask_iou_mean", "mask_iou_worst", "embedding_cosine_mean", "top_choice_agreement")})
     assert device["label"].endswith(f"@ adb:{SERIAL}") and device["device_program"] == "native" and "emulated" not in device
     assert device["remote_machine"]["arch"] == "aarch64" and device["device"].startswith(f"adb:{SERIAL}: aarch64")
     assert device["n_prompts"] == here["n_prompts"] > 0
-    assert device["embedding_cosine_mean"] == pytest.approx(here["embedding_cosine_mean"], abs=2e-3)
-    assert device["mask_iou_mean"] == pytest.approx(here["mask_iou_mean"], abs=0.02)
+    # Measured (2026-12-07, AMD EPYC host with AVX-512 VNNI): IoU vs fp32 mean 0.961835 on ARM vs
+    # 0.961835 on x86 (6e-7 apart), worst prompt equal, embedding cosine 1e-10 apart, the same top
+    # choices. The bounds leave room for another x86 host's int8 kernels, not for a broken transfer.
+    assert device["embedding_cosine_mean"] == pytest.approx(here["embedding_cosine_mean"], abs=1e-5)
+    assert device["mask_iou_mean"] == pytest.approx(here["mask_iou_mean"], abs=1e-3)
+    assert device["mask_iou_worst"] == pytest.approx(here["mask_iou_worst"], abs=5e-3)
+    assert device["top_choice_agreement"] == pytest.approx(here["top_choice_agreement"], abs=0.05)  # one prompt in 25
     assert _scratch_folders() == before
     shells = [service.split(":", 1)[1] for service in adb_place.services if service.startswith("shell,v2,")]
     job = next(command for command in shells if command.endswith(" && sh job/run.sh"))
