@@ -27,10 +27,11 @@ import stat
 import struct
 import subprocess
 import threading
+
 from edge_sam.targets.devices.emulated import EmulatedTransport, run_in_userland
 from edge_sam.targets.devices.transport import TransportError
 
-# What adbd on Android 9+ says it can do, of what this server answers (the client picks its
+# What a recent adbd says it can do, of what this server answers (the client picks its
 # protocols by it: shell v2 returns the exit status; stat_v2; push makes parent folders itself).
 FEATURES = "shell_v2,stat_v2,fixed_push_mkdir"
 SCRATCH = "/data/local/tmp"
