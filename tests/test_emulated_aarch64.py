@@ -4,7 +4,12 @@ aarch64 wheels (``edge-sam device create aarch64 DIR``), validated on with ``--o
 The place is made once per machine under the repository's ignored .device-cache/ (several minutes
 the first time: Debian's packages and the aarch64 wheels are downloaded; seconds afterwards) and
 reused. Needs root (chroot, mounts in a private namespace) and Debian's qemu-user-static,
-binfmt-support and mmdebstrap (.ci/run installs them)."""
+binfmt-support and mmdebstrap (.ci/run installs them).
+
+The place is also an Android-like device for ``--on adb:SERIAL``: Debian's real ``adb`` client
+(package adb, platform-tools 29) talks to a fake adb *server* (tests/fake_adb_server.py, on a port of
+its own through $ANDROID_ADB_SERVER_PORT) whose one device is the place: the transport's commands,
+its quoting and the client's own sync and shell protocols all run, the device side in the userland."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import require_programs, require_toolchain, toolchain_missing
+from fake_adb_server import FakeAdbServer, client_version
 
 import edge_sam
 from edge_sam.apps import cli
@@ -24,11 +30,13 @@ from edge_sam.errors import EdgeSamError
 from edge_sam.image_sources import image_folder
 from edge_sam.targets import get_target
 from edge_sam.targets.devices.aarch64_place import create_place, pinned_requirements
-from edge_sam.targets.devices.emulated import SITE
+from edge_sam.targets.devices.emulated import NATIVE_RUNNER, SITE
 from edge_sam.targets.devices.places import transport_for
+from edge_sam.targets.devices.transport import TransportError
 from edge_sam.transforms import write_image
 
 PLACE = Path(__file__).resolve().parents[1] / ".device-cache" / "aarch64"
+SERIAL = "emulator-5554"
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +52,8 @@ def place():
 
 
 @pytest.fixture(scope="module")
-def int8_artifact(tmp_path_factory, make_tiny_model, dogs):
-    """A static INT8 LiteRT export of a tiny model (calibrated on two views of the photo) and its checkpoint."""
-    require_toolchain("ai_edge_litert.interpreter")
+def tiny(tmp_path_factory, make_tiny_model, dogs):
+    """A tiny model, its checkpoint, a folder to export into and two views of the photo to calibrate on."""
     root = tmp_path_factory.mktemp("aarch64-art")
     model = make_tiny_model(seed=3)
     checkpoint = edge_sam.save_model(model, root / "tiny.safetensors")
@@ -54,9 +61,33 @@ def int8_artifact(tmp_path_factory, make_tiny_model, dogs):
     calibration.mkdir()
     write_image(calibration / "a.png", dogs[::2, ::2])
     write_image(calibration / "b.png", dogs[100:500, 200:700])
-    artifact = get_target("tflite").export(model, "int8", "static-conv-linear", root / "tflite-int8",
-                                           calibration=image_folder(calibration))
-    return artifact, checkpoint
+    return model, checkpoint, root, image_folder(calibration)
+
+
+@pytest.fixture(scope="module")
+def int8_artifact(tiny):
+    """The tiny model's static INT8 LiteRT export and its checkpoint."""
+    require_toolchain("ai_edge_litert.interpreter")
+    model, checkpoint, root, calibration = tiny
+    return get_target("tflite").export(model, "int8", "static-conv-linear", root / "tflite-int8", calibration=calibration), checkpoint
+
+
+@pytest.fixture(scope="module")
+def et_int8_artifact(tiny):
+    """The tiny model's static INT8 ExecuTorch (XNNPACK) export and its checkpoint: what an Android
+    app or the C++ runner loads."""
+    require_toolchain("executorch.runtime")
+    model, checkpoint, root, calibration = tiny
+    return get_target("executorch").export(model, "int8", "static-conv-linear", root / "et-int8", calibration=calibration), checkpoint
+
+
+@pytest.fixture(scope="module")
+def two_images(tmp_path_factory, dogs) -> Path:
+    """Two crops of the photo, the images both validate tests run."""
+    images = tmp_path_factory.mktemp("two-images")
+    write_image(images / "left.png", dogs[:400, :560])
+    write_image(images / "right.png", dogs[150:, 500:])
+    return images
 
 
 def test_place_records_its_arm_cpus_and_the_host_versions(place):
@@ -68,16 +99,12 @@ def test_place_records_its_arm_cpus_and_the_host_versions(place):
     assert place["packages"] == pinned_requirements()
 
 
-def test_int8_artifact_validated_on_the_emulated_place(place, int8_artifact, tmp_path, dogs):
+def test_int8_artifact_validated_on_the_emulated_place(place, int8_artifact, two_images, tmp_path):
     """Two images through the aarch64 builds on the emulated CPU: a row in the same report, close to
     the x86 row (ARM kernels round differently, but not by much), its latencies marked emulated."""
     artifact, checkpoint = int8_artifact
-    images = tmp_path / "images"
-    images.mkdir()
-    write_image(images / "left.png", dogs[:400, :560])
-    write_image(images / "right.png", dogs[150:, 500:])
     report = tmp_path / "report"
-    assert cli.main(["validate", str(artifact), "--checkpoint", str(checkpoint), "--images", str(images), "--report",
+    assert cli.main(["validate", str(artifact), "--checkpoint", str(checkpoint), "--images", str(two_images), "--report",
                      str(report), "--no-memory", "--no-layers", "--on", "here", "--on", f"aarch64:{PLACE}"]) == 0
     _, here, emulated = json.loads((report / "report.json").read_text())["rows"]
     assert emulated["emulated"] is True and "emulated" not in here
@@ -197,3 +224,111 @@ def test_a_host_without_qemu_or_binfmt_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setattr(emulated, "BINFMT_ENTRY", tmp_path / "qemu-aarch64")  # an entry that is not registered
     with pytest.raises(EdgeSamError, match=r"^binfmt_misc has no enabled qemu-aarch64 entry with the F flag: mount -t binfmt_misc"):
         emulated.check_host()
+
+
+# -- the place as an adb device: Debian's adb client, a fake adb server ---------------------------------
+
+@pytest.fixture
+def adb_place(place, monkeypatch):
+    """Debian's adb client pointed ($ANDROID_ADB_SERVER_PORT) at a fake adb server whose one device,
+    ``SERIAL``, is the place; yields the server (``services``: what the client asked, in order)."""
+    (adb,) = require_programs(("adb",))
+    with FakeAdbServer(transport_for(f"aarch64:{PLACE}"), SERIAL, client_version(adb)) as server:
+        monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(server.port))
+        yield server
+
+
+def _scratch_folders() -> set[Path]:
+    return set((PLACE / "rootfs/data/local/tmp").glob("edge-sam.*"))
+
+
+def test_real_adb_client_pushes_runs_and_pulls_in_the_place(adb_place, tmp_path):
+    """A workspace, a push of names with spaces, quotes and shell characters, a command whose every
+    argument reaches the userland's sh as one word, a pushed script run (push keeps the mode), a
+    pull, the folder removed: through the real client, checked on the device's side service by
+    service as the client sent them."""
+    transport = transport_for(f"adb:{SERIAL}")
+    folder = tmp_path / "it's a \"job\" $HOME"
+    folder.mkdir()
+    (folder / "in put.txt").write_text("payload\n")
+    (folder / "run me").write_text("#!/bin/sh\nuname -m\n")
+    (folder / "run me").chmod(0o755)
+    words = ["a b", "it's", '"q"', "$HOME", "*", "; rm -rf /", ""]
+    before = _scratch_folders()
+    with transport.workspace() as remote:
+        job = f"{remote}/{folder.name}"
+        assert remote.startswith("/data/local/tmp/edge-sam.") and (PLACE / "rootfs" / remote[1:]).is_dir()
+        transport.push(folder, remote)
+        done = transport.run(["printf", "[%s]", *words], cwd=job)
+        assert done.returncode == 0 and done.stdout == "".join(f"[{w}]" for w in words)
+        assert transport.run_checked(["./run me"], cwd=job).stdout == "aarch64\n"
+        transport.run_checked(["sh", "-c", 'cp "in put.txt" "out put.txt"'], cwd=job)
+        pulled = transport.pull(job, tmp_path / "back here")
+        assert pulled == tmp_path / "back here" / folder.name
+        assert (pulled / "out put.txt").read_text() == "payload\n" and (pulled / "run me").read_text().endswith("uname -m\n")
+    assert _scratch_folders() == before
+    on_device = f"{remote}/it'\"'\"'s a \"job\" $HOME"
+    shells = [service.split(":", 1)[1] for service in adb_place.services if service.startswith("shell,v2,")]
+    assert shells == [
+        "mktemp -d /data/local/tmp/edge-sam.XXXXXX",
+        f"cd '{on_device}' && printf '[%s]' 'a b' 'it'\"'\"'s' '\"q\"' '$HOME' '*' '; rm -rf /' ''",
+        f"cd '{on_device}' && './run me'",
+        f"cd '{on_device}' && sh -c 'cp \"in put.txt\" \"out put.txt\"'",
+        f"rm -rf {remote}",
+    ]
+    sent = sorted(service for service in adb_place.services if service.startswith("sync:SEND "))
+    assert sent == [f"sync:SEND {job}/{name},{(folder / name).stat().st_mode}" for name in ("in put.txt", "run me")]
+    machine = transport.machine()  # read on the device: the emulated CPU's
+    assert machine["arch"] == "aarch64" and machine["cpu_count"] == os.cpu_count()
+
+
+def test_real_adb_client_failures_are_one_line(adb_place, tmp_path):
+    """A serial the server does not know, a missing program, an exit status, a push of a missing
+    file, a pull of a missing path (adb 29 prints push and pull errors on stdout); with no serial,
+    the one device."""
+    with pytest.raises(TransportError, match=r"^adb:no-such-serial: error: device 'no-such-serial' not found$"):
+        transport_for("adb:no-such-serial").run(["true"])
+    transport = transport_for("adb")
+    assert transport.run(["uname", "-m"]).stdout == "aarch64\n"
+    assert transport.run(["sh", "-c", "exit 3"]).returncode == 3
+    with pytest.raises(TransportError, match="^adb: no-such-program not found on the device"):
+        transport.run_checked(["no-such-program"])
+    with pytest.raises(TransportError, match=r"^adb: adb push missing failed: adb: error: cannot stat '.*missing': "
+                                             r"No such file or directory$"):
+        transport.push(tmp_path / "missing", "/data/local/tmp")
+    with pytest.raises(TransportError, match=r"^adb: adb pull /data/local/tmp/nothing failed: adb: error: failed to stat "
+                                             r"remote object '/data/local/tmp/nothing': No such file or directory$"):
+        transport.pull("/data/local/tmp/nothing", tmp_path)
+
+
+def test_validate_over_adb_runs_the_native_runner_in_the_place(adb_place, et_int8_artifact, two_images, tmp_path):
+    """``validate --on adb:SERIAL`` end to end, as on a phone: the adb transport pushes the ExecuTorch
+    INT8 artifact and the C++ runner cross-compiled for aarch64 to /data/local/tmp, runs it there
+    (XNNPACK's ARM int8 kernels on the emulated phone CPU) and pulls its outputs back: a row close to
+    the same artifact's row on x86. The row is not marked emulated: nothing adb says tells a QEMU
+    userland from a phone (the aarch64:DIR transport marks it)."""
+    artifact, checkpoint = et_int8_artifact
+    report = tmp_path / "report"
+    before = _scratch_folders()
+    start = time.perf_counter()
+    assert cli.main(["validate", str(artifact), "--checkpoint", str(checkpoint), "--images", str(two_images), "--report",
+                     str(report), "--no-memory", "--no-layers", "--on", "here", "--on", f"adb:{SERIAL}",
+                     "--runner-binary", str(PLACE / NATIVE_RUNNER)]) == 0
+    print(f"validate over adb: {time.perf_counter() - start:.0f} s")
+    _, here, device = json.loads((report / "report.json").read_text())["rows"]
+    assert device["label"].endswith(f"@ adb:{SERIAL}") and device["device_program"] == "native" and "emulated" not in device
+    assert device["remote_machine"]["arch"] == "aarch64" and device["device"].startswith(f"adb:{SERIAL}: aarch64")
+    assert device["n_prompts"] == here["n_prompts"] > 0
+    # Measured (2026-12-07, AMD EPYC host with AVX-512 VNNI): IoU vs fp32 mean 0.961835 on ARM vs
+    # 0.961835 on x86 (6e-7 apart), worst prompt equal, embedding cosine 1e-10 apart, the same top
+    # choices. The bounds leave room for another x86 host's int8 kernels, not for a broken transfer.
+    assert device["embedding_cosine_mean"] == pytest.approx(here["embedding_cosine_mean"], abs=1e-5)
+    assert device["mask_iou_mean"] == pytest.approx(here["mask_iou_mean"], abs=1e-3)
+    assert device["mask_iou_worst"] == pytest.approx(here["mask_iou_worst"], abs=5e-3)
+    assert device["top_choice_agreement"] == pytest.approx(here["top_choice_agreement"], abs=0.05)  # one prompt in 25
+    assert _scratch_folders() == before
+    shells = [service.split(":", 1)[1] for service in adb_place.services if service.startswith("shell,v2,")]
+    job = next(command for command in shells if command.endswith(" && sh job/run.sh"))
+    remote = job.removeprefix("cd ").removesuffix(" && sh job/run.sh")
+    assert f"sync:SEND {remote}/job/bin/{NATIVE_RUNNER},{0o100755}" in adb_place.services
+    assert any(service.startswith(f"sync:RECV {remote}/job/out/") for service in adb_place.services)

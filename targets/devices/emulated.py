@@ -174,7 +174,8 @@ class EmulatedTransport(Transport):
         self.qemu_version = check_host()
         install_project(self.root)
 
-    def _host_path(self, remote: str) -> Path:
+    def host_path(self, remote: str) -> Path:
+        """Where the userland's absolute path ``remote`` lies on this host (its files are the host's)."""
         if not remote.startswith("/"):
             raise TransportError(f"{self.label}: {remote} is not an absolute path in the userland")
         return self.root / remote.lstrip("/")
@@ -183,10 +184,10 @@ class EmulatedTransport(Transport):
         return run_in_userland(self.place, self.cpu, shell_command, timeout, self.label)
 
     def push(self, local: Path, remote_dir: str) -> None:
-        copy_into(Path(local), self._host_path(remote_dir))
+        copy_into(Path(local), self.host_path(remote_dir))
 
     def pull(self, remote_path: str, local_dir: Path) -> Path:
-        source = self._host_path(remote_path)
+        source = self.host_path(remote_path)
         if not source.exists():
             raise TransportError(f"{self.label}: {remote_path} does not exist")
         return copy_into(source, Path(local_dir))

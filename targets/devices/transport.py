@@ -8,8 +8,9 @@ removed afterwards (:meth:`Transport.workspace`). Implementations:
 - :class:`SshTransport` (``ssh://user@host[:port]``): OpenSSH's ``ssh`` client, files as tar
   streams over the same connection (the device needs ``sh`` and ``tar``, not scp or sftp);
 - :class:`AdbTransport` (``adb:SERIAL``): ``adb push`` / ``adb shell`` / ``adb pull`` for an
-  Android device (tested against a fake ``adb`` that answers those commands as adb does, in
-  tests/test_remote.py; not run against a real device in this project);
+  Android device (not run against a phone in this project: tests/test_emulated_aarch64.py drives
+  Debian's adb client against a fake adb server whose device is the emulated aarch64 place, and
+  tests/test_remote.py a fake ``adb`` client that runs anywhere);
 - :class:`~edge_sam.targets.devices.emulated.EmulatedTransport` (``aarch64[-CPU]:DIR``): an arm64
   userland under QEMU user-mode emulation (its own module; timings marked emulated).
 
@@ -231,7 +232,7 @@ class SshTransport(Transport):
 
 class AdbTransport(Transport):
     """An Android device through adb (``adb -s SERIAL push|shell|pull``), scratch space under
-    /data/local/tmp (writable and executable for the shell user). Tested against a fake adb only."""
+    /data/local/tmp (writable and executable for the shell user)."""
 
     temp_root = "/data/local/tmp"
 
@@ -255,7 +256,7 @@ class AdbTransport(Transport):
     def push(self, local: Path, remote_dir: str) -> None:
         done = _completed(self._adb_command("push", str(local), f"{remote_dir.rstrip('/')}/"), DEFAULT_TIMEOUT_S, self.label)
         if done.returncode != 0:
-            raise TransportError(f"{self.label}: adb push {Path(local).name} failed: {done.last_error_line()}")
+            raise TransportError(f"{self.label}: adb push {Path(local).name} failed: {_adb_error_line(done)}")
 
     def pull(self, remote_path: str, local_dir: Path) -> Path:
         # adb pull copies *into* LOCAL only when LOCAL is an existing folder; otherwise it makes
@@ -263,8 +264,14 @@ class AdbTransport(Transport):
         Path(local_dir).mkdir(parents=True, exist_ok=True)
         done = _completed(self._adb_command("pull", remote_path, str(local_dir)), DEFAULT_TIMEOUT_S, self.label)
         if done.returncode != 0:
-            raise TransportError(f"{self.label}: adb pull {remote_path} failed: {done.last_error_line()}")
+            raise TransportError(f"{self.label}: adb pull {remote_path} failed: {_adb_error_line(done)}")
         return Path(local_dir) / os.path.basename(remote_path.rstrip("/"))
+
+
+def _adb_error_line(done: Completed) -> str:
+    """Why an adb push or pull failed: platform-tools' adb prints its push/pull errors on stdout
+    ("adb: error: failed to stat remote object ..."), other errors on stderr."""
+    return done.last_error_line() if done.stderr.strip() else Completed(done.returncode, "", done.stdout).last_error_line()
 
 
 def _completed(command: list[str], timeout: float, label: str) -> Completed:
