@@ -1,8 +1,9 @@
 """AOTInductor packages of a tiny model: fp32 near exact against PyTorch, bf16 computed in bf16
 with the masks kept (mask IoU >= 0.99), INT8 through the x86 inductor quantizer running oneDNN's
-int8 kernels with its drift reported against the deploy gate, and the refusals only this target
-has. The checks every target shares (tampered files, wrong I/O, other weights) are in
-test_target_conformance.py.
+int8 kernels with its drift reported against the deploy gate, per-layer drift of the int8 and
+bf16 packages (the graph each was compiled from, op by op, and the package against it), and the
+refusals only this target has. The checks every target shares (tampered files, wrong I/O, other
+weights) are in test_target_conformance.py.
 
 Compile time dominates: each package (encoder + decoder) of the tiny model takes ~35-70 s to
 compile on the shared 2-core machine, so each precision is exported once for the module, by the
@@ -11,6 +12,7 @@ first test that needs it.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
@@ -109,6 +111,59 @@ def test_int8_package_runs_onednn_int8_kernels_and_reports_drift(export, model, 
     print(f"aoti int8 vs fp32: mask IoU mean {row['mask_iou_mean']:.4f} / p5 {row['mask_iou_p5']:.4f}; "
           f"deploy gate {DEPLOY_GATE[0]} / {DEPLOY_GATE[1]}")
     assert row["mask_iou_mean"] >= DEPLOY_GATE[0] and row["mask_iou_p5"] >= DEPLOY_GATE[1], row
+
+
+def _encoder_blocks(rows) -> set[int]:
+    """The encoder blocks some row's op came from (rows name ops by module path)."""
+    return {int(r["node"].split(".")[2]) for r in rows if r["node"].startswith("encoder.blocks.")}
+
+
+def _check_layer_rows(rows, model, runner, image) -> tuple[list, dict]:
+    """What every low-precision package's rows hold: an op row in every encoder block, the
+    simulated embedding (the graph's last op) as the program row's input, and a program row that
+    is the package's own end-to-end embedding SQNR. Returns the op rows and the program row."""
+    layers, program = rows[:-1], rows[-1]
+    assert program["op_type"] == "program" and program["node"].startswith("encoder.pt2 on the runtime")
+    assert all({"node", "op_type", "sqnr_db", "input_sqnr_db", "drop_db", "quantized"} <= set(r) for r in layers)
+    assert _encoder_blocks(layers) == set(range(len(model.image_encoder.blocks)))
+    assert layers[-1]["sqnr_db"] == pytest.approx(program["input_sqnr_db"], abs=0.01)
+    end_to_end = sqnr_db(TorchRunner(model).encode(image), runner.encode(image))
+    assert program["sqnr_db"] == pytest.approx(end_to_end, abs=0.1)
+    return layers, program
+
+
+def test_int8_layer_drift_ranks_the_compiled_graph_and_checks_the_package_against_it(export, model, dogs):
+    artifact = export("int8")
+    runner = load_runner(artifact)
+    rows = get_target("aoti").layer_drift(artifact, runner, model, [dogs])
+    layers, program = _check_layer_rows(rows, model, runner, dogs)
+    ops = {r["op_type"] for r in layers}
+    assert {"linear (int8)", "conv2d (int8)", "layer_norm (float)", "matmul (float)", "softmax (float)"} <= ops
+    assert {r["quantized"] for r in layers if r["op_type"].endswith("(int8)")} == {True}
+    # every block's linear layers are int8 under the default recipe
+    assert _encoder_blocks([r for r in layers if r["op_type"] == "linear (int8)"]) == _encoder_blocks(layers)
+    # oneDNN's fused int8 kernels land within a few dB of the PT2E simulation they were compiled from
+    assert abs(program["drop_db"]) < 3.0, program
+    # error accumulates: no op is far worse than the embedding, and some int8 op is where it enters
+    worst = min(layers, key=lambda r: r["sqnr_db"])
+    assert worst["sqnr_db"] > program["input_sqnr_db"] - 20.0, worst
+    largest_drop = max(layers, key=lambda r: r["drop_db"])
+    assert largest_drop["drop_db"] > 0.0 and any(r["drop_db"] > 1.0 for r in layers if r["quantized"]), largest_drop
+    fp32 = export("fp32")
+    assert get_target("aoti").layer_drift(fp32, load_runner(fp32), model, [dogs]) is None
+
+
+def test_bf16_layer_drift_names_the_ops_autocast_computes_in_bf16(export, model, dogs):
+    artifact = export("bf16")
+    runner = load_runner(artifact)
+    rows = get_target("aoti").layer_drift(artifact, runner, model, [dogs])
+    layers, program = _check_layer_rows(rows, model, runner, dogs)
+    ops = {r["op_type"] for r in layers}
+    assert {"linear (bf16)", "conv2d (bf16)", "matmul (bf16)"} <= ops
+    assert not any(op.endswith("(int8)") for op in ops) and not any(r["quantized"] for r in layers)
+    # bf16 rounding, not fp32 relabelled: every compared op loses something, none is exact
+    assert all(math.isfinite(r["sqnr_db"]) for r in layers)
+    assert abs(program["drop_db"]) < 3.0, program
 
 
 def test_int8_is_refused_on_a_cpu_without_int8_dot_products(monkeypatch, model, calibration, tmp_path):
