@@ -42,6 +42,7 @@ from edge_sam.quantize.recipe_file import recipe_from_manifest
 from edge_sam.quantize.recipes import QuantRecipe
 from edge_sam.targets.core.artifact_runner import DeployFormRunner
 from edge_sam.targets.core.layer_drift import Layer, LayerRow, SqnrSums, layer_rows
+from edge_sam.targets.core.manifest import Manifest
 
 # A target's PT2E quantizer adapter: (model, deploy graph, recipe, calibration, img_size, role) -> converted graph.
 QuantizedGraph = Callable[[EfficientSam, torch.nn.Module, QuantRecipe, ImageSource | None, int, str], torch.fx.GraphModule]
@@ -226,14 +227,12 @@ def program_row(runner: DeployFormRunner, reference: torch.nn.Module, simulation
     return row
 
 
-def requantized_encoder_drift(artifact_dir: Path, runner: DeployFormRunner, model: EfficientSam,
-                              images: list[np.ndarray], quantized_graph: QuantizedGraph) -> list[LayerRow] | None:
-    """Per-op rows of a PT2E INT8 encoder plus the program row. The encoder is quantized again by
-    ``quantized_graph`` (the target's quantizer adapter, the one its export ran) with the
-    manifest's recipe and calibration images: the same graph the artifact was lowered or compiled
-    from. None where the encoder is not INT8, or its activation ranges cannot be redone (learned
-    in QAT; calibration images gone)."""
-    manifest = runner.manifest
+def requantized_encoder(artifact_dir: Path, manifest: Manifest, model: EfficientSam, quantized_graph: QuantizedGraph
+                        ) -> tuple[torch.fx.GraphModule, torch.fx.GraphModule] | None:
+    """The fp32 encoder graph and the encoder quantized again by ``quantized_graph`` (the target's
+    quantizer adapter, the one its export ran) with the manifest's recipe and calibration images:
+    the graph the artifact was lowered or compiled from. None where the encoder is not INT8, or
+    its activation ranges cannot be redone (learned in QAT; calibration images gone: a note says so)."""
     recipe = manifest.recipe
     if manifest.precision != "int8" or recipe is None or "encoder" not in recipe["components"]:
         return None
@@ -249,8 +248,18 @@ def requantized_encoder_drift(artifact_dir: Path, runner: DeployFormRunner, mode
     size = manifest.img_size
     graph = deploy_graph(model, size, "encoder")
     reference = torch.export.export(graph, graph.example_inputs()).module()
-    converted = quantized_graph(model, graph, recipe_from_manifest(recipe), calibration, size, "encoder")
-    batches = [(encoder_input(image, size),) for image in images]
+    return reference, quantized_graph(model, graph, recipe_from_manifest(recipe), calibration, size, "encoder")
+
+
+def requantized_encoder_drift(artifact_dir: Path, runner: DeployFormRunner, model: EfficientSam,
+                              images: list[np.ndarray], quantized_graph: QuantizedGraph) -> list[LayerRow] | None:
+    """Per-op rows of a PT2E INT8 encoder (:func:`requantized_encoder`) plus the program row;
+    None where there is no INT8 encoder to redo."""
+    graphs = requantized_encoder(artifact_dir, runner.manifest, model, quantized_graph)
+    if graphs is None:
+        return None
+    reference, converted = graphs
+    batches = [(encoder_input(image, runner.manifest.img_size),) for image in images]
     rows = compare_layers(reference, converted, batches, total=len(batches))
     return [*rows, program_row(runner, reference, converted, batches, "PT2E simulation")]
 
