@@ -27,7 +27,12 @@ from edge_sam.targets.aoti.compile import Bf16Graph
 from edge_sam.targets.aoti.quantize import quantized_graph
 from edge_sam.targets.aoti.runtime import AotiRunner
 from edge_sam.targets.core.layer_drift import LayerRow
-from edge_sam.targets.core.pt2e_layer_drift import compare_layers, program_row, requantized_encoder_drift
+from edge_sam.targets.core.pt2e_layer_drift import (
+    compare_layers,
+    exported_encoder,
+    program_row,
+    requantized_encoder_drift,
+)
 
 
 def encoder_layer_drift(artifact_dir: Path, runner: AotiRunner, model: EfficientSam, images: list[np.ndarray]) -> list[LayerRow] | None:
@@ -41,8 +46,7 @@ def encoder_layer_drift(artifact_dir: Path, runner: AotiRunner, model: Efficient
 def bf16_encoder_drift(runner: AotiRunner, model: EfficientSam, images: list[np.ndarray]) -> list[LayerRow]:
     """The float encoder graph against itself under bf16 autocast, op by op, plus the package row."""
     size = runner.manifest.img_size
-    graph = deploy_graph(model, size, "encoder")
-    reference = torch.export.export(graph, graph.example_inputs()).module()
+    reference = exported_encoder(deploy_graph(model, size, "encoder"))
     batches = [(encoder_input(image, size),) for image in images]
     rows = compare_layers(reference, reference, batches, total=len(batches), autocast=torch.bfloat16)
     return [*rows, program_row(runner, reference, Bf16Graph(reference), batches, "bf16 autocast simulation")]

@@ -247,8 +247,13 @@ def requantized_encoder(artifact_dir: Path, manifest: Manifest, model: Efficient
         return None
     size = manifest.img_size
     graph = deploy_graph(model, size, "encoder")
-    reference = torch.export.export(graph, graph.example_inputs()).module()
-    return reference, quantized_graph(model, graph, recipe_from_manifest(recipe), calibration, size, "encoder")
+    return exported_encoder(graph), quantized_graph(model, graph, recipe_from_manifest(recipe), calibration, size, "encoder")
+
+
+def exported_encoder(graph: torch.nn.Module) -> torch.fx.GraphModule:
+    """The deploy-form encoder ``graph`` as ``torch.export`` gives it: the float graph every row
+    is compared with, its nodes named as the quantizer's export names them."""
+    return torch.export.export(graph, graph.example_inputs()).module()
 
 
 def requantized_encoder_drift(artifact_dir: Path, runner: DeployFormRunner, model: EfficientSam,
