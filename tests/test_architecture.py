@@ -21,13 +21,14 @@ PACKAGE_DIRS = {"edge_sam": "edge_sam", "quantize": "edge_sam.quantize", "target
 TARGETS_DIR = ROOT / "targets"
 QUANTIZE_DIR = ROOT / "quantize"
 PACKAGE = "edge_sam.targets"
-RUNTIME_PACKAGES = ("onnx", "executorch", "tflite", "coreml")
+RUNTIME_PACKAGES = ("onnx", "executorch", "tflite", "coreml", "aoti")
 # Every runtime package has these; graph building has its own name where it is more than graphs.
 COMMON_MODULES = {"target", "runtime", "quantize", "layers"}
-GRAPH_MODULES = {"onnx": {"graphs"}, "tflite": {"graphs"}, "executorch": {"lowering"}, "coreml": {"convert", "program"}}
+GRAPH_MODULES = {"onnx": {"graphs"}, "tflite": {"graphs"}, "executorch": {"lowering"}, "coreml": {"convert", "program"},
+                 "aoti": {"compile"}}
 # What converts or quantizes: a runtime module reaches none of it, directly or through others.
 EXPORT_MODULES = {package: {"target", "quantize", "layers"} for package in RUNTIME_PACKAGES}
-CONVERTERS = {"onnx": {"graphs"}, "tflite": {"graphs"}, "executorch": {"lowering"}, "coreml": {"convert"}}
+CONVERTERS = {"onnx": {"graphs"}, "tflite": {"graphs"}, "executorch": {"lowering"}, "coreml": {"convert"}, "aoti": {"compile"}}
 
 # The layer order, lowest first. A module imports modules of its own layer and of layers below it,
 # never of a layer above, nor of another layer of the same rank; a lazy import is still an import.

@@ -9,7 +9,8 @@ The same export compiled on a CUDA machine gives a CUDA package (docs/jetson.md)
 compiles for the CPU it runs on, and a package runs on CPUs with the instruction set it was
 compiled for.
 
-Export needs a C++ compiler on the host; loading needs torch alone (:mod:`.runtime`).
+Export needs a C++ compiler on the host; loading needs torch alone (:mod:`.runtime`); per-layer
+drift of int8 and bf16 encoders is :mod:`.layers`.
 """
 
 from __future__ import annotations
@@ -93,3 +94,11 @@ class AotiTarget(Target):
             torch.set_num_threads(threads)
         graphs = (AotiGraph(artifact_dir / manifest.graph(role).file, manifest.graph(role)) for role in ROLES)
         return AotiRunner(manifest, *graphs, label or artifact_label(artifact_dir, manifest))
+
+    def compare_layers(self, artifact_dir, runner, model, images):
+        """Per-op SQNR of the graph the encoder package was compiled from (int8: re-quantized
+        exactly as exported; bf16: under autocast) against the fp32 graph, plus one row for the
+        package itself against that simulation."""
+        from edge_sam.targets.aoti.layers import encoder_layer_drift
+
+        return encoder_layer_drift(artifact_dir, runner, model, images)

@@ -2,28 +2,50 @@
 :mod:`edge_sam.targets.core.layer_drift`.
 
 Target-neutral: any target whose INT8 path goes through :func:`~edge_sam.quantize.pt2e.quantize_pt2e`
-(ExecuTorch, LiteRT) can rank its layers here, before any lowering. ``torch.export`` names the
-nodes of one module the same way every time and ``prepare_pt2e``/``convert_pt2e`` keep those
-names (they only insert observer and quantize/dequantize nodes), so the converted graph's
+(ExecuTorch, AOTInductor, LiteRT) can rank its layers here, before any lowering. ``torch.export``
+names the nodes of one module the same way every time and ``prepare_pt2e``/``convert_pt2e`` keep
+those names (they only insert observer and quantize/dequantize nodes), so the converted graph's
 compute nodes are matched to the float graph's by name, and the upstream walk follows the float
 graph.
 
 An op is int8 where the quantizer annotated it (its op_type says "(int8)"): there a large drop
 is error the op's own quantized weights or activations add; at a float op it is amplification.
 Both graphs run in PyTorch (the converted one as simulated quantization), so this ranks layers;
-the artifact's own end-to-end numbers come from running it.
+:func:`program_row` puts the artifact itself beside the simulation.
+
+The same comparison serves a float graph computed in a lower precision by autocast (``autocast=``
+of :func:`compare_layers`): the test run is the float graph itself under CPU autocast, and an op's
+type names the dtype its output came out in ("linear (bf16)").
+
+:func:`requantized_encoder_drift` is the whole per-layer tool of a PT2E INT8 artifact: the encoder
+re-quantized exactly as its export did (recipe and calibration images from the manifest, the
+target's own quantizer), its rows, and the program row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
+import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
+from edge_sam.graph_contract import deploy_graph, encoder_input
+from edge_sam.image_sources import ImageSource, recorded_source
+from edge_sam.modeling import EfficientSam
+from edge_sam.quantize.recipe_file import recipe_from_manifest
+from edge_sam.quantize.recipes import QuantRecipe
+from edge_sam.targets.core.artifact_runner import DeployFormRunner
 from edge_sam.targets.core.layer_drift import Layer, LayerRow, SqnrSums, layer_rows
+from edge_sam.targets.core.manifest import Manifest
+
+# A target's PT2E quantizer adapter: (model, deploy graph, recipe, calibration, img_size, role) -> converted graph.
+QuantizedGraph = Callable[[EfficientSam, torch.nn.Module, QuantRecipe, ImageSource | None, int, str], torch.fx.GraphModule]
 
 # ops worth a row: weight layers, the attention matmuls, norms, activations, residual adds
 COMPARED_TARGETS = frozenset(
@@ -128,11 +150,24 @@ class _ReferenceStream:
             self._waiting[produced] = value
 
 
-def _compare_in_step(reference, quantized, names: set[str], taps: dict[str, str], batch, sums: SqnrSums) -> None:
-    """One input through both graphs at once, each compared output freed as soon as it is summed."""
+_DTYPE_NAMES = {torch.float32: "float", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def _compare_in_step(reference, test, names: set[str], taps: dict[str, str], batch, sums: SqnrSums,
+                     dtypes: dict[str, torch.dtype], autocast: torch.dtype | None) -> None:
+    """One input through both graphs at once, each compared output freed as soon as it is summed
+    (and the dtype the test run gave it noted in ``dtypes``). Autocast is per thread: the
+    reference, in its own thread, stays float32."""
+
+    def add(name: str, value: torch.Tensor) -> None:
+        dtypes[name] = value.dtype
+        sums.add(name, stream.take(name).numpy(), value.float().numpy())
+
     stream = _ReferenceStream(reference, names, batch)
+    lower = torch.autocast("cpu", dtype=autocast) if autocast is not None else contextlib.nullcontext()
     try:
-        _Recorder(quantized, taps, lambda name, value: sums.add(name, stream.take(name).numpy(), value.numpy())).run(*batch)
+        with lower:
+            _Recorder(test, taps, add).run(*batch)
     finally:
         stream.finish()
 
@@ -142,11 +177,15 @@ def compare_layers(
     quantized: torch.fx.GraphModule,
     batches: Iterable[tuple[torch.Tensor, ...]],
     total: int | None = None,
+    autocast: torch.dtype | None = None,
 ) -> list[LayerRow]:
     """Per-op SQNR (dB) and SQNR drop of ``quantized`` vs ``reference``, in graph order.
 
     ``reference`` is ``torch.export.export(module, ...).module()`` of the float module that
     ``quantized`` was converted from; rows carry ``quantized`` (whether the op is int8).
+    ``autocast``: ``quantized`` runs under CPU autocast to that dtype (pass the float graph
+    itself to rank the layers of a bf16 computation); an op not int8 is labelled with the dtype
+    its output came out in.
     """
     quantized_names = {n.name for n in quantized.graph.nodes if _compared(n)}
     int8_names = {n.name for n in quantized.graph.nodes if _annotated(n)}
@@ -156,18 +195,78 @@ def compare_layers(
     ]
     names = {n.name for n in nodes}
     taps = _output_taps(quantized, names)
-    sums = SqnrSums()
+    sums, dtypes = SqnrSums(), {}
     with torch.no_grad():
         for batch in tqdm(batches, total=total, desc="per-layer drift", unit="img", leave=False):
-            _compare_in_step(reference, quantized, names, taps, batch, sums)
+            _compare_in_step(reference, quantized, names, taps, batch, sums, dtypes, autocast)
     layers = []
     for node in nodes:
         int8 = node.name in int8_names
         op = str(node.target).split(".")[1]
-        layers.append(Layer(_source_name(node), f"{op} ({'int8' if int8 else 'float'})", node.name,
+        arithmetic = "int8" if int8 else _DTYPE_NAMES.get(dtypes.get(node.name, torch.float32), "float")
+        layers.append(Layer(_source_name(node), f"{op} ({arithmetic})", node.name,
                             tuple(i.name for i in node.all_input_nodes), quantized=int8))
     producer_inputs = {n.name: [i.name for i in n.all_input_nodes] for n in reference.graph.nodes}
     return layer_rows(layers, sums.sqnr_db(), producer_inputs)
+
+
+def program_row(runner: DeployFormRunner, reference: torch.nn.Module, simulation: Callable[[torch.Tensor], torch.Tensor],
+                batches: Iterable[tuple[torch.Tensor, ...]], simulated_by: str) -> LayerRow:
+    """How far the artifact's encoder is from fp32, next to the simulation's distance: its input
+    is the simulation, so its drop is what the runtime's kernels add to the simulated arithmetic
+    (negative where they compute closer to fp32 than the simulation does)."""
+    sums = SqnrSums()
+    with torch.no_grad():
+        for (image,) in batches:
+            ref = reference(image).numpy()
+            sums.add("simulation", ref, simulation(image).float().numpy())
+            sums.add("image_embeddings", ref, runner.run_encoder(image.numpy()))
+    program = Layer(f"{runner.manifest.graph('encoder').file} on the runtime (input = {simulated_by})", "program",
+                    "image_embeddings", ("simulation",))
+    (row,) = layer_rows([program], sums.sqnr_db(), {})
+    return row
+
+
+def requantized_encoder(artifact_dir: Path, manifest: Manifest, model: EfficientSam, quantized_graph: QuantizedGraph
+                        ) -> tuple[torch.fx.GraphModule, torch.fx.GraphModule] | None:
+    """The fp32 encoder graph and the encoder quantized again by ``quantized_graph`` (the target's
+    quantizer adapter, the one its export ran) with the manifest's recipe and calibration images:
+    the graph the artifact was lowered or compiled from. None where the encoder is not INT8, or
+    its activation ranges cannot be redone (learned in QAT; calibration images gone: a note says so)."""
+    recipe = manifest.recipe
+    if manifest.precision != "int8" or recipe is None or "encoder" not in recipe["components"]:
+        return None
+    if recipe.get("qat", {}).get("activation_ranges", "").startswith("learned"):
+        print(f"per-layer drift skipped for {artifact_dir}: its activation ranges were learned in QAT, "
+              "not calibrated (no PTQ run to redo)", file=sys.stderr)
+        return None
+    calibration = recorded_source(manifest.calibration)
+    if recipe["scheme"] == "static" and calibration is None:
+        print(f"per-layer drift skipped for {artifact_dir}: its calibration images "
+              f"({manifest.calibration['path']}) are not available as recorded", file=sys.stderr)
+        return None
+    size = manifest.img_size
+    graph = deploy_graph(model, size, "encoder")
+    return exported_encoder(graph), quantized_graph(model, graph, recipe_from_manifest(recipe), calibration, size, "encoder")
+
+
+def exported_encoder(graph: torch.nn.Module) -> torch.fx.GraphModule:
+    """The deploy-form encoder ``graph`` as ``torch.export`` gives it: the float graph every row
+    is compared with, its nodes named as the quantizer's export names them."""
+    return torch.export.export(graph, graph.example_inputs()).module()
+
+
+def requantized_encoder_drift(artifact_dir: Path, runner: DeployFormRunner, model: EfficientSam,
+                              images: list[np.ndarray], quantized_graph: QuantizedGraph) -> list[LayerRow] | None:
+    """Per-op rows of a PT2E INT8 encoder (:func:`requantized_encoder`) plus the program row;
+    None where there is no INT8 encoder to redo."""
+    graphs = requantized_encoder(artifact_dir, runner.manifest, model, quantized_graph)
+    if graphs is None:
+        return None
+    reference, converted = graphs
+    batches = [(encoder_input(image, runner.manifest.img_size),) for image in images]
+    rows = compare_layers(reference, converted, batches, total=len(batches))
+    return [*rows, program_row(runner, reference, converted, batches, "PT2E simulation")]
 
 
 def _source_name(node: torch.fx.Node) -> str:
