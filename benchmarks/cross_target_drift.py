@@ -43,7 +43,7 @@ from edge_sam.targets.validation.drift import measure_drift
 from edge_sam.transforms import read_image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from records import record_header  # noqa: E402  (a sibling module)
+from records import record_header, write_record  # noqa: E402  (a sibling module)
 
 SAMPLE = Path(edge_sam.__file__).parent / "assets" / "dogs.jpg"
 
@@ -197,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         record = {**header, "checkpoint": args.checkpoint, "img_size": img_size, "test_images": args.test_images,
                   "calibration_images": args.calibration_images, "photo_crops": args.photo_crops,
                   "prompts": prompts, "minutes": (time.time() - started) / 60, "rows": record_rows}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=1) + "\n")
+        write_record(args.json, record)
         print(f"wrote {args.json}")
     return 0
 

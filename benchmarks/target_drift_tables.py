@@ -24,7 +24,6 @@ command, commit, machine and date (benchmarks/records.py); benchmarks/docs_views
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import time
@@ -41,7 +40,7 @@ from edge_sam.targets.validation.report import LAYER_ROWS, markdown_table
 from edge_sam.transforms import read_image, write_image
 
 from cross_target_drift import SAMPLE, Plan, export_all, without_timings
-from records import record_header
+from records import record_header, write_record
 
 TENSORRT = (("for_runtime", "tensorrt"),)
 PARITY = "tests/data/parity/efficient_sam_vitt_random_seed1234.pt"  # EfficientSAM-Ti at 1024, random weights
@@ -197,8 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {**header, "doc": table.doc, "checkpoint": table.checkpoint, "img_size": img_size, "calibration": calibrated_on,
               "latency": "not recorded (accuracy only): edge-sam bench --table, docs/performance.md",
               "minutes": round((time.time() - started) / 60, 1), "runs": runs}
-    args.record.parent.mkdir(parents=True, exist_ok=True)
-    args.record.write_text(json.dumps(record, indent=1) + "\n")
+    write_record(args.record, record)
     print(f"record: {args.record}")
     return 0
 
