@@ -24,7 +24,6 @@ it is not comparable across runtimes loaded in one process on a shared CPU).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
