@@ -24,7 +24,6 @@ it is not comparable across runtimes loaded in one process on a shared CPU).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -43,7 +42,7 @@ from edge_sam.targets.validation.drift import measure_drift
 from edge_sam.transforms import read_image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from records import record_header  # noqa: E402  (a sibling module)
+from records import record_header, write_record  # noqa: E402  (a sibling module)
 
 SAMPLE = Path(edge_sam.__file__).parent / "assets" / "dogs.jpg"
 
@@ -56,10 +55,14 @@ class Plan:
     target: str
     precision: str
     recipe: str | None = None
+    interface: str = "deploy"
+    options: tuple[tuple[str, str], ...] = ()  # export options, e.g. (("for_runtime", "tensorrt"),)
 
     @property
     def folder(self) -> str:
-        return "-".join([self.target, self.precision] + ([self.recipe] if self.recipe else []))
+        parts = [self.target, self.precision, self.recipe, None if self.interface == "deploy" else self.interface,
+                 *(value for _, value in self.options)]
+        return "-".join(part for part in parts if part)
 
     @property
     def runs_on(self) -> str:
@@ -99,7 +102,7 @@ def export_all(model, plans, work: Path, calibration, reuse: bool) -> dict[Plan,
         else:
             start = time.perf_counter()
             get_target(plan.target).export(model, plan.precision, plan.recipe, out, calibration=calibration,
-                                           overwrite=True)
+                                           interface=plan.interface, overwrite=True, **dict(plan.options))
             print(f"exported {plan.label} in {time.perf_counter() - start:.0f} s -> {out}")
         artifacts[plan] = out
     return artifacts
@@ -109,7 +112,7 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _fidelity(summary: dict) -> dict:
+def without_timings(summary: dict) -> dict:
     """A drift summary without its timings: they are taken with every runtime in one process, not comparable."""
     return {key: value for key, value in summary.items() if not key.endswith("_s")}
 
@@ -188,13 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         for index, plan in enumerate(artifacts):
             size = sum(f["bytes"] for f in read_manifest(artifacts[plan]).files.values()) / 1e6
             record_rows.append({"artifact": plan.label, "runs_on": plan.runs_on, "size_mb": size,
-                                **{name: _fidelity(rows[name][index]) for name in rows}})
+                                **{name: without_timings(rows[name][index]) for name in rows}})
         prompts = {name: report.n_prompts for name, report in reports.items()}
         record = {**header, "checkpoint": args.checkpoint, "img_size": img_size, "test_images": args.test_images,
                   "calibration_images": args.calibration_images, "photo_crops": args.photo_crops,
                   "prompts": prompts, "minutes": (time.time() - started) / 60, "rows": record_rows}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=1) + "\n")
+        write_record(args.json, record)
         print(f"wrote {args.json}")
     return 0
 

@@ -7,6 +7,7 @@ The docs name a view by its function's name with dashes (``deploy_ship_table`` -
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -388,3 +389,68 @@ def bench_roofline_best(record: Record) -> str:
                key=lambda row: row["vs_reference"])
     return (f"{best['label']} at {best['vs_reference']:.2f}x the reference's eager encoder, "
             f"the fastest fp32 runtime ({fp32['label']}) at {fp32['vs_reference']:.2f}x")
+
+
+# -- each target page's Drift table (benchmarks/target_drift_tables.py) ------------------------------
+def _fixed(value: float | None, digits: int) -> str:
+    if value is None:
+        return "-"
+    return "exact" if math.isinf(value) else f"{value:.{digits}f}"
+
+
+@view
+def target_drift_table(record: Record) -> str:
+    """Per artifact on the record's (first) image set: size, embedding and mask drift vs fp32, GT
+    mIoU where the images have masks, and the runner's own RSS where the run measured it (no
+    latency: the record has none)."""
+    rows = next(iter(record["runs"].values()))["rows"]
+    ground_truth = any(row["gt_miou"] for row in rows)
+    memory = any(row.get("memory") for row in rows)
+    header = ["artifact", "size MB", "emb cos", "emb SQNR dB", "mask IoU mean", "p5", "worst", "same top mask"]
+    header += ["GT mIoU box", "GT mIoU 1-click"] * ground_truth + ["runner RSS MB"] * memory
+    cells = []
+    for index, row in enumerate(rows):
+        drift = [None] * 6 if index == 0 else [row["embedding_cosine_mean"], row["embedding_sqnr_db_mean"], row["mask_iou_mean"],
+                                               row["mask_iou_p5"], row["mask_iou_worst"], row["top_choice_agreement"]]
+        cells.append([row["artifact"], f"{row['size_mb']:.1f}",
+                      *(_fixed(value, digits) for value, digits in zip(drift, (6, 1, 4, 4, 4, 3))),
+                      *[_fixed(row["gt_miou"].get(kind), 4) for kind in ("box", "1-click")] * ground_truth,
+                      *[_fixed((row.get("memory") or {}).get("runner_mb"), 1)] * memory])
+    return table(header, "l" + "r" * (len(header) - 1), cells)
+
+
+@view
+def tensorrt_drift_table(record: Record) -> str:
+    """The TensorRT-form files (and the comparisons) on the synthetic images and on the photo: mask IoU mean / p5."""
+    runs = record["runs"]
+    synthetic, photo = runs["synthetic"], runs["photo"]
+    header = ["artifact", "size MB", f"synthetic test ({synthetic['n_images']} images, {synthetic['n_prompts']} prompts)",
+              f"dogs.jpg ({photo['n_prompts']} prompts)"]
+    cells = [[row["artifact"], f"{row['size_mb']:.1f}", f"{row['mask_iou_mean']:.4f} / {row['mask_iou_p5']:.4f}",
+              f"{on_photo['mask_iou_mean']:.4f} / {on_photo['mask_iou_p5']:.4f}"]
+             for row, on_photo in zip(synthetic["rows"][1:], photo["rows"][1:], strict=True)]
+    return table(header, "lrll", cells)
+
+
+LAYER_DROPS_SHOWN = 3
+
+
+@view
+def drift_layer_drops(record: Record) -> str:
+    """Per artifact with per-layer rows: its largest SQNR drops (the record keeps report.md's rows,
+    largest drop first), then any whole-program row (an ExecuTorch .pte against its PT2E simulation)."""
+    cells = []
+    for artifact, rows in next(iter(record["runs"].values()))["layers"].items():
+        shown = [r for r in rows if r["op_type"] != "program"][:LAYER_DROPS_SHOWN] + [r for r in rows if r["op_type"] == "program"]
+        for index, row in enumerate(shown):
+            cells.append([artifact if index == 0 else "", f"`{row.get('module') or row['node']}`", row["op_type"],
+                          _fixed(row["input_sqnr_db"], 1), _fixed(row["sqnr_db"], 1), _fixed(row["drop_db"], 1)])
+    return table(["artifact", "layer", "op", "input SQNR dB", "output SQNR dB", "drop dB"], "lllrrr", cells)
+
+
+@view
+def record_provenance(record: Record) -> str:
+    """Which run a table is: commit, date and the machine's load when it started."""
+    machine = record["machine"]
+    return (f"commit {(record['git_commit'] or 'unknown')[:7]}, {record['date']}, {machine['cpu_model']} with "
+            f"{machine['cpu_count']} cores, load average {machine['load_average']} at the start")

@@ -6,6 +6,7 @@ written beside the numbers as JSON, so a number quoted in the docs can be traced
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -24,3 +25,9 @@ def record_header() -> dict[str, Any]:
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     return {"command": " ".join(["python", str(shown), *sys.argv[1:]]), "git_commit": commit or None,
             "date": time.strftime("%Y-%m-%d"), "machine": machine_info()}
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """The record as JSON at ``path`` (its folder made if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
