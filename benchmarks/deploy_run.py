@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from records import REPO, record_header  # noqa: E402
+from records import record_header, repo_relative  # noqa: E402
 
 HELD_OUT_KEYS = ("bytes", "mask_iou_mean", "mask_iou_p5", "encoder_p50_s", "decoder_p50_s")
 
@@ -49,9 +49,7 @@ def main() -> None:
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     report = json.loads((out / "report" / "report.json").read_text())
     deployed = json.loads((out / "deploy.json").read_text())
-    folder = Path(deployed["images"]["folder"]).resolve()
-    if folder.is_relative_to(REPO):  # the bundled images: said as the repository's path, not this machine's
-        deployed["images"]["folder"] = str(folder.relative_to(REPO))
+    deployed["images"]["folder"] = repo_relative(deployed["images"]["folder"])
     record = {
         **header,
         "measured": {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "peak_rss_gb": round(after.ru_maxrss / 1e6, 2)},

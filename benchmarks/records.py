@@ -27,6 +27,18 @@ def record_header() -> dict[str, Any]:
             "date": time.strftime("%Y-%m-%d"), "machine": machine_info()}
 
 
+def repo_relative(value: Any) -> Any:
+    """A path inside the repository as the repository's path (a record says where a file is in the
+    project, not on the machine that ran it); anything else unchanged, lists and dicts item by item."""
+    if isinstance(value, dict):
+        return {key: repo_relative(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [repo_relative(item) for item in value]
+    if isinstance(value, (str, Path)) and Path(value).is_absolute() and Path(value).resolve().is_relative_to(REPO):
+        return str(Path(value).resolve().relative_to(REPO))
+    return value
+
+
 def write_record(path: Path, record: dict[str, Any]) -> None:
     """The record as JSON at ``path`` (its folder made if missing)."""
     path.parent.mkdir(parents=True, exist_ok=True)

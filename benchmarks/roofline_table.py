@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from records import REPO, record_header  # noqa: E402  (a sibling module)
+from records import REPO, record_header, repo_relative  # noqa: E402  (a sibling module)
 
 # One spec per row (TARGET:PRECISION[:RECIPE]); the INT8 rows use the default static recipe.
 EXPORTS = ("onnx:fp32", "onnx:int8", "tflite:fp32", "tflite:int8", "executorch:fp32", "executorch:int8",
@@ -48,7 +48,7 @@ def main() -> int:
     command += ["--reuse-exports"] if args.reuse_exports else []
     subprocess.run(command, check=True)
     bench = json.loads((args.out / "bench.json").read_text())
-    record = {**header, "bench": bench, "table_md": (args.out / "bench.md").read_text()}
+    record = {**header, "bench": repo_relative(bench), "table_md": (args.out / "bench.md").read_text()}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(f"wrote {args.json}")

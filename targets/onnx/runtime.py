@@ -113,8 +113,10 @@ def open_session(
 # Graphs run once per image (the encoder, the decoder's context) hand their arena's free memory
 # back after each run: onnxruntime's arena otherwise keeps the encoder's activations (~300 MB at
 # 1024) while the decoder's grows beside it, and segment-everything at 1024 peaked at 1.1 GB
-# (/proc VmHWM: an encode, 256 prompts, an encode: 1078 MB kept, 796 MB shrunk). Per-prompt
-# graphs keep their arena: re-allocating it every prompt would cost each call.
+# (/proc VmHWM: an encode, 256 prompts, an encode: 1078 MB kept, 796 MB shrunk). The price is the
+# encoder's allocations again each image: about 7% of an encode at 1024 (interleaved A/B, quiet
+# machine; CHANGELOG.md, 2026-12-07). Per-prompt graphs keep their arena: re-allocating it every
+# prompt would cost each call.
 SHRINK_ARENA_ROLES = ("encoder", "context")
 
 
