@@ -33,7 +33,7 @@ from edge_sam.targets.devices.device_runner import RemoteSettings, device_runner
 from edge_sam.targets.validation.drift import PROMPT_GRID, measure_drift, warm_up_prompt
 
 from cross_target_drift import Plan, export_all
-from records import record_header
+from records import record_header, write_record
 
 PLANS = (
     Plan("LiteRT fp32", "tflite", "fp32"),
@@ -116,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
               "calibration": f"synthetic val split images 0-{args.calibration_images - 1}",
               "place": json.loads((Path(args.place) / "place.json").read_text()),
               "minutes": round((time.time() - started) / 60, 1), "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    write_record(args.out, record)
     kinds = [place.split(":")[0] for place in places]
     print("| artifact | x86 IoU vs fp32 | " + " | ".join(f"{k} IoU vs fp32 | {k} IoU vs x86 (worst) | {k} emb cos vs x86" for k in kinds) + " |")
     print("| --- | ---: | " + " | ".join("---: | ---: | ---:" for _ in kinds) + " |")

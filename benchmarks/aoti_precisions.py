@@ -1,7 +1,7 @@
 """AOTInductor packages of one model at fp32, bf16 and INT8 (static and dynamic): what compiling
 took, how far each drifts from the fp32 PyTorch model, and its host encoder time as a ratio to PyTorch eager.
 
-    python benchmarks/aoti_precisions.py [--checkpoint reference] [--threads 1] [--out /tmp/aoti-precisions] \\
+    python benchmarks/aoti_precisions.py [--checkpoint reference] [--threads 1] [--out out/aoti-precisions] \\
         [--json docs/results/aoti_precisions.json]
 
 Images: the bundled deploy set (synthetic scenes and photo crops), split as deploy splits it: 8
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from records import REPO, record_header  # noqa: E402  (a sibling module)
+from records import REPO, record_header, write_record  # noqa: E402  (a sibling module)
 
 CALIBRATION, SEARCH, HELD_OUT = 8, 1, 11  # the 20 bundled images (search: unused here)
 
@@ -34,7 +34,7 @@ def main() -> int:
                         help="PRECISION[:RECIPE], comma-separated (int8 alone: the default static recipe)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, compiled into the packages too")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/aoti-precisions"))
+    parser.add_argument("--out", type=Path, default=REPO / "out" / "aoti-precisions")
     parser.add_argument("--json", type=Path, default=REPO / "docs" / "results" / "aoti_precisions.json")
     args = parser.parse_args()
     header = record_header()
@@ -93,8 +93,7 @@ def main() -> int:
                                      "threads": args.threads, "rounds": args.rounds,
                                      "calibration_images": CALIBRATION, "held_out_images": HELD_OUT},
               "packages": rows, "encoder_timing": timings}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    write_record(args.json, record)
     print(json.dumps({"packages": rows, "encoder_timing": timings}, indent=2, default=str))
     print(f"wrote {args.json}")
     return 0

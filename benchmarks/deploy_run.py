@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from records import record_header, repo_relative  # noqa: E402
+from records import record_header, write_record  # noqa: E402
 
 HELD_OUT_KEYS = ("bytes", "mask_iou_mean", "mask_iou_p5", "encoder_p50_s", "decoder_p50_s")
 
@@ -49,7 +49,6 @@ def main() -> None:
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     report = json.loads((out / "report" / "report.json").read_text())
     deployed = json.loads((out / "deploy.json").read_text())
-    deployed["images"]["folder"] = repo_relative(deployed["images"]["folder"])
     record = {
         **header,
         "measured": {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "peak_rss_gb": round(after.ru_maxrss / 1e6, 2)},
@@ -57,8 +56,7 @@ def main() -> None:
         "held_out_rows": [{"artifact": Path(row["artifact_dir"]).name if row.get("artifact_dir") else row["label"],
                            **{key: row.get(key) for key in HELD_OUT_KEYS}} for row in report["rows"]],
     }
-    args.record.parent.mkdir(parents=True, exist_ok=True)
-    args.record.write_text(json.dumps(record, indent=2) + "\n")
+    write_record(args.record, record)
     minutes, seconds = divmod(round(wall), 60)
     print(f"deploy took {minutes} min {seconds} s wall, {cpu:.0f} s CPU, peak RSS {after.ru_maxrss / 1e6:.2f} GB "
           f"-> {args.record}")

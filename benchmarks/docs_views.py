@@ -193,9 +193,8 @@ def deploy_onnx_choice(record: Record) -> str:
 @view
 def deploy_ship_list(record: Record) -> str:
     """What a deploy shipped per target, with its held-out mask IoU (mean / p5)."""
-    return ", ".join(f"{ship['artifact']} {_held_out(record, ship['artifact'])['mask_iou_mean']:.4f} / "
-                     f"{_held_out(record, ship['artifact'])['mask_iou_p5']:.4f}"
-                     for ship in record["deploy"]["ship"].values())
+    shipped = [_held_out(record, ship["artifact"]) for ship in record["deploy"]["ship"].values()]
+    return ", ".join(f"{row['artifact']} {row['mask_iou_mean']:.4f} / {row['mask_iou_p5']:.4f}" for row in shipped)
 
 
 @view

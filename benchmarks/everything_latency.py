@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from records import record_header, repo_relative  # noqa: E402  (a sibling module)
+from records import record_header, write_record  # noqa: E402  (a sibling module)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "edge_sam" / "assets" / "dogs.jpg"
@@ -203,13 +203,11 @@ def main() -> None:
     for row in rows:
         row["within_time_budget"] = row["total_s"] <= row["budget_s"]
         row["within_rss_budget"] = row["peak_rss_mb"] <= RSS_BUDGET_MB
-    record = json.dumps({**header, "args": repo_relative(vars(args)), "rows": rows}, indent=2) + "\n"
+    record = {**header, "args": vars(args), "rows": rows}
     if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "everything.json").write_text(record)
+        write_record(Path(args.out) / "everything.json", record)
     if args.record:
-        Path(args.record).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.record).write_text(record)
+        write_record(args.record, record)
 
 
 if __name__ == "__main__":

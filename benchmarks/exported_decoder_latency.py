@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from records import record_header, repo_relative  # noqa: E402  (a sibling module)
+from records import record_header, write_record  # noqa: E402  (a sibling module)
 
 ROOT = Path(__file__).resolve().parents[1]
 PARITY = ROOT / "tests" / "data" / "parity" / "efficient_sam_vitt_random_seed1234.pt"
@@ -176,9 +176,7 @@ def main() -> None:
               f"{row['mask_iou_min']:.4f} / {row['mask_iou_mean']:.4f} | "
               f"{row['load_average_min_max'][0]:.1f}-{row['load_average_min_max'][1]:.1f} |")
     if args.record:
-        record = {**header, "context_flop_share": share, "args": repo_relative(vars(args)), "rows": rows}
-        Path(args.record).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.record).write_text(json.dumps(record, indent=2) + "\n")
+        write_record(args.record, {**header, "context_flop_share": share, "args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

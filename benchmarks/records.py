@@ -39,7 +39,9 @@ def repo_relative(value: Any) -> Any:
     return value
 
 
-def write_record(path: Path, record: dict[str, Any]) -> None:
-    """The record as JSON at ``path`` (its folder made if missing)."""
+def write_record(path: str | Path, record: dict[str, Any]) -> None:
+    """The record as JSON at ``path`` (its folder made if missing), every path inside the
+    repository said as the repository's path (:func:`repo_relative`)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1) + "\n")
+    path.write_text(json.dumps(repo_relative(record), indent=1, default=str) + "\n")

@@ -3,7 +3,7 @@ PyTorch rows, every runtime's fp32 and INT8 exports and the AOTInductor packages
 where the CPU has VNNI or AMX), written with its record header to docs/results/.
 
     python benchmarks/roofline_table.py --checkpoint tests/data/parity/efficient_sam_vitt_random_seed1234.pt \\
-        --out /tmp/roofline [--json docs/results/bench_roofline.json] [--rounds 5] [--threads 2]
+        --out out/roofline [--json docs/results/bench_roofline.json] [--rounds 5] [--threads 2]
 
 Run it on a quiet machine: it times every path in interleaved rounds, one process per runtime
 (:mod:`edge_sam.targets.benchmarking.run`), and measures this CPU's matrix rate per data type in
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from records import REPO, record_header, repo_relative  # noqa: E402  (a sibling module)
+from records import REPO, record_header, write_record  # noqa: E402  (a sibling module)
 
 # One spec per row (TARGET:PRECISION[:RECIPE]); the INT8 rows use the default static recipe.
 EXPORTS = ("onnx:fp32", "onnx:int8", "tflite:fp32", "tflite:int8", "executorch:fp32", "executorch:int8",
@@ -48,9 +48,7 @@ def main() -> int:
     command += ["--reuse-exports"] if args.reuse_exports else []
     subprocess.run(command, check=True)
     bench = json.loads((args.out / "bench.json").read_text())
-    record = {**header, "bench": repo_relative(bench), "table_md": (args.out / "bench.md").read_text()}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    write_record(args.json, {**header, "bench": bench, "table_md": (args.out / "bench.md").read_text()})
     print(f"wrote {args.json}")
     return 0
 
