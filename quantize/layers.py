@@ -34,6 +34,16 @@ def quantizable_layers(config: EfficientSamConfig) -> tuple[str, ...]:
     return (f"{ENCODER}.patch_embed", *blocks, f"{ENCODER}.neck")
 
 
+def weighted_modules_per_layer(config: EfficientSamConfig) -> dict[str, int]:
+    """Conv and linear modules in each layer, in data-flow order (the neck has two). A runtime that
+    profiles one GEMM operator per such module (XNNPACK) is read back to layers by counting them."""
+    with torch.device("meta"):
+        encoder = EfficientSam(config).image_encoder
+    weighted = (torch.nn.Linear, torch.nn.Conv2d)
+    return {layer: sum(isinstance(m, weighted) for m in encoder.get_submodule(_relative(layer)).modules())
+            for layer in quantizable_layers(config)}
+
+
 def check_layers(recipe: QuantRecipe, model: EfficientSam) -> None:
     """One RecipeError naming every layer the recipe chooses for that the model does not have."""
     known = set(quantizable_layers(model.config))

@@ -120,6 +120,38 @@ def test_etdump_profile_lists_xnnpack_operators(artifacts, dogs):
     assert "Fully Connected" in format_table(rows)
 
 
+def test_the_etdump_times_every_encoder_layer_in_fp32_and_int8(artifacts, model, dogs):
+    """The mixed search's prune order reads these: every layer's GEMMs must be found in both
+    ETDumps (the INT8 GEMMs with their quantize/dequantize Converts), or the read-back refuses."""
+    from edge_sam.quantize.layers import quantizable_layers
+
+    layers = quantizable_layers(model.config)
+    target = get_target("executorch")
+    times = {name: target.profiled_layer_ms(artifacts[name], layers, dogs) for name in ("fp32", "int8")}
+    for name, per_layer in times.items():
+        assert sorted(per_layer) == sorted(layers) and all(ms > 0 for ms in per_layer.values()), name
+    savings = target.int8_layer_savings(artifacts["fp32"], artifacts["int8"], layers, dogs)
+    assert sorted(savings) == sorted(layers)
+
+
+def test_etdump_operators_are_read_back_to_layers_in_order_or_refused():
+    """The Nth GEMM is the Nth conv/linear module (the neck has two); a Convert goes to the GEMM
+    nearest to it in its delegate call (the one it feeds on a tie); a count that does not match
+    the model is refused rather than shifted onto the wrong layers."""
+    from edge_sam.targets.executorch.profile import layer_ms
+
+    calls = [
+        [("Convert (NC) #1", 0.1), ("Fully Connected (NC, QS8, QC8W) GEMM #1", 1.0), ("Convert (NC) #2", 0.2),
+         ("Softmax (NC, F32) #1", 5.0), ("Convert (NC) #3", 0.4), ("Fully Connected (NC, QS8, QC8W) GEMM #2", 2.0)],
+        [("Transpose (ND, X32) #1", 7.0), ("Convolution (NHWC, QC8) IGEMM #1", 3.0),
+         ("Fully Connected (NC, QS8, QC8W) GEMM #1", 4.0), ("Convert (NC) #1", 0.8)],
+    ]
+    modules = {"a": 1, "b": 1, "neck": 2}
+    assert layer_ms(calls, modules) == pytest.approx({"a": 1.3, "b": 2.4, "neck": 7.8})
+    with pytest.raises(EdgeSamError, match="3 GEMM operators for the encoder's 4"):
+        layer_ms(calls[:1] + [calls[1][:2]], modules)
+
+
 def test_every_decoder_linear_layer_runs_in_xnnpack(artifacts, model, dogs):
     """The upscaling layers' weights are computed from the transposed-convolution kernels in the
     graph; the export folds them into constants, else XNNPACK leaves them to portable addmm

@@ -9,7 +9,7 @@ and 5th percentile (the p5 catches the few prompts whose mask falls apart, which
    first, and keep it INT8 if the budget still holds. The greedy step can overshoot (a layer
    made float early may be unneeded once later ones are float too); pruning in that order gives
    INT8 back where it buys the most speed. The time INT8 saves per layer comes from the target
-   runtime's own profile where deploy has one (``int8_savings``, e.g. onnxruntime's), else the
+   runtime's own profile where deploy has one (``int8_savings``: onnxruntime's, ExecuTorch's ETDump), else the
    layer's FLOPs stand for it.
 3. Verify: quantize the encoder afresh with each target's own per-layer quantizer (the
    recipe as export will apply it) and score it on the same held-out images.

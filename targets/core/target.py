@@ -297,13 +297,22 @@ class Target(ABC):
             return None
         return self.compare_layers(Path(artifact_dir), runner, model, images)
 
+    def profiled_layer_ms(self, artifact_dir: Path, layers: Sequence[str], image: np.ndarray) -> dict[str, float] | None:
+        """Milliseconds per run of each encoder layer's operators in the artifact on ``image``, from
+        the runtime's own profile; None where the target has none that names layers."""
+        return None
+
     def int8_layer_savings(self, fp32_dir: Path, int8_dir: Path, layers: Sequence[str],
                            image: np.ndarray) -> dict[str, float] | None:
         """Per encoder layer, the milliseconds a run saves with that layer INT8 on this target's
-        runtime, read from the runtime's own profile of the fp32 and the full static INT8
-        artifact; None where the target has none that names layers (the mixed search then
-        counts FLOPs). :attr:`layer_time_source` says whose profile it is."""
-        return None
+        runtime (fp32 time minus INT8 time; negative where INT8 is slower), from the runtime's own
+        profile of the fp32 and the full static INT8 artifact; None where the target has none that
+        names layers (the mixed search then counts FLOPs). :attr:`layer_time_source` says whose."""
+        fp32 = self.profiled_layer_ms(fp32_dir, layers, image)
+        int8 = self.profiled_layer_ms(int8_dir, layers, image) if fp32 is not None else None
+        if fp32 is None or int8 is None:
+            return None
+        return {layer: fp32.get(layer, 0.0) - int8.get(layer, 0.0) for layer in layers}
 
     def compare_layers(self, artifact_dir: Path, runner: Runner, model: EfficientSam,
                        images: list[np.ndarray]) -> list[LayerRow] | None:

@@ -18,12 +18,14 @@ again with the budget raised by the shortfall (:data:`RESEARCHES`).
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_sam.errors import EdgeSamError
 from edge_sam.modeling import EfficientSam
 from edge_sam.quantize.ladder import CUSTOM_RUNG, Rung
 from edge_sam.image_sources import ImageSource
@@ -254,7 +256,12 @@ def int8_savings(target: str, context: LadderContext, layers: tuple[str, ...]) -
     if not tool.layer_time_source or not all((d / MANIFEST_NAME).is_file() for d in (fp32_dir, static_dir)):
         return None, None
     image = next(iter(context.calibration.samples())).image
-    return tool.int8_layer_savings(fp32_dir, static_dir, layers, image), f"{tool.layer_time_source} of {fp32_dir.name} and {static_dir.name}"
+    try:
+        savings = tool.int8_layer_savings(fp32_dir, static_dir, layers, image)
+    except EdgeSamError as exc:  # a profile that cannot be read back to layers: say so, count FLOPs
+        print(f"{target}: {exc}; the mixed search orders its prune by FLOPs instead", file=sys.stderr)
+        return None, None
+    return savings, f"{tool.layer_time_source} of {fp32_dir.name} and {static_dir.name}"
 
 
 def _cached_ranking(path: Path) -> list[str] | None:

@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from edge_sam.errors import EdgeSamError
-from edge_sam.modeling import EfficientSam
+from edge_sam.modeling import EfficientSam, EfficientSamConfig
+from edge_sam.quantize.layers import weighted_modules_per_layer
 from edge_sam.quantize.recipes import QuantRecipe
 
 from edge_sam.graph_contract import COMPONENTS, IO_NAMES, ROLES, deploy_graph
-from edge_sam.targets.core.manifest import GraphSpec, Manifest, TensorSpec, artifact_label
+from edge_sam.targets.core.manifest import GraphSpec, Manifest, TensorSpec, artifact_label, read_manifest
 from edge_sam.targets.core.target import ExportRequest, Target, TargetOption
 from edge_sam.targets.executorch.lowering import StageBar, lower_to_pte
+from edge_sam.targets.executorch.profile import encoder_layer_ms
 from edge_sam.targets.executorch.quantize import quantized_graph, recipe_quantizer
 from edge_sam.targets.executorch.runtime import (
     DELEGATES,
@@ -74,6 +76,7 @@ class ExecuTorchTarget(Target):
     int8_rungs = ("static", "mixed", "dynamic")
     # Phones and boards: XNNPACK's int8 kernels are its fast path on Arm; this x86 host is not one.
     device_precisions = ("int8", "fp32")
+    layer_time_source = "ExecuTorch's ETDump"
 
     def __init__(self, delegate: str = XNNPACK.name) -> None:
         self.delegate = get_delegate(delegate)
@@ -148,6 +151,15 @@ class ExecuTorchTarget(Target):
         )
         return ExecuTorchRunner(manifest, encoder, context, decoder,
                                 label or artifact_label(artifact_dir, manifest, delegate.name))
+
+    def profiled_layer_ms(self, artifact_dir, layers, image):
+        """From the ETDump of XNNPACK's operators (the Core ML delegate does not run on this host)."""
+        manifest = read_manifest(artifact_dir)
+        if delegate_for_backend(manifest.backend).name != XNNPACK.name:
+            return None
+        modules = weighted_modules_per_layer(EfficientSamConfig.from_dict(manifest.model_config))
+        times = encoder_layer_ms(self.make_runner(artifact_dir, manifest, profile=True), modules, image)
+        return {layer: times.get(layer, 0.0) for layer in layers}
 
     def compare_layers(self, artifact_dir, runner, model, images):
         """Per-op SQNR of the INT8 encoder (re-quantized exactly as exported, simulated in PyTorch)

@@ -1,5 +1,5 @@
-"""Where INT8 buys time on onnxruntime: each encoder layer's time in the fp32 artifact and in the
-full static INT8 artifact, from onnxruntime's own profile of both.
+"""Where INT8 buys time on onnxruntime: each encoder layer's time in an artifact (the fp32 one and
+the full static INT8 one, :meth:`Target.int8_layer_savings`), from onnxruntime's own profile.
 
 The mixed-precision search gives INT8 back first to the layers where it saves the most time
 (:func:`edge_sam.quantize.studies.mixed.search`); FLOPs say where INT8 *could* act, this says
@@ -107,11 +107,3 @@ def profiled_layer_ms(artifact_dir: Path, layers: Sequence[str], image: np.ndarr
         if layer is not None:
             totals[layer] += float(np.median(durations[-PROFILED_RUNS:])) / 1000.0
     return dict(totals)
-
-
-def int8_savings_ms(fp32_dir: Path, int8_dir: Path, layers: Sequence[str], image: np.ndarray) -> dict[str, float]:
-    """Per layer, the milliseconds a run saves with the layer INT8 (fp32 time minus INT8 time;
-    negative where INT8 is slower), from the fp32 and the full static INT8 artifact."""
-    fp32 = profiled_layer_ms(fp32_dir, layers, image)
-    int8 = profiled_layer_ms(int8_dir, layers, image)
-    return {layer: fp32.get(layer, 0.0) - int8.get(layer, 0.0) for layer in layers}

@@ -198,10 +198,10 @@ class OnnxTarget(Target):
         runner_class = OnnxOfficialRunner if manifest.interface == "official" else OnnxDeployRunner
         return runner_class(manifest, *graphs, label)
 
-    def int8_layer_savings(self, fp32_dir, int8_dir, layers, image):
-        from edge_sam.targets.onnx.profile import int8_savings_ms
+    def profiled_layer_ms(self, artifact_dir, layers, image):
+        from edge_sam.targets.onnx.profile import profiled_layer_ms
 
-        return int8_savings_ms(fp32_dir, int8_dir, layers, image)
+        return profiled_layer_ms(artifact_dir, layers, image)
 
     def compare_layers(self, artifact_dir, runner, model, images):
         """Per-node SQNR of the artifact's encoder against a fresh fp32 export of the same graph."""
