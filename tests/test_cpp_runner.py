@@ -89,3 +89,22 @@ def test_native_runner_errors_are_one_line(build, artifact, image_ppm, tmp_path)
     with pytest.raises(NativeRunnerError, match=r"input has shape \[1,3,64,64\] but the manifest implies \[1,3,128,128\]"):
         run_runner(binary, other, image_ppm, tmp_path / "m.pgm", points=[POINT])
     assert not (tmp_path / "m.pgm").exists()
+
+
+def test_a_build_folder_configured_elsewhere_is_found(tmp_path):
+    """A moved build folder (an emulated place copied to another disk, a renamed checkout) keeps a
+    CMakeCache.txt naming its old paths, and CMake refuses it: build_runner must see that and
+    configure afresh. Configured for real with CMake on a one-file project, then moved."""
+    from edge_sam.targets.executorch.native import configured_elsewhere
+
+    source, build = tmp_path / "a" / "src", tmp_path / "a" / "build"
+    source.mkdir(parents=True)
+    (source / "CMakeLists.txt").write_text("cmake_minimum_required(VERSION 3.16)\nproject(probe NONE)\n")
+    subprocess.run(["cmake", "-S", str(source), "-B", str(build)], check=True, capture_output=True)
+    assert configured_elsewhere(build, source) == ""
+    assert configured_elsewhere(build, tmp_path / "other-src") == f"for {source}"  # another source tree
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    moved_source, moved_build = tmp_path / "b" / "src", tmp_path / "b" / "build"
+    assert configured_elsewhere(moved_build, moved_source).startswith(f"in {build}")
+    refused = subprocess.run(["cmake", "-S", str(moved_source), "-B", str(moved_build)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "CMakeCache.txt" in refused.stderr + refused.stdout

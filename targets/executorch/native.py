@@ -73,6 +73,21 @@ def _tool(name: str) -> str:
     return found
 
 
+def configured_elsewhere(build_dir: Path, source_dir: Path) -> str:
+    """Why CMake would refuse ``build_dir`` (it was configured in another folder, or for another
+    source tree: a moved checkout or emulated place), or "" when it is fresh or fits."""
+    cache = build_dir / "CMakeCache.txt"
+    if not cache.is_file():
+        return ""
+    entries = dict(line.split("=", 1) for line in cache.read_text(errors="replace").splitlines()
+                   if "=" in line and not line.startswith(("#", "//")))
+    recorded = {key.split(":", 1)[0]: value for key, value in entries.items()}
+    for key, expected, what in (("CMAKE_CACHEFILE_DIR", build_dir, "in"), ("CMAKE_HOME_DIRECTORY", source_dir, "for")):
+        if Path(recorded.get(key, "")).resolve() != expected.resolve():
+            return f"{what} {recorded.get(key, 'an unknown folder')}"
+    return ""
+
+
 def build_runner(build_dir: str | os.PathLike, source_dir: str | os.PathLike = SOURCE_DIR,
                  cmake_args: tuple[str, ...] = (), prefix: str | os.PathLike | None = None) -> Path:
     """Configure and build ``edge_sam_runner`` against the installed executorch wheel (or the
@@ -83,6 +98,10 @@ def build_runner(build_dir: str | os.PathLike, source_dir: str | os.PathLike = S
     cmake = _tool("cmake")
     if not any(shutil.which(c) for c in ("c++", "g++", "clang++")) and not os.environ.get("CXX"):
         raise NativeRunnerError("no C++ compiler found (c++, g++, clang++ or $CXX): the native runner needs one")
+    made_elsewhere = configured_elsewhere(build_dir, source_dir)
+    if made_elsewhere:
+        print(f"{build_dir} was configured {made_elsewhere}: configuring it afresh", file=sys.stderr)
+        shutil.rmtree(build_dir)
     steps = [
         [cmake, "-S", str(source_dir), "-B", str(build_dir), f"-DCMAKE_PREFIX_PATH={prefix or package_prefix()}", *cmake_args],
         [cmake, "--build", str(build_dir), "--parallel"],
