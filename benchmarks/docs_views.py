@@ -366,6 +366,14 @@ def decoder_context_share(record: Record) -> str:
     return f"{record['context_flop_share']:.3f}"
 
 
+@view
+def decoder_context_rate_ratio(record: Record) -> str:
+    """Per runtime, FLOP share / time saved: how many times the whole decoder's average FLOP rate
+    the context's operators ran at (time saved = FLOP share x whole rate / context rate)."""
+    share = record["context_flop_share"]
+    return ", ".join(f"{row['target']} {share / row['saved']:.2f}" for row in record["rows"])
+
+
 # -- segment-everything on exported artifacts (benchmarks/everything_latency.py) -----------------------
 @view
 def everything_table(record: Record) -> str:
