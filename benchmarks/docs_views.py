@@ -453,3 +453,95 @@ def record_provenance(record: Record) -> str:
     machine = record["machine"]
     return (f"commit {(record['git_commit'] or 'unknown')[:7]}, {record['date']}, {machine['cpu_model']} with "
             f"{machine['cpu_count']} cores, load average {machine['load_average']} at the start")
+
+
+# -- every target on the same images (benchmarks/cross_target_drift.py) --------------------------------
+def _photo_means(record: Record, recipe: str) -> list[float]:
+    return [row["photo"]["mask_iou_mean"] for row in record["rows"] if row["recipe"] == recipe]
+
+
+@view
+def cross_target_sets(record: Record) -> str:
+    """The image sets the run measured on and calibrated with."""
+    photo = (f" and {record['photo_crops']} crops of the real photo dogs.jpg ({record['prompts']['photo']} grid and box "
+             "prompts), outside the model's synthetic domain" if record["photo_crops"] else "")
+    return (f"Reference model at {record['img_size']} px. Held-out images: the first {record['test_images']} of the "
+            f"synthetic test split (seed 0, never trained on; {record['prompts']['synthetic']} prompts, a box and a "
+            f"centre click per object){photo}. Static INT8 calibrated on the first {record['calibration_images']} "
+            "synthetic val images, disjoint from both")
+
+
+@view
+def cross_target_conditions(record: Record) -> str:
+    """The machine, torch and its threads, and the load at the start and end of the run."""
+    machine = record["machine"]
+    return (f"{machine['cpu_count']}-core {machine['cpu_model']} (flags {machine['cpu_flags']}), torch {machine['torch']} "
+            f"with {machine['torch_threads']} threads, load average {machine['load_average']} at the start and "
+            f"{record['load_average_end']} at the end ({record['minutes']:.0f} min)")
+
+
+@view
+def cross_target_summary(record: Record) -> str:
+    """Mean mask IoU vs fp32 per artifact on the synthetic images, the line the script prints."""
+    return "; ".join(f"{row['artifact']}{' (host executor)' if row['target'] == 'coreml' else ''} "
+                     f"{row['synthetic']['mask_iou_mean']:.3f}" for row in record["rows"])
+
+
+@view
+def cross_target_table(record: Record) -> str:
+    """Per artifact: size, mask IoU vs fp32 (mean, p5, worst) and embedding SQNR, then mean / p5 on the photo crops."""
+    photo = all("photo" in row for row in record["rows"])
+    header = ["artifact", "runs on", "size MB", "mask IoU mean", "p5", "worst", "emb SQNR dB"]
+    header += ["photo crops mask IoU mean", "photo p5"] * photo
+    rows = []
+    for row in record["rows"]:
+        synthetic = row["synthetic"]
+        cells = [row["artifact"], row["runs_on"], f"{row['size_mb']:.1f}", f"{synthetic['mask_iou_mean']:.4f}",
+                 f"{synthetic['mask_iou_p5']:.4f}", f"{synthetic['mask_iou_worst']:.4f}",
+                 f"{synthetic['embedding_sqnr_db_mean']:.1f}"]
+        cells += [f"{row['photo']['mask_iou_mean']:.4f}", f"{row['photo']['mask_iou_p5']:.4f}"] * photo
+        rows.append(cells)
+    return table(header, "ll" + "r" * (len(header) - 2), rows)
+
+
+@view
+def cross_target_photo_static(record: Record) -> str:
+    """The static INT8 artifacts' range on the photo crops: mean, then p5."""
+    static = [row["photo"] for row in record["rows"] if row["recipe"] == "static-conv-linear"]
+    return f"{span(r['mask_iou_mean'] for r in static)} (p5 {span((r['mask_iou_p5'] for r in static), 2)})"
+
+
+PHOTO_GATE = 0.95  # the gate the README's example passes to --fail-under-mask-iou
+
+
+@view
+def cross_target_photo_gate(record: Record) -> str:
+    """Which targets' static INT8 falls under the example gate on the photo crops, and which stays above."""
+    static = [row for row in record["rows"] if row["recipe"] == "static-conv-linear"]
+    under = [TARGET_NAMES[row["target"]] for row in static if row["photo"]["mask_iou_mean"] < PHOTO_GATE]
+    above = [TARGET_NAMES[row["target"]] for row in static if row["photo"]["mask_iou_mean"] >= PHOTO_GATE]
+
+    def names(targets: list[str]) -> str:
+        return targets[0] if len(targets) == 1 else ", ".join(targets[:-1]) + " and " + targets[-1]
+    if not under:
+        return f"all of them above a {PHOTO_GATE} gate"
+    return f"{names(under)} under a {PHOTO_GATE} gate" + (f", {names(above)} above it" if above else "")
+
+
+@view
+def cross_target_photo_w8(record: Record) -> str:
+    """int8 weights alone (Core ML W8) on the photo crops."""
+    return f"{_photo_means(record, 'w8-conv-linear')[0]:.3f}"
+
+
+@view
+def cross_target_photo_dynamic(record: Record) -> str:
+    """The dynamic-linear artifacts' range on the photo crops."""
+    return span(_photo_means(record, "dynamic-linear"))
+
+
+@view
+def cross_target_photo_palettes(record: Record) -> str:
+    """The palettized Core ML artifacts on the photo crops."""
+    return (f"6-bit palettes reach {_photo_means(record, 'palettize-6bit')[0]:.3f} and 4-bit ones "
+            f"{_photo_means(record, 'palettize-4bit')[0]:.3f}")
