@@ -222,6 +222,19 @@ def parity_errors(record: Record) -> str:
             f"agreeing on {errors['full_res_mask_agreement'] * 100:.5f}% of pixels")
 
 
+@view
+def parity_onnx_table(record: Record) -> str:
+    """The official-interface ONNX export against the reference implementation, each error beside the
+    bound tests/test_onnx.py asserts on it."""
+    errors = record["errors"]
+    rows = [["`image_embeddings`", sci(errors["image_embeddings_rel_max"]), "1e-4"],
+            ["`low_res_masks`", sci(errors["low_res_logits_rel_max"]), "1e-3"],
+            ["`iou_predictions` (max abs)", sci(errors["iou_predictions_abs_max"]), "1e-3"],
+            ["`output_masks > 0` vs the reference's full-size masks", f"{errors['full_res_mask_agreement'] * 100:.4f} % equal pixels",
+             "99.9 %"]]
+    return table(["output", "max abs diff / max abs", "bound"], "lrr", rows)
+
+
 # -- FLOPs (benchmarks/flops_table.py) ----------------------------------------------------------------
 def _g(flops: float, digits: int = 1) -> str:
     return f"{flops / 1e9:.{digits}f}"
@@ -419,6 +432,15 @@ def target_drift_table(record: Record) -> str:
 
 
 @view
+def drift_int8_size_saving(record: Record) -> str:
+    """How much smaller the static INT8 artifact is than the target's own fp32 one."""
+    rows = next(iter(record["runs"].values()))["rows"]
+    fp32 = next(r for r in rows if r["target"] != "pytorch" and r["precision"] == "fp32")
+    static = next(r for r in rows if r["recipe"] == "static-conv-linear")
+    return f"{1 - static['size_mb'] / fp32['size_mb']:.0%} smaller at {static['img_size']} px"
+
+
+@view
 def tensorrt_drift_table(record: Record) -> str:
     """The TensorRT-form files (and the comparisons) on the synthetic images and on the photo: mask IoU mean / p5."""
     runs = record["runs"]
@@ -545,3 +567,22 @@ def cross_target_photo_palettes(record: Record) -> str:
     """The palettized Core ML artifacts on the photo crops."""
     return (f"6-bit palettes reach {_photo_means(record, 'palettize-6bit')[0]:.3f} and 4-bit ones "
             f"{_photo_means(record, 'palettize-4bit')[0]:.3f}")
+
+
+def _cross_target_static(record: Record, target: str) -> str:
+    """One target's static INT8 on both image sets: mean (p5) on each."""
+    row = next(r for r in record["rows"] if r["target"] == target and r["recipe"] == "static-conv-linear")
+    synthetic, photo = row["synthetic"], row["photo"]
+    return (f"{synthetic['mask_iou_mean']:.4f} (p5 {synthetic['mask_iou_p5']:.4f}) on {record['test_images']} held-out "
+            f"synthetic images, {photo['mask_iou_mean']:.4f} (p5 {photo['mask_iou_p5']:.4f}) on {record['photo_crops']} "
+            "crops of dogs.jpg")
+
+
+@view
+def cross_target_onnx_static(record: Record) -> str:
+    return _cross_target_static(record, "onnx")
+
+
+@view
+def cross_target_executorch_static(record: Record) -> str:
+    return _cross_target_static(record, "executorch")
