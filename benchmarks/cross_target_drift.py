@@ -1,6 +1,6 @@
 """Mask drift of every target's artifacts against fp32 PyTorch, on one held-out image set, in one run.
 
-    python benchmarks/cross_target_drift.py --work cross_target
+    python benchmarks/cross_target_drift.py --json docs/results/cross_target_drift.json
 
 Exports the reference model (``--checkpoint``, default the bundled one) to ONNX, LiteRT,
 Core ML and ExecuTorch at the precisions and recipes the README compares, then measures every
@@ -16,20 +16,19 @@ runs) on the same images and prompts:
 Static INT8 artifacts calibrate on the first ``--calibration-images`` of the synthetic *val*
 split, disjoint from both measured sets. Core ML artifacts are run by edge_sam's host executor
 (the saved ML program executed with NumPy, fp16 semantics), not by Core ML on a device: their
-rows say "host executor". Prints a Markdown table and the one-line summary the README quotes,
-with the machine, its CPU flags and the load average at start and end (latency is not reported:
-it is not comparable across runtimes loaded in one process on a shared CPU).
+rows say "host executor". Prints what the README quotes (the image sets, the machine with its CPU
+flags and the load average at start and end, the table and the one-line summary), through the
+views of benchmarks/docs_views.py, and ``--json`` writes the record they render from. Latency is
+not reported: it is not comparable across runtimes loaded in one process on a shared CPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-import torch
 
 import edge_sam
 from edge_sam.data.synthetic import generate_synthetic
@@ -37,12 +36,13 @@ from edge_sam.runner import TorchRunner
 from edge_sam.targets import get_target, load_runner
 from edge_sam.image_sources import dataset_source, photo_crops
 from edge_sam.targets.core.manifest import read_manifest
-from edge_sam.machine import cpu_flags, cpu_model, load_average_text
+from edge_sam.machine import load_average_text
 from edge_sam.targets.validation.drift import measure_drift
 from edge_sam.transforms import read_image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from records import record_header, write_record  # noqa: E402  (a sibling module)
+from docs_views import VIEWS  # noqa: E402  (a sibling module: the record reads here as in the docs)
+from records import record_header, write_record  # noqa: E402
 
 SAMPLE = Path(edge_sam.__file__).parent / "assets" / "dogs.jpg"
 
@@ -88,11 +88,6 @@ PLANS = (
 )
 
 
-def cpu_description() -> str:
-    """CPU model, core count and the SIMD flags that decide int8/fp16 kernel speed."""
-    return f"{cpu_model()}, {os.cpu_count()} cores, flags: {cpu_flags() or 'unknown'}"
-
-
 def export_all(model, plans, work: Path, calibration, reuse: bool) -> dict[Plan, Path]:
     artifacts = {}
     for plan in plans:
@@ -108,10 +103,6 @@ def export_all(model, plans, work: Path, calibration, reuse: bool) -> dict[Plan,
     return artifacts
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def without_timings(summary: dict) -> dict:
     """A drift summary without its timings: they are taken with every runtime in one process, not comparable."""
     return {key: value for key, value in summary.items() if not key.endswith("_s")}
@@ -120,7 +111,7 @@ def without_timings(summary: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="reference")
-    parser.add_argument("--work", default="cross_target", help="folder for the data and artifacts (kept)")
+    parser.add_argument("--work", default="out/cross_target", help="folder for the data and artifacts (kept)")
     parser.add_argument("--test-images", type=int, default=20, help="held-out synthetic test images")
     parser.add_argument("--calibration-images", type=int, default=8, help="synthetic val images to calibrate on")
     parser.add_argument("--photo-crops", type=int, default=6, help="crops of dogs.jpg measured too (0: none)")
@@ -130,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     header = record_header()
 
-    started, load_start = time.time(), load_average_text()
+    started = time.time()
     wanted = set(args.targets.split(","))
     plans = [p for p in PLANS if p.target in wanted]
     model = edge_sam.load_model(args.checkpoint)
@@ -153,49 +144,18 @@ def main(argv: list[str] | None = None) -> int:
         reports["photo"] = measure_drift(reference, runners, crops, measure_memory=False)
 
     rows = {name: [r.summary() for r in report.runners] for name, report in reports.items()}
-    synth = reports["synthetic"]
+    record_rows = [{"artifact": plan.label, "target": plan.target, "precision": plan.precision, "recipe": plan.recipe,
+                    "runs_on": plan.runs_on, "size_mb": sum(f["bytes"] for f in read_manifest(path).files.values()) / 1e6,
+                    **{name: without_timings(rows[name][index]) for name in rows}}
+                   for index, (plan, path) in enumerate(artifacts.items())]
+    record = {**header, "checkpoint": args.checkpoint, "img_size": img_size, "test_images": args.test_images,
+              "calibration_images": args.calibration_images, "photo_crops": args.photo_crops,
+              "prompts": {name: report.n_prompts for name, report in reports.items()},
+              "load_average_end": load_average_text(), "minutes": (time.time() - started) / 60, "rows": record_rows}
     print()
-    print(f"Reference model `{args.checkpoint}` at {img_size} px; torch {torch.__version__}, {torch.get_num_threads()} "
-          f"torch threads; {cpu_description()}; load average (1/5/15 min) {load_start} at start, {load_average_text()} at end "
-          f"({(time.time() - started) / 60:.0f} min).")
-    print(f"Held-out set: synthetic test split images 0-{args.test_images - 1} (seed 0), {synth.n_prompts} prompts "
-          f"(box + centre click per object, up to 8 objects per image)"
-          + (f"; real photo: {args.photo_crops} crops of dogs.jpg, {reports['photo'].n_prompts} grid/box prompts"
-             if "photo" in reports else "")
-          + f". Static INT8 calibrated on synthetic val images 0-{args.calibration_images - 1}.")
-    print()
-    columns = "| artifact | runs on | size MB | mask IoU mean | p5 | worst | emb SQNR dB |"
-    if "photo" in reports:
-        columns += " photo crops mask IoU mean | photo p5 |"
-    print(columns)
-    print("|" + " --- |" * 2 + " ---: |" * (columns.count("|") - 3))
-    for index, plan in enumerate(artifacts):
-        row = rows["synthetic"][index]
-        size = sum(f["bytes"] for f in read_manifest(artifacts[plan]).files.values()) / 1e6
-        cells = [plan.label, plan.runs_on, f"{size:.1f}", _fmt(row["mask_iou_mean"]), _fmt(row["mask_iou_p5"]),
-                 _fmt(row["mask_iou_worst"]), _fmt(row["embedding_sqnr_db_mean"], 1)]
-        if "photo" in reports:
-            photo = rows["photo"][index]
-            cells += [_fmt(photo["mask_iou_mean"]), _fmt(photo["mask_iou_p5"])]
-        print("| " + " | ".join(cells) + " |")
-    print()
-    summary = "; ".join(
-        f"{plan.label}{' (host executor)' if plan.target == 'coreml' else ''} {rows['synthetic'][i]['mask_iou_mean']:.3f}"
-        for i, plan in enumerate(artifacts))
-    print(f"Mean mask IoU vs fp32 on the held-out synthetic images: {summary}.")
-    if "photo" in reports:
-        photo_summary = "; ".join(f"{plan.label} {rows['photo'][i]['mask_iou_mean']:.3f}" for i, plan in enumerate(artifacts))
-        print(f"On the dogs.jpg crops: {photo_summary}.")
+    for name in ("cross-target-sets", "cross-target-conditions", "cross-target-table", "cross-target-summary"):
+        print(VIEWS[name](record), end="\n\n")
     if args.json:
-        record_rows = []
-        for index, plan in enumerate(artifacts):
-            size = sum(f["bytes"] for f in read_manifest(artifacts[plan]).files.values()) / 1e6
-            record_rows.append({"artifact": plan.label, "runs_on": plan.runs_on, "size_mb": size,
-                                **{name: without_timings(rows[name][index]) for name in rows}})
-        prompts = {name: report.n_prompts for name, report in reports.items()}
-        record = {**header, "checkpoint": args.checkpoint, "img_size": img_size, "test_images": args.test_images,
-                  "calibration_images": args.calibration_images, "photo_crops": args.photo_crops,
-                  "prompts": prompts, "minutes": (time.time() - started) / 60, "rows": record_rows}
         write_record(args.json, record)
         print(f"wrote {args.json}")
     return 0

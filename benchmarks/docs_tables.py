@@ -51,7 +51,7 @@ NUMBER = re.compile(rf"(?<![\w.\-/#])(?:\d+\.\d+(?:e[-+]?\d+)?%?|\d+e[-+]?\d+|\d
 
 # Numbers in prose that are no measurement, each with why (a regex over the number and its paragraph).
 NOT_MEASUREMENTS = {
-    r"(?:[Pp]ython|torch|torchao|executorch|onnxruntime|coremltools|litert|CUDA|ONNX opset|Apache-|iOS|macOS|TensorRT|JetPack|XNNPACK|QEMU|QEMU \(|Debian) ?v?\d+\.\d+":
+    r"(?:[Pp]ython|torch|torchao|executorch|onnxruntime|coremltools|litert|CUDA|ONNX opset|Apache-|iOS|macOS|TensorRT|JetPack|XNNPACK|QEMU|QEMU \(|Debian|CMake) ?v?\d+\.\d+":
         "a version of a tool or license",
     r"\b\d+\.\d+\.\d+\b": "a version (three parts)",
     r"[<>]=? ?\d+\.\d+|\bwithin \d+(?:\.\d+)?(?:%|x)|\bunder \d+\.\d+|\bgate[^.]*\(\d\.\d+ / \d\.\d+\)|--[\w-]+ \d+(?:\.\d+)?":

@@ -222,6 +222,19 @@ def parity_errors(record: Record) -> str:
             f"agreeing on {errors['full_res_mask_agreement'] * 100:.5f}% of pixels")
 
 
+@view
+def parity_onnx_table(record: Record) -> str:
+    """The official-interface ONNX export against the reference implementation, each error beside the
+    bound tests/test_onnx.py asserts on it."""
+    errors = record["errors"]
+    rows = [["`image_embeddings`", sci(errors["image_embeddings_rel_max"]), "1e-4"],
+            ["`low_res_masks`", sci(errors["low_res_logits_rel_max"]), "1e-3"],
+            ["`iou_predictions` (max abs)", sci(errors["iou_predictions_abs_max"]), "1e-3"],
+            ["`output_masks > 0` vs the reference's full-size masks", f"{errors['full_res_mask_agreement'] * 100:.4f} % equal pixels",
+             "99.9 %"]]
+    return table(["output", "max abs diff / max abs", "bound"], "lrr", rows)
+
+
 # -- FLOPs (benchmarks/flops_table.py) ----------------------------------------------------------------
 def _g(flops: float, digits: int = 1) -> str:
     return f"{flops / 1e9:.{digits}f}"
@@ -427,6 +440,15 @@ def target_drift_table(record: Record) -> str:
 
 
 @view
+def drift_int8_size_saving(record: Record) -> str:
+    """How much smaller the static INT8 artifact is than the target's own fp32 one."""
+    rows = next(iter(record["runs"].values()))["rows"]
+    fp32 = next(r for r in rows if r["target"] != "pytorch" and r["precision"] == "fp32")
+    static = next(r for r in rows if r["recipe"] == "static-conv-linear")
+    return f"{1 - static['size_mb'] / fp32['size_mb']:.0%} smaller at {static['img_size']} px"
+
+
+@view
 def tensorrt_drift_table(record: Record) -> str:
     """The TensorRT-form files (and the comparisons) on the synthetic images and on the photo: mask IoU mean / p5."""
     runs = record["runs"]
@@ -461,3 +483,114 @@ def record_provenance(record: Record) -> str:
     machine = record["machine"]
     return (f"commit {(record['git_commit'] or 'unknown')[:7]}, {record['date']}, {machine['cpu_model']} with "
             f"{machine['cpu_count']} cores, load average {machine['load_average']} at the start")
+
+
+# -- every target on the same images (benchmarks/cross_target_drift.py) --------------------------------
+def _photo_means(record: Record, recipe: str) -> list[float]:
+    return [row["photo"]["mask_iou_mean"] for row in record["rows"] if row["recipe"] == recipe]
+
+
+@view
+def cross_target_sets(record: Record) -> str:
+    """The image sets the run measured on and calibrated with."""
+    photo = (f" and {record['photo_crops']} crops of the real photo dogs.jpg ({record['prompts']['photo']} grid and box "
+             "prompts), outside the model's synthetic domain" if record["photo_crops"] else "")
+    return (f"Reference model at {record['img_size']} px. Held-out images: the first {record['test_images']} of the "
+            f"synthetic test split (seed 0, never trained on; {record['prompts']['synthetic']} prompts, a box and a "
+            f"centre click per object){photo}. Static INT8 calibrated on the first {record['calibration_images']} "
+            "synthetic val images, disjoint from both")
+
+
+@view
+def cross_target_conditions(record: Record) -> str:
+    """The machine, torch and its threads, and the load at the start and end of the run."""
+    machine = record["machine"]
+    return (f"{machine['cpu_count']}-core {machine['cpu_model']} (flags {machine['cpu_flags']}), torch {machine['torch']} "
+            f"with {machine['torch_threads']} threads, load average {machine['load_average']} at the start and "
+            f"{record['load_average_end']} at the end ({record['minutes']:.0f} min)")
+
+
+@view
+def cross_target_summary(record: Record) -> str:
+    """Mean mask IoU vs fp32 per artifact on the synthetic images, the line the script prints."""
+    return "; ".join(f"{row['artifact']}{' (host executor)' if row['target'] == 'coreml' else ''} "
+                     f"{row['synthetic']['mask_iou_mean']:.3f}" for row in record["rows"])
+
+
+@view
+def cross_target_table(record: Record) -> str:
+    """Per artifact: size, mask IoU vs fp32 (mean, p5, worst) and embedding SQNR, then mean / p5 on the photo crops."""
+    photo = all("photo" in row for row in record["rows"])
+    header = ["artifact", "runs on", "size MB", "mask IoU mean", "p5", "worst", "emb SQNR dB"]
+    header += ["photo crops mask IoU mean", "photo p5"] * photo
+    rows = []
+    for row in record["rows"]:
+        synthetic = row["synthetic"]
+        cells = [row["artifact"], row["runs_on"], f"{row['size_mb']:.1f}", f"{synthetic['mask_iou_mean']:.4f}",
+                 f"{synthetic['mask_iou_p5']:.4f}", f"{synthetic['mask_iou_worst']:.4f}",
+                 f"{synthetic['embedding_sqnr_db_mean']:.1f}"]
+        cells += [f"{row['photo']['mask_iou_mean']:.4f}", f"{row['photo']['mask_iou_p5']:.4f}"] * photo
+        rows.append(cells)
+    return table(header, "ll" + "r" * (len(header) - 2), rows)
+
+
+@view
+def cross_target_photo_static(record: Record) -> str:
+    """The static INT8 artifacts' range on the photo crops: mean, then p5."""
+    static = [row["photo"] for row in record["rows"] if row["recipe"] == "static-conv-linear"]
+    return f"{span(r['mask_iou_mean'] for r in static)} (p5 {span((r['mask_iou_p5'] for r in static), 2)})"
+
+
+PHOTO_GATE = 0.95  # the gate the README's example passes to --fail-under-mask-iou
+
+
+@view
+def cross_target_photo_gate(record: Record) -> str:
+    """Which targets' static INT8 falls under the example gate on the photo crops, and which stays above."""
+    static = [row for row in record["rows"] if row["recipe"] == "static-conv-linear"]
+    under = [TARGET_NAMES[row["target"]] for row in static if row["photo"]["mask_iou_mean"] < PHOTO_GATE]
+    above = [TARGET_NAMES[row["target"]] for row in static if row["photo"]["mask_iou_mean"] >= PHOTO_GATE]
+
+    def names(targets: list[str]) -> str:
+        return targets[0] if len(targets) == 1 else ", ".join(targets[:-1]) + " and " + targets[-1]
+    if not under:
+        return f"all of them above a {PHOTO_GATE} gate"
+    return f"{names(under)} under a {PHOTO_GATE} gate" + (f", {names(above)} above it" if above else "")
+
+
+@view
+def cross_target_photo_w8(record: Record) -> str:
+    """int8 weights alone (Core ML W8) on the photo crops."""
+    return f"{_photo_means(record, 'w8-conv-linear')[0]:.3f}"
+
+
+@view
+def cross_target_photo_dynamic(record: Record) -> str:
+    """The dynamic-linear artifacts' range on the photo crops."""
+    return span(_photo_means(record, "dynamic-linear"))
+
+
+@view
+def cross_target_photo_palettes(record: Record) -> str:
+    """The palettized Core ML artifacts on the photo crops."""
+    return (f"6-bit palettes reach {_photo_means(record, 'palettize-6bit')[0]:.3f} and 4-bit ones "
+            f"{_photo_means(record, 'palettize-4bit')[0]:.3f}")
+
+
+def _cross_target_static(record: Record, target: str) -> str:
+    """One target's static INT8 on both image sets: mean (p5) on each."""
+    row = next(r for r in record["rows"] if r["target"] == target and r["recipe"] == "static-conv-linear")
+    synthetic, photo = row["synthetic"], row["photo"]
+    return (f"{synthetic['mask_iou_mean']:.4f} (p5 {synthetic['mask_iou_p5']:.4f}) on {record['test_images']} held-out "
+            f"synthetic images, {photo['mask_iou_mean']:.4f} (p5 {photo['mask_iou_p5']:.4f}) on {record['photo_crops']} "
+            "crops of dogs.jpg")
+
+
+@view
+def cross_target_onnx_static(record: Record) -> str:
+    return _cross_target_static(record, "onnx")
+
+
+@view
+def cross_target_executorch_static(record: Record) -> str:
+    return _cross_target_static(record, "executorch")

@@ -4,6 +4,7 @@ and how a test asks for a toolchain (``require_toolchain``, ``require_programs``
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import shutil
 from functools import cache
@@ -168,6 +169,17 @@ def tiny_synthetic(tmp_path_factory):
             generate_synthetic(made[key], counts=counts, img_size=TINY_IMG, seed=0, progress=False)
         return made[key]
     return make
+
+
+@pytest.fixture(scope="session")
+def parity_errors():
+    """benchmarks/parity_errors.py: it measures, the parity tests bound what it measures (one
+    measurement, two uses)."""
+    path = Path(__file__).parents[1] / "benchmarks" / "parity_errors.py"
+    spec = importlib.util.spec_from_file_location("parity_errors", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,18 +11,9 @@ from edge_sam.checkpoint import check_state_dict
 from edge_sam.modeling import EfficientSamConfig, build_efficient_sam
 
 
-def _load_parity_errors():
-    """benchmarks/parity_errors.py measures; this test bounds what it measures (one measurement, two uses)."""
-    path = Path(__file__).parents[1] / "benchmarks" / "parity_errors.py"
-    spec = importlib.util.spec_from_file_location("parity_errors", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def errors(parity_model, parity_outputs, dogs) -> dict[str, float]:
-    return _load_parity_errors().measure(parity_model, parity_outputs, dogs)
+def errors(parity_errors, parity_model, parity_outputs, dogs) -> dict[str, float]:
+    return parity_errors.measure(parity_model, parity_outputs, dogs)
 
 
 def test_image_embeddings_match_reference(errors):
