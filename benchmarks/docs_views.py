@@ -198,6 +198,13 @@ def deploy_ship_list(record: Record) -> str:
 
 
 @view
+def deploy_closest_p5(record: Record) -> str:
+    """The shipped artifact closest to the gate's p5 on the held-out images, against that p5."""
+    closest = min(_held_out(record, ship["artifact"])["mask_iou_p5"] for ship in record["deploy"]["ship"].values())
+    return f"{closest:.3f} against {record['deploy']['gate']['mask_iou_p5_min']:.2f}"
+
+
+@view
 def unseen_photos_artifacts(record: Record) -> str:
     return ", ".join(f"{row['artifact']} {row['mask_iou_mean']:.4f} / {row['mask_iou_p5']:.4f}" for row in record["rows"])
 
@@ -210,6 +217,16 @@ def calibration_observers_table(record: Record) -> str:
     rows = [[DEPLOY_LADDER_NAMES[row["target"]], row["observer"],
              pair(row["held_out"]), pair(row["unseen_photos"])] for row in record["rows"]]
     return table(["target", "observer", "held out", "unseen photos"], "llrr", rows)
+
+
+@view
+def calibration_histogram_gain(record: Record) -> str:
+    """The most a histogram observer (PT2E's histogram, ONNX Runtime's percentile) adds to min-max's
+    held-out mean on the same target."""
+    minmax = {row["target"]: row["held_out"]["mask_iou_mean"] for row in record["rows"] if row["observer"] == "minmax"}
+    gains = [row["held_out"]["mask_iou_mean"] - minmax[row["target"]] for row in record["rows"]
+             if row["observer"] in ("histogram", "percentile")]
+    return f"{max(gains):.2f}"
 
 
 # -- parity with the reference implementation (benchmarks/parity_errors.py) ---------------------------
