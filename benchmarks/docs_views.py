@@ -168,26 +168,26 @@ def deploy_float_layers(record: Record) -> str:
 
 
 def _speed_ratio(record: Record, target: str) -> float:
-    """Shipped INT8 time (encoder + decoder p50) over the target's own fp32, on the held-out images."""
-    shipped = _held_out(record, record["deploy"]["ship"][target]["artifact"])
+    """The target's mixed INT8 artifact's time (encoder + decoder p50) over its own fp32, on the held-out images."""
+    mixed = _held_out(record, f"{target}-int8-mixed")
     fp32 = _held_out(record, f"{target}-fp32")
-    return (shipped["encoder_p50_s"] + shipped["decoder_p50_s"]) / (fp32["encoder_p50_s"] + fp32["decoder_p50_s"])
+    return (mixed["encoder_p50_s"] + mixed["decoder_p50_s"]) / (fp32["encoder_p50_s"] + fp32["decoder_p50_s"])
 
 
 @view
-def deploy_int8_time_saved(record: Record) -> str:
-    """The time the shipped INT8 saves against fp32 on this host, on the runtimes whose host latency means something
-    (Core ML's host executor is not a device)."""
-    saved = sorted(1 - _speed_ratio(record, target) for target in record["deploy"]["ship"] if target != "coreml")
-    return f"{saved[0] * 100:.0f}-{saved[-1] * 100:.0f}%"
+def deploy_int8_time_ratio(record: Record) -> str:
+    """The mixed INT8 artifacts' time against their fp32 on this host, on the runtimes whose host latency means
+    something (Core ML's host executor is not a device)."""
+    ratios = sorted(_speed_ratio(record, target) for target in record["deploy"]["ladders"] if target != "coreml")
+    return f"{ratios[0]:.2f}-{ratios[-1]:.2f}x"
 
 
 @view
 def deploy_onnx_choice(record: Record) -> str:
     """ONNX's ranking by host latency: what shipped against the runner-up, as deploy's summary says it."""
     why = record["deploy"]["ship"]["onnx"]["why"]
-    shipped, runner_up = re.findall(r"(onnx-[\w-]+): ([\d.]+ ms)", why)[:2]
-    return f"measured {shipped[1]} against {runner_up[0]}'s {runner_up[1]}"
+    (shipped, ms, mb), (runner_up, runner_ms, runner_mb) = re.findall(r"(onnx-[\w-]+): ([\d.]+ ms), ([\d.]+ MB)", why)[:2]
+    return f"{shipped} ({ms}, {mb}) against {runner_up} ({runner_ms}, {runner_mb})"
 
 
 @view
