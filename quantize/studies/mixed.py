@@ -5,12 +5,13 @@ and 5th percentile (the p5 catches the few prompts whose mask falls apart, which
 
 1. Greedy: starting from every layer INT8, make layers float in sensitivity order (most
    sensitive first, :mod:`.sensitivity`) until the budget holds.
-2. Prune: try putting each float layer back to INT8, the one where INT8 saves the most time
-   first, and keep it INT8 if the budget still holds. The greedy step can overshoot (a layer
-   made float early may be unneeded once later ones are float too); pruning in that order gives
-   INT8 back where it buys the most speed. The time INT8 saves per layer comes from the target
-   runtime's own profile where deploy has one (``int8_savings``: onnxruntime's, ExecuTorch's ETDump), else the
-   layer's FLOPs stand for it.
+2. Prune: try putting each float layer back to INT8, the one with the most FLOPs first, and
+   keep it INT8 if the budget still holds. The greedy step can overshoot (a layer made float
+   early may be unneeded once later ones are float too); pruning in that order gives INT8 back
+   where it can buy the most speed. Where deploy has the target runtime's own profile
+   (``int8_savings``: onnxruntime's, ExecuTorch's ETDump), a layer whose INT8 form it measured
+   no faster is tried last. The measured savings do not order the rest: layers whose savings
+   differ by profile noise swapped places between runs, and the recipe changed with them.
 3. Verify: quantize the encoder afresh with each target's own per-layer quantizer (the
    recipe as export will apply it) and score it on the same held-out images.
 
@@ -95,7 +96,8 @@ def _fidelity_text(fidelity: Fidelity) -> str:
 def search(studies: Sequence[LayerStudy], ranking: Sequence[str], budget: Budget, max_float: int | None = None,
            int8_savings: Mapping[str, float] | None = None) -> MixedResult:
     """Greedy then prune over ``ranking`` (most sensitive first), scored on every study; the
-    prune tries the layers in order of ``int8_savings`` (time INT8 saves per layer), else FLOPs."""
+    prune tries the layers in order of FLOPs, those where ``int8_savings`` (time INT8 saves per
+    layer, from the runtime's profile) is not positive last."""
     layers = studies[0].layers
     unknown = [layer for layer in ranking if layer not in layers]
     if unknown or sorted(ranking) != sorted(layers):
@@ -132,9 +134,12 @@ def search(studies: Sequence[LayerStudy], ranking: Sequence[str], budget: Budget
             f"{', '.join(floats) if floats else 'it could not make float'}"
             + (f" (next in line: {', '.join(ranking[len(floats):len(floats) + 3])})" if len(floats) < len(ranking) else "")
         )
-    def gain(layer: str) -> tuple[float, int, int]:
-        saved = int8_savings.get(layer, 0.0) if int8_savings is not None else 0.0
-        return (-saved, -studies[0].flops[layer], -ranking.index(layer))
+    def gain(layer: str) -> tuple[bool, int, int]:
+        # The profile says where INT8 buys no time (tried last); FLOPs order the rest. Ordered by the
+        # measured savings themselves, layers whose savings differ by profile noise swapped places
+        # between runs and the recipe changed with them.
+        buys_nothing = int8_savings is not None and int8_savings.get(layer, 0.0) <= 0.0
+        return (buys_nothing, -studies[0].flops[layer], -ranking.index(layer))
 
     for layer in tqdm(sorted(floats, key=gain), desc="mixed: prune", unit="layer"):
         trial = [f for f in floats if f != layer]
@@ -216,7 +221,8 @@ def find_mixed_recipe(
         "fallback": fallback,
         "float_layers": result.float_layers,  # the layers out of INT8 (float, or a16 with fallback a16)
         "int8_flop_share": result.int8_flop_share,
-        "prune_order": f"INT8 time saved per layer ({savings_source})" if int8_savings is not None else "FLOPs per layer",
+        "prune_order": (f"FLOPs per layer, those INT8 made no faster last ({savings_source})" if int8_savings is not None
+                        else "FLOPs per layer"),
         "int8_savings_ms": dict(int8_savings) if int8_savings is not None else None,
         "full_int8": result.full_int8.to_dict(),
         "simulated": result.fidelity.to_dict(),

@@ -1,7 +1,7 @@
 """Where INT8 buys time on onnxruntime: each encoder layer's time in an artifact (the fp32 one and
 the full static INT8 one, :meth:`Target.int8_layer_savings`), from onnxruntime's own profile.
 
-The mixed-precision search gives INT8 back first to the layers where it saves the most time
+The mixed-precision search gives INT8 back last to the layers where it saves no time
 (:func:`edge_sam.quantize.studies.mixed.search`); FLOPs say where INT8 *could* act, this says
 where it does on this runtime (a layer whose INT8 form runs dequantize + float op saves nothing).
 
