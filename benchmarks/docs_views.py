@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 Record = dict[str, Any]
@@ -611,3 +612,144 @@ def cross_target_onnx_static(record: Record) -> str:
 @view
 def cross_target_executorch_static(record: Record) -> str:
     return _cross_target_static(record, "executorch")
+
+# -- the quantization table (benchmarks/quantization_table.sh, its record stage) ----------------------
+SYNTHETIC, PHOTOS = "held-out", "dogs.jpg crops"  # compare's image sets: the synthetic test split, dogs.jpg crops
+NO_INT16 = {"executorch": "no int16 kernels", "coreml": "no int16 activations"}
+README_TARGETS = {"onnx": "ONNX QDQ", "executorch": "ExecuTorch XNNPACK", "tflite": "LiteRT", "coreml": "Core ML W8A8 (host executor)"}
+LAYER_KINDS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+
+
+def _pair(measured: Record, digits: int = 4) -> str:
+    return f"{measured['mask_iou_mean']:.{digits}f} / {measured['mask_iou_p5']:.{digits}f}"
+
+
+def _rows(record: Record, compare: str, row: str | None = None) -> list[Record]:
+    """One compare run's rows (of one kind: PTQ, mixed, QAT, QAT+mixed), in the order it measured them."""
+    return [r for r in record["compares"][compare]["rows"] if row is None or r["row"] == row]
+
+
+def _row(record: Record, compare: str, target: str, row: str = "PTQ") -> Record:
+    return next(r for r in _rows(record, compare, row) if r["target"] == target)
+
+
+def _gt(measured: Record) -> str:
+    gt = measured.get("gt_miou") or {}
+    return f"{gt['box'] * 100:.2f} / {gt['1-click'] * 100:.2f}" if gt else "-"
+
+
+def _gt_delta(record: Record, compare: str, row: str | None = None) -> float:
+    """The largest GT mIoU change of one compare's rows against its fp32 (box and 1-click, synthetic set), in points."""
+    fp32 = record["compares"][compare]["reference"]["gt_miou"][SYNTHETIC]
+    return max(abs(r["sets"][SYNTHETIC]["gt_miou"][kind] - fp32[kind]) * 100 for r in _rows(record, compare, row) for kind in fp32)
+
+
+def _gate(row: Record) -> str:
+    return "met" if all(row["budget_met"].values()) else "missed"
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``0-5, 7 and 11``: block indices, runs of three or more as ``first-last``."""
+    runs: list[list[int]] = []
+    for n in sorted(numbers):
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    parts = [str(n) for r in runs for n in ([f"{r[0]}-{r[-1]}"] if len(r) > 2 else r)]
+    return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+
+
+def describe_layers(layers: Iterable[str]) -> str:
+    """Encoder layers in words (the layer names of docs/quantization.md), the per-block ones grouped by block."""
+    layers = list(layers)
+    parts = [name for name, layer in (("the patch embedding", "image_encoder.patch_embed"), ("the neck", "image_encoder.neck"))
+             if layer in layers]
+    blocks: dict[str, list[str]] = {}
+    for kind in LAYER_KINDS:
+        found = [int(m[1]) for layer in layers if (m := re.fullmatch(rf"image_encoder\.blocks\.(\d+)\.{kind}", layer))]
+        if found:
+            blocks.setdefault(_ranges(found), []).append(kind.split(".")[1])
+    parts += [f"{' and '.join(names)} in block{'s' * (len(where) > 2)} {where}" for where, names in blocks.items()]
+    return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])}, and {parts[-1]}"
+
+
+def _recipe_layers(record: Record, name: str) -> tuple[int, int, str]:
+    """(layers out of INT8, layers, those layers in words) of a recipe file the script's mixed stage wrote."""
+    recipe = record["recipes"][name]
+    return len(recipe["layers_out_of_int8"]), recipe["n_layers"], describe_layers(recipe["layers_out_of_int8"])
+
+
+def _target_grid(header: str, targets: list[str], lines: list[tuple[str, dict[str, Record], str]]) -> str:
+    """README's grid: one line per (label, rows by target, image set), a column per target (3 digits)."""
+    cells = [[label, *(_pair(rows[t]["sets"][image_set], 3) if t in rows else NO_INT16.get(t, "-") for t in targets)]
+             for label, rows, image_set in lines]
+    return table([header, *(README_TARGETS[t] for t in targets)], "l" + "r" * len(targets), cells)
+
+
+@view
+def quant_table_machine(record: Record) -> str:
+    """Which machine and run the quantization table is (the record's header, the compares' loads)."""
+    machine = record["machine"]
+    loads = sorted(float(c["load_average_at_end"].split(" / ")[0]) for c in record["compares"].values())
+    return (f"{machine['cpu_count']}-core {machine['cpu_model']} ({machine['cpu_flags']}), commit "
+            f"{(record['git_commit'] or 'unknown')[:7]}, {record['date']}, 1-minute load average "
+            f"{loads[0]:.1f}{f'-{loads[-1]:.1f}' * (loads[-1] != loads[0])} when each compare ended")
+
+
+@view
+def quant_readme_a16_table(record: Record) -> str:
+    """W8A16 on every static INT8 target (those without 16-bit activations say so), both image sets."""
+    a16 = {r["target"]: r for r in _rows(record, "a16")}
+    return _target_grid(f"W8A16 (`{next(iter(a16.values()))['recipe']}`), mask IoU mean / p5", list(README_TARGETS),
+                        [("synthetic", a16, SYNTHETIC), ("dogs.jpg crops", a16, PHOTOS)])
+
+
+@view
+def quant_a16_table(record: Record) -> str:
+    """W8A16 everywhere, and the a16-fallback mixed recipe, with embedding SQNR."""
+    def pair(measured: Record) -> str:
+        return f"{_pair(measured)} ({measured['embedding_sqnr_db_mean']:.1f} dB)"
+
+    rows = []
+    for name in ("a16", "mixed-a16"):
+        compare = record["compares"][name]
+        recipe_file = Path(compare["mixed"]).name if compare["mixed"] else None
+        for row in _rows(record, name, "mixed" if recipe_file else None):
+            runs_on = "LiteRT, 16x8 reference kernels" if row["target"] == "tflite" else row["runs_on"]
+            recipe = row["recipe"]
+            if recipe_file:
+                n_layers = record["recipes"][recipe_file]["n_layers"]
+                recipe = f"`{recipe_file}`: {row['a16_layers']} layers a16, {n_layers - row['a16_layers']} int8"
+            rows.append([f"{row['target']} ({runs_on})", recipe, row["float_layers"], f"{row['size_mb']:.1f}",
+                         pair(row["sets"][SYNTHETIC]), pair(row["sets"][PHOTOS]), _gt(row["sets"][SYNTHETIC]), _gate(row)])
+    budget = record["compares"]["a16"]["budget"]
+    return table(["target (runs on)", "recipe", "float layers", "size MB", "synthetic: mean / p5 (emb. SQNR)",
+                  "dogs.jpg crops: mean / p5 (emb. SQNR)", "GT mIoU box / 1-click",
+                  f"gate {budget['min_mask_iou']} / {budget['min_mask_iou_p5']}"], "llrrrrrl", rows)
+
+
+@view
+def quant_a16_gt(record: Record) -> str:
+    return f"within {_gt_delta(record, 'a16'):.2f} points of fp32"
+
+
+@view
+def quant_a16_recipe(record: Record) -> str:
+    """The a16-fallback recipe: how many layers keep int8 activations, and which get 16 bits."""
+    count, total, layers = _recipe_layers(record, "mixed-a16.json")
+    return f"keeps the {total - count} layers it can at int8 activations and puts the other {count} ({layers}) at int16"
+
+
+@view
+def quant_a16_mixed_onnx(record: Record) -> str:
+    """README's summary of the a16-fallback search on ONNX."""
+    count, total, _ = _recipe_layers(record, "mixed-a16.json")
+    return f"ONNX: {count} of {total} layers, {_pair(_row(record, 'mixed-a16', 'onnx', 'mixed')['sets'][PHOTOS], 3)} on the photo crops"
+
+
+@view
+def quant_a16_photo_p5(record: Record) -> str:
+    """The a16-fallback recipe's photo p5 on ONNX against W8A16 everywhere."""
+    mixed, full = _row(record, "mixed-a16", "onnx", "mixed"), _row(record, "a16", "onnx")
+    return f"p5 {mixed['sets'][PHOTOS]['mask_iou_p5']:.3f} vs {full['sets'][PHOTOS]['mask_iou_p5']:.3f}"

@@ -2,8 +2,12 @@
 # The quantization table of docs/quantization.md: PTQ / mixed / QAT / QAT+mixed on every static INT8
 # target, next to dynamic INT8 and Core ML's weight-only W8, with the bundled 256-px reference model.
 #
-#   bash benchmarks/quantization_table.sh [WORK_DIR] [STAGE...]
-#   stages: data mixed qat compare latency (default: all)
+#   bash benchmarks/quantization_table.sh [WORK_DIR] [STAGE...]     (WORK_DIR default: out/quant_table)
+#   stages: data mixed qat compare latency record (default: all)
+#
+# The record stage gathers every stage's output but the latency stage's (accuracy, sizes, layer counts,
+# GT mIoU) into docs/results/quantization_table.json, which the docs' quantization tables are rendered
+# from (python benchmarks/docs_tables.py); the latency stage's timings need a quiet machine.
 #
 # Which images do what (no image is in two roles):
 #   synthetic train split (600)       QAT trains on it
@@ -14,9 +18,9 @@
 #   synthetic test split, next 24     held out: the table's synthetic columns (+ GT mIoU)
 #   8 crops of dogs.jpg               held out: the table's real-photo columns (compare --photo-crops)
 set -euo pipefail
-W=${1:-quant_table}
+W=${1:-out/quant_table}
 shift || true
-STAGES=${*:-data mixed qat compare latency}
+STAGES=${*:-data mixed qat compare latency record}
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 SPLIT=(--calibration-images 8)
 mkdir -p "$W"
@@ -57,4 +61,7 @@ if has latency; then  # mixed vs full static INT8, interleaved rounds, at the mo
   python "$(dirname "$0")/mixed_precision_latency.py" --recipe-file "$W/mixed.json" --json "$W/latency-256.json" || true
   python "$(dirname "$0")/mixed_precision_latency.py" --recipe-file "$W/mixed.json" --rounds 3 --runs 3 \
     --checkpoint tests/data/parity/efficient_sam_vitt_random_seed1234.pt --json "$W/latency-1024.json" || true
+fi
+if has record; then  # every stage's output (not the latency stage's timings) -> the record the docs quote
+  python "$(dirname "$0")/quantization_table_record.py" "$W" --record "$(dirname "$0")/../docs/results/quantization_table.json"
 fi
