@@ -28,10 +28,10 @@ import numpy as np
 
 from edge_sam.errors import EdgeSamError
 
+_DELEGATE_CALL = "DELEGATE_CALL"  # wraps, and closes, the operator events of one delegate call
 # Events that wrap others (their time is already in the operators they contain).
-_WRAPPERS = frozenset({"Method::execute", "DELEGATE_CALL", "OPERATOR_CALL", "Program::load_method", "Method::init"})
+_WRAPPERS = frozenset({"Method::execute", _DELEGATE_CALL, "OPERATOR_CALL", "Program::load_method", "Method::init"})
 _INSTANCE = re.compile(r"\s+#\d+$")
-_DELEGATE_CALL = "DELEGATE_CALL"  # closes the operator events of one delegate call
 _GEMMS = ("Fully Connected", "Convolution")  # XNNPACK's operator for one conv or linear module
 _CONVERT = "Convert"
 PROFILED_RUNS = 5  # after one untimed run; the median of each operator's times
