@@ -20,7 +20,7 @@ from pathlib import Path
 from edge_sam.machine import load_average_text
 from edge_sam.targets.devices.aarch64_place import create_place
 
-from records import record_header
+from records import record_header, write_record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {**header, "fresh_s": round(fresh_s), "cached_s": round(cached_s, 1), "steps_s": record["steps_s"],
               "disk_mb": record["disk_mb"], "qemu": record["qemu"], "packages": record["packages"],
               "load_average_at_end": load_average_text()}
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_record(Path(args.out), result)
+    print(json.dumps(result, indent=2, default=str))
     if not args.keep:
         shutil.rmtree(place)
     return 0

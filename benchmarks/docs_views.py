@@ -357,6 +357,15 @@ def aarch64_place_size(record: Record) -> str:
     return f"{record['place']['disk_mb'] / 1000:.1f} GB"
 
 
+@view
+def aarch64_place_creation(record: Record) -> str:
+    """A fresh place's creation time, its slowest steps, and a second create on the made place."""
+    minutes, seconds = divmod(record["fresh_s"], 60)
+    steps = sorted(record["steps_s"].items(), key=lambda item: -item[1])[:3]
+    slowest = ", ".join(f"{name} {value:.0f} s" for name, value in steps)
+    return f"{minutes} min {seconds} s ({slowest}); a second `device create` on it {record['cached_s']} s"
+
+
 # -- edge-sam bench --table against each data type's roofline (benchmarks/roofline_table.py) -----------
 @view
 def bench_roofline_rates(record: Record) -> str:
