@@ -122,15 +122,16 @@ def test_etdump_profile_lists_xnnpack_operators(artifacts, dogs):
 
 def test_the_etdump_times_every_encoder_layer_in_fp32_and_int8(artifacts, model, dogs):
     """The mixed search's prune order reads these: every layer's GEMMs must be found in both
-    ETDumps (the INT8 GEMMs with their quantize/dequantize Converts), or the read-back refuses."""
-    from edge_sam.quantize.layers import quantizable_layers
+    ETDumps (the INT8 GEMMs with their quantize/dequantize Converts), or the read-back refuses.
+    XNNPACK times operators in whole microseconds, so one of the tiny model's INT8 GEMMs may read 0."""
+    from edge_sam.quantize.layers import quantizable_layers, weighted_modules_per_layer
+    from edge_sam.targets.executorch.profile import encoder_layer_ms
 
     layers = quantizable_layers(model.config)
-    target = get_target("executorch")
-    times = {name: target.profiled_layer_ms(artifacts[name], layers, dogs) for name in ("fp32", "int8")}
-    for name, per_layer in times.items():
-        assert sorted(per_layer) == sorted(layers) and all(ms > 0 for ms in per_layer.values()), name
-    savings = target.int8_layer_savings(artifacts["fp32"], artifacts["int8"], layers, dogs)
+    for name in ("fp32", "int8"):
+        times = encoder_layer_ms(load_runner(artifacts[name], profile=True), weighted_modules_per_layer(model.config), dogs)
+        assert sorted(times) == sorted(layers) and min(times.values()) >= 0 and sum(times.values()) > 0, name
+    savings = get_target("executorch").int8_layer_savings(artifacts["fp32"], artifacts["int8"], layers, dogs)
     assert sorted(savings) == sorted(layers)
 
 
