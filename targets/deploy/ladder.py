@@ -133,6 +133,8 @@ class LadderContext:
     fixed_recipe: QuantRecipe | None = None  # the recipe of the one "recipe" rung (--recipe, a QAT checkpoint)
     # target -> its calibrated simulation, kept for a search run again in the same deploy
     studies: dict[str, Any] = field(default_factory=dict)
+    # target -> its INT8 savings per layer and their source (int8_savings), profiled once per run
+    savings: dict[str, tuple[dict[str, float] | None, str | None]] = field(default_factory=dict)
     # the layer ranking of the first target searched in this run, shared with the others
     ranking: list[str] = field(default_factory=list)
 
@@ -250,7 +252,14 @@ def cached_mixed_recipe(target: str, context: LadderContext, search_at: Budget,
 def int8_savings(target: str, context: LadderContext, layers: tuple[str, ...]) -> tuple[dict[str, float] | None, str | None]:
     """(ms a run saves per layer with it INT8, whose profile says so) for the mixed search's prune
     order, from this run's fp32 and full static INT8 artifacts of ``target``; (None, None) where the
-    target's runtime has no per-layer profile or either artifact was not built (FLOPs order it then)."""
+    target's runtime has no per-layer profile or either artifact was not built (FLOPs order it then).
+    Profiled once per run: a search run again uses the same two artifacts."""
+    if target not in context.savings:
+        context.savings[target] = _profiled_savings(target, context, layers)
+    return context.savings[target]
+
+
+def _profiled_savings(target: str, context: LadderContext, layers: tuple[str, ...]) -> tuple[dict[str, float] | None, str | None]:
     tool = get_target(target)
     fp32_dir, static_dir = context.out / Job(target, "fp32").name, context.out / Job(target, "int8", "static").name
     if not tool.layer_time_source or not all((d / MANIFEST_NAME).is_file() for d in (fp32_dir, static_dir)):
