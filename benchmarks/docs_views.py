@@ -622,6 +622,7 @@ def cross_target_onnx_static(record: Record) -> str:
 def cross_target_executorch_static(record: Record) -> str:
     return _cross_target_static(record, "executorch")
 
+
 # -- the quantization table (benchmarks/quantization_table.sh, its record stage) ----------------------
 SYNTHETIC, PHOTOS = "held-out", "dogs.jpg crops"  # compare's image sets: the synthetic test split, dogs.jpg crops
 NO_INT16 = {"executorch": "no int16 kernels", "coreml": "no int16 activations"}
