@@ -8,13 +8,14 @@ synth ... --val 200 --test 200 --img-size 256 --seed 0``: every image is seeded 
 split, index), so the train split is not needed) and runs ``edge_sam.eval.evaluate`` (what
 ``edge-sam eval`` runs: box, 1-click, 3-click) with the reference model on both splits and
 with random weights (``torch.manual_seed(0)``, the training code's fresh initialisation) on
-test. Deterministic on CPU; takes minutes.
+test. It also records the three multimask outputs' predicted IoU for the box around the black dog
+in the bundled ``dogs.jpg`` (what docs/reference_dogs_box.png shows). Deterministic on CPU; takes
+minutes.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -25,18 +26,31 @@ from edge_sam.data import generate_synthetic, open_dataset
 from edge_sam.eval import evaluate
 from edge_sam.modeling import EfficientSamConfig
 from edge_sam.predictor import Predictor
+from edge_sam.transforms import read_image
 from edge_sam.train.model_init import fresh_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from records import record_header  # noqa: E402  (a sibling module)
+from records import record_header, write_record  # noqa: E402  (a sibling module)
 
 SPLITS = {"val": 200, "test": 200}
 IMG_SIZE = 256
+DOGS = Path(edge_sam.__file__).parent / "assets" / "dogs.jpg"
+DOGS_BOX = (575, 225, 775, 590)  # around the black dog, as in docs/reference_dogs_box.png
 
 
 def random_weights() -> torch.nn.Module:
     torch.manual_seed(0)
     return fresh_model(EfficientSamConfig.vitt(img_size=IMG_SIZE)).eval()
+
+
+def dogs_box_outputs(model: torch.nn.Module) -> dict:
+    """The reference model's three multimask outputs for ``DOGS_BOX``: predicted IoU and mask area
+    (a real photo the model never saw; the card says how little its IoU head knows of such images)."""
+    predictor = Predictor(model)
+    predictor.set_image(read_image(DOGS))
+    masks, iou_predictions, _ = predictor.predict(box=list(DOGS_BOX), multimask_output=True)
+    return {"box": list(DOGS_BOX), "predicted_iou": [round(float(v), 4) for v in iou_predictions],
+            "mask_area_px": [int(m.sum()) for m in masks]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,10 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(Predictor(model), open_dataset(args.work / split), progress=False)
         print(f"{name}, {split}:\n{result.format_table()}\n")
         rows.append({"model": name, "split": split, **result.to_dict()})
+    dogs = dogs_box_outputs(edge_sam.load_model("reference"))
+    print(f"dogs.jpg, box {dogs['box']}: predicted IoU {dogs['predicted_iou']}, mask area {dogs['mask_area_px']} px")
     if args.json:
-        record = {**header, "data": {"command": "edge-sam data synth DIR --val 200 --test 200 --img-size 256 --seed 0",
-                                     "splits": SPLITS}, "rows": rows}
-        args.json.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        write_record(args.json, {**header, "data": {
+            "command": "edge-sam data synth DIR --val 200 --test 200 --img-size 256 --seed 0", "splits": SPLITS},
+            "rows": rows, "dogs_box": dogs})
         print(f"wrote {args.json}")
     return 0
 
