@@ -31,7 +31,9 @@ def flops_by_part(config: EfficientSamConfig) -> dict:
         encoder[str(size)] = {"total": count.total, "attention": count.group("attention"), "linear": count.group("linear"),
                               "patch_embed_and_neck": count.group("patch_embed") + count.group("neck")}
     full, cached = decoder_flops(config, 1024), decoder_flops(config, 1024, cached=True)
-    decoder = {"total": full.total, "cached_total": cached.total, "per_image": decoder_image_flops(config, 1024).total,
+    decoder = {"total": full.total, "cached_total": cached.total,
+               "factored_total": decoder_flops(config, 1024, factored=True).total,  # the deploy form's per-prompt graph
+               "per_image": decoder_image_flops(config, 1024).total,
                "image_side_projections": sum(v for k, v in full.parts.items() if k.endswith(IMAGE_SIDE)),
                "upscaling": full.group("upscaling")}
     return {"encoder": encoder, "decoder_1024": decoder}

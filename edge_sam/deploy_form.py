@@ -12,7 +12,9 @@ wrappers fix what can be fixed at export time:
   coordinates are already in model pixels (-1 marks padding); returns low-res logits and IoU
   predictions. Upscaling to the image size happens on the host (:func:`edge_sam.transforms.upscale_logits`).
 - :class:`DecoderContextGraph` and :class:`ContextDecoderGraph`: the same decoder split in two,
-  what depends on the image alone (run once per image) and what depends on the prompt.
+  what depends on the image alone (run once per image) and what depends on the prompt; the
+  per-prompt graph also folds the cross-attentions' image-side projections into the prompt
+  tokens (``factored``, :mod:`edge_sam.modeling.transformer`), the same masks for fewer FLOPs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 from .errors import PromptError
+from .flops import folds_decoder_attention
 from .modeling import EfficientSam
 from .modeling.mask_decoder import MaskDecoder
 from .modeling.transformer import ImageContext
@@ -92,6 +95,7 @@ class DecoderGraph(nn.Module):
         self.slots = model.decoder_max_num_input_points
         self.embed_dim = model.config.neck_dim
         self.multimask = multimask
+        self.config = model.config
         self.prompt_encoder = copy.deepcopy(model.prompt_encoder).eval()
         self.mask_decoder = copy.deepcopy(model.mask_decoder).eval()
         set_attention(self.mask_decoder, attention)
@@ -113,13 +117,15 @@ class DecoderGraph(nn.Module):
         return tuple(getattr(context, field) for field in CONTEXT_TENSORS)
 
     def decode_with_context(
-        self, context: tuple[torch.Tensor, ...], point_coords: torch.Tensor, point_labels: torch.Tensor
+        self, context: tuple[torch.Tensor, ...], point_coords: torch.Tensor, point_labels: torch.Tensor,
+        factored: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`forward` from :meth:`image_context`'s tensors: a batch-1 context serves every prompt row."""
+        """:meth:`forward` from :meth:`image_context`'s tensors: a batch-1 context serves every prompt row.
+        ``factored``: the transformer's (:class:`~edge_sam.modeling.transformer.TwoWayTransformer`)."""
         key_pe = self.dense_pe.flatten(2).transpose(1, 2).contiguous()  # (a folded constant: standard strides)
         image_context = ImageContext((self.grid, self.grid), context[0], key_pe, *context[1:])
         sparse = self.prompt_encoder(point_coords, point_labels, self.img_size)
-        masks, iou = self.mask_decoder.predict_masks(None, None, sparse, image_context)
+        masks, iou = self.mask_decoder.predict_masks(None, None, sparse, image_context, factored)
         return MaskDecoder.select_outputs(masks, iou, self.multimask)
 
     def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -159,11 +165,16 @@ class DecoderContextGraph(nn.Module):
 
 class ContextDecoderGraph(nn.Module):
     """(context of one image, coords [Q, slots, 2] model px, labels [Q, slots]) -> (logits, iou):
-    the per-prompt part of :class:`DecoderGraph`, the same masks."""
+    the per-prompt part of :class:`DecoderGraph`, the same masks. ``factored`` folds the
+    image-side projections of the cross-attentions after the context into the prompt tokens
+    (EfficientSAM's decoder: the image tokens meet [88, 256] matrices instead of [128, 256]
+    ones); by default where that counts fewer FLOPs (:func:`edge_sam.flops.folds_decoder_attention`),
+    which is not so for decoders with many heads and narrow attention (the tests' tiny config)."""
 
-    def __init__(self, decoder: DecoderGraph) -> None:
+    def __init__(self, decoder: DecoderGraph, factored: bool | None = None) -> None:
         super().__init__()
         self.decoder = decoder
+        self.factored = folds_decoder_attention(decoder.config, decoder.img_size) if factored is None else factored
         self.context_graph = DecoderContextGraph(decoder)
 
     def forward(
@@ -171,7 +182,7 @@ class ContextDecoderGraph(nn.Module):
         image_to_token_queries: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         context = (image_tokens, token_to_image_keys, token_to_image_values, image_to_token_queries)
-        return self.decoder.decode_with_context(context, point_coords, point_labels)
+        return self.decoder.decode_with_context(context, point_coords, point_labels, self.factored)
 
     def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
         """A real context (of a random embedding) and ``batch`` prompt rows."""

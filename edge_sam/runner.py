@@ -65,6 +65,9 @@ class Runner(ABC):
     # Whether decode keeps the decoder's per-image context for the last embedding it saw, so a
     # prompt pays only the per-prompt FLOPs (edge_sam.flops.decoder_flops(cached=True)).
     keeps_decoder_context: bool = False
+    # Whether its decoder folds the cross-attentions' image-side projections into the prompt
+    # tokens (the deploy form's, edge_sam.flops.decoder_flops(factored=True)): fewer FLOPs per prompt.
+    folds_decoder_attention: bool = False
     max_prompt_points: int  # decoder prompt slots (a box takes two)
     mask_threshold: float = 0.0  # logits above it are the object
     # Only the PyTorch model keeps the single-mask output token: every exported decoder graph

@@ -11,7 +11,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from edge_sam.checkpoint import save_model
-from edge_sam.deploy_form import DecoderGraph, EncoderGraph
+from edge_sam.deploy_form import ContextDecoderGraph, DecoderGraph, EncoderGraph
 from edge_sam.errors import EdgeSamError
 from edge_sam.flops import decoder_flops, encoder_flops
 from edge_sam.modeling import EfficientSamConfig
@@ -55,10 +55,16 @@ def test_decoder_flops_match_a_hand_count_on_the_tiny_config():
 @pytest.mark.parametrize("overrides", [{}, {"img_size": 96, "decoder_depth": 1}])
 def test_flop_counts_agree_with_torch_flop_counter(make_tiny_model, overrides):
     model = make_tiny_model(**overrides)
-    for graph, counted in ((EncoderGraph(model, attention="matmul"), encoder_flops(model.config).total),
-                           (DecoderGraph(model, attention="matmul"), decoder_flops(model.config).total)):
+    whole = DecoderGraph(model, attention="matmul")
+    graphs = [(EncoderGraph(model, attention="matmul"), encoder_flops(model.config).total),
+              (whole, decoder_flops(model.config).total)]
+    for factored in (False, True):  # the deploy form's per-prompt graph, plain and with folded cross-attention
+        graphs.append((ContextDecoderGraph(whole, factored=factored),
+                       decoder_flops(model.config, cached=True, factored=factored).total))
+    for graph, counted in graphs:
+        inputs = graph.example_inputs()  # (outside the counter: a context graph runs to make them)
         with FlopCounterMode(display=False) as counter, torch.inference_mode():
-            graph(*graph.example_inputs())
+            graph(*inputs)
         assert counter.get_total_flops() == counted
 
 

@@ -9,9 +9,12 @@ import pytest
 import torch
 from conftest import require_toolchain
 
+import edge_sam
+
 from edge_sam.deploy_form import ContextDecoderGraph, DecoderContextGraph, pad_prompts
 from edge_sam.eval.metrics import mask_iou
 from edge_sam.fixed_prompts import grid_prompts
+from edge_sam.flops import decoder_flops
 from edge_sam.graph_contract import CONTEXT_NAMES, IO_NAMES, deploy_graph, whole_decoder_graph
 from edge_sam.targets import get_target, load_runner
 from edge_sam.targets.core.artifact_runner import PROMPT_CHUNK
@@ -44,6 +47,34 @@ def test_split_graphs_give_the_whole_decoders_numbers_at_1024(parity_model, pari
                 assert (b[row : row + 1] - e).abs().max() <= 1e-4 * scale
     assert [tuple(t.shape) for t in context] == [(1, 4096, 256), (1, 4096, 128), (1, 4096, 128), (1, 4096, 128)]
     assert IO_NAMES["context"][1] == CONTEXT_NAMES == IO_NAMES["decoder"][0][:4]
+
+
+def test_factored_cross_attention_gives_the_plain_decoders_numbers(make_tiny_model):
+    """The per-prompt graph with the image-side projections folded into the tokens, forced on the
+    tiny config (where it is not the default): the same logits and IoU for a prompt batch on a
+    batch-1 context, and for one prompt."""
+    model = make_tiny_model(seed=5)
+    plain = deploy_graph(model, model.config.img_size, "decoder")
+    assert not plain.factored  # 4 heads x 11 tokens against a 16-wide attention: folding costs FLOPs
+    folded = ContextDecoderGraph(plain.decoder, factored=True).eval()
+    inputs = plain.example_inputs(batch=3)
+    coords, labels = inputs[-2].clone(), inputs[-1].clone()
+    coords[1, :2], labels[1, :2] = torch.tensor([[10.0, 50.0], [40.0, 20.0]]), torch.tensor([2.0, 3.0])
+    coords[2, :2], labels[2, :2] = torch.tensor([[60.0, 5.0], [30.0, 35.0]]), torch.tensor([1.0, 0.0])
+    with torch.inference_mode():
+        for rows in (slice(0, 3), slice(1, 2)):
+            args = (*inputs[:-2], coords[rows], labels[rows])
+            for expected, got in zip(plain(*args), folded(*args)):
+                assert (got - expected).abs().max() <= 1e-5 * max(1.0, expected.abs().max().item())
+
+
+def test_the_deploy_form_folds_where_it_counts_fewer_flops():
+    reference = edge_sam.load_model("reference")  # EfficientSAM-Ti's decoder: 8 heads, 128-wide attention
+    for size in (256, 1024):
+        decoder = deploy_graph(reference, size, "decoder")
+        assert decoder.factored
+        config = reference.config
+        assert decoder_flops(config, size, factored=True).total < 0.9 * decoder_flops(config, size, cached=True).total
 
 
 TARGETS = {"onnx": "onnxruntime", "executorch": "executorch.runtime", "tflite": "ai_edge_litert.interpreter"}

@@ -71,10 +71,12 @@ class MaskDecoder(nn.Module):
         image_pe: torch.Tensor | None,
         sparse_prompt_embeddings: torch.Tensor,
         context: ImageContext | None = None,
+        factored: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One query per batch row: embeddings [B, C, h, w] (or B = 1 for every row), prompts [Q, N, C].
 
-        ``context`` replaces the embeddings and position encoding when already computed.
+        ``context`` replaces the embeddings and position encoding when already computed;
+        ``factored`` is the transformer's (:class:`~edge_sam.modeling.transformer.TwoWayTransformer`).
         Returns logits of all mask tokens [Q, 4, 4h, 4w] and their IoU predictions [Q, 4].
         """
         q = sparse_prompt_embeddings.shape[0]
@@ -82,7 +84,7 @@ class MaskDecoder(nn.Module):
             context = self.image_context(image_embeddings, image_pe)
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(q, -1, -1), sparse_prompt_embeddings], dim=1)
-        hs, src = self.transformer(None, None, tokens, context)
+        hs, src = self.transformer(None, None, tokens, context, factored)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 

@@ -7,6 +7,14 @@ the forward pass takes that context for any number of prompts, and a runner keep
 (``edge_sam.flops.decoder_image_flops`` counts what that saves: ~0.8 of ~3.7 GFLOP at 1024).
 A context of batch 1 serves a batch of prompts (broadcast), so a batch pays for the shared
 part once.
+
+After the first layer the image tokens depend on the prompt, and every cross-attention projects
+all N image tokens (4,096 at 1024) through a [C, C/2] or [C/2, C] matrix, for a handful of prompt
+tokens T (11: IoU, 4 mask tokens, 6 prompt slots). With ``factored=True`` (the deploy form's
+per-prompt decoder) the cross-attentions fold those projections into the token side instead (:meth:`TwoWayAttention.tokens_to_image` and
+:meth:`TwoWayAttention.image_to_tokens`): the same arithmetic reassociated, whose image-side
+products have H*T = 88 columns instead of C/2 = 128 or rows of C/2 into C (~0.6 of 1.9 GFLOP
+per prompt at 1024 saved; ``edge_sam.flops.decoder_flops(..., factored=True)``).
 """
 
 from __future__ import annotations
@@ -67,6 +75,51 @@ class TwoWayAttention(nn.Module):
         q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))
         return self.out_proj(merge_heads(attention(q, k, v, self.explicit_softmax)))
 
+    def _heads(self, linear: nn.Linear) -> tuple[int, int]:
+        """(heads, head width) of a projection into the internal width."""
+        return self.num_heads, linear.out_features // self.num_heads
+
+    def tokens_to_image(self, tokens: torch.Tensor, image_keys: torch.Tensor, image_values: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` for T query tokens [Q, T, C] against N image tokens [Q, N, C] (keys with
+        their position encoding, values without), with the image-side projections folded into
+        the queries: scores = (q_h W_k,h) X^T (the key bias adds a constant per query row, which
+        softmax ignores), and A_h (X W_v,h + b_v,h) = (A_h X) W_v,h + b_v,h (A's rows sum to 1).
+        The image side meets [H*T, C] matrices instead of the [C/2, C] projections."""
+        rows, tokens_n, channels = tokens.shape
+        heads, width = self._heads(self.q_proj)
+        q = self.q_proj(tokens).reshape(rows, tokens_n, heads, width).transpose(1, 2)  # [Q, H, T, d]
+        folded_q = (q * width**-0.5) @ self.k_proj.weight.reshape(heads, width, channels)  # [Q, H, T, C]
+        scores = image_keys @ folded_q.reshape(rows, heads * tokens_n, channels).transpose(1, 2)  # [Q, N, H*T]
+        weights = scores.transpose(1, 2).softmax(dim=-1)  # [Q, H*T, N]
+        attended = (weights @ image_values).reshape(rows, heads, tokens_n, channels)  # [Q, H, T, C]
+        values = attended @ self.v_proj.weight.reshape(heads, width, channels).transpose(1, 2)
+        values = values + self.v_proj.bias.reshape(heads, 1, width)  # [Q, H, T, d]
+        return self.out_proj(values.transpose(1, 2).reshape(rows, tokens_n, heads * width))
+
+    def image_to_tokens(
+        self, image_queries: torch.Tensor, token_keys: torch.Tensor, token_values: torch.Tensor, projected: bool = False
+    ) -> torch.Tensor:
+        """:meth:`forward` for N image tokens [B, N, C] (B = Q, or 1 for every prompt) querying T
+        tokens [Q, T, C], with the projections folded into the token side: scores = X (W_q,h^T
+        k_h^T) + b_q,h k_h^T, and the output projection applied to the values before the weights,
+        sum_h A_h (v_h W_o,h^T). ``projected``: ``image_queries`` is already this layer's query
+        projection [B, N, C/2] (the first layer's, from the image context)."""
+        rows, tokens_n, channels = token_keys.shape
+        heads, width = self._heads(self.k_proj)
+        k = self.k_proj(token_keys).reshape(rows, tokens_n, heads, width).transpose(1, 2) * width**-0.5  # [Q, H, T, d]
+        n = image_queries.shape[1]
+        if projected:
+            q = image_queries.reshape(image_queries.shape[0], n, heads, width).transpose(1, 2)  # [B, H, N, d]
+            weights = (q @ k.transpose(-2, -1)).softmax(dim=-1).transpose(1, 2)  # [Q, N, H, T]
+        else:
+            folded_k = k @ self.q_proj.weight.reshape(heads, width, channels)  # [Q, H, T, C]
+            bias = (k @ self.q_proj.bias.reshape(heads, width, 1)).reshape(rows, 1, heads * tokens_n)
+            scores = image_queries @ folded_k.reshape(rows, heads * tokens_n, channels).transpose(1, 2) + bias
+            weights = scores.reshape(rows, n, heads, tokens_n).softmax(dim=-1)  # [Q, N, H, T]
+        v = self.v_proj(token_values).reshape(rows, tokens_n, heads, width).transpose(1, 2)  # [Q, H, T, d]
+        folded_v = v @ self.out_proj.weight.reshape(channels, heads, width).permute(1, 2, 0)  # [Q, H, T, C]
+        return weights.reshape(rows, n, heads * tokens_n) @ folded_v.reshape(rows, heads * tokens_n, channels) + self.out_proj.bias
+
     def attend_shared_keys(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Queries [Q, T, C] against batch-1 keys/values [1, N, C']: each query token attends
         to the keys alone, so the Q prompts' tokens go through as one sequence of Q*T tokens."""
@@ -104,25 +157,34 @@ class TwoWayAttentionBlock(nn.Module):
         query_pe: torch.Tensor,
         key_pe: torch.Tensor,
         projections: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        factored: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``projections``: this block's :meth:`image_projections` of ``keys`` when already known."""
+        """``projections``: this block's :meth:`image_projections` of ``keys`` when already known.
+        ``factored``: the cross-attentions fold the image-side projections into the tokens
+        (:meth:`TwoWayAttention.tokens_to_image`, :meth:`TwoWayAttention.image_to_tokens`)."""
         # EfficientSAM differs from SAM here: the position encoding is added to the values and
         # the residual too, and the first layer keeps its residual connection.
         if not self.skip_first_layer_pe:
             queries = queries + query_pe
         queries = self.norm1(queries + self.self_attn(queries, queries, queries))
 
-        image_k, image_v, image_q = projections or self.image_projections(keys, key_pe)
-        t2i = self.cross_attn_token_to_image
-        if image_k.shape[0] == 1:  # (for one prompt the same arithmetic as the other branch)
-            attended = t2i.attend_shared_keys(queries + query_pe, image_k, image_v)
+        t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        if factored and projections is None:
+            queries = self.norm2(queries + t2i.tokens_to_image(queries + query_pe, keys + key_pe, keys))
         else:
-            attended = t2i.attend(t2i.q_proj(queries + query_pe), image_k, image_v)
-        queries = self.norm2(queries + attended)
+            image_k, image_v, image_q = projections or self.image_projections(keys, key_pe)
+            if image_k.shape[0] == 1:  # (for one prompt the same arithmetic as the other branch)
+                attended = t2i.attend_shared_keys(queries + query_pe, image_k, image_v)
+            else:
+                attended = t2i.attend(t2i.q_proj(queries + query_pe), image_k, image_v)
+            queries = self.norm2(queries + attended)
         queries = self.norm3(queries + self.mlp(queries))
-        i2t = self.cross_attn_image_to_token
-        keys = self.norm4(keys + i2t.attend(image_q, i2t.k_proj(queries + query_pe), i2t.v_proj(queries)))
-        return queries, keys
+        if factored:
+            image_queries = keys + key_pe if projections is None else projections[2]
+            attended = i2t.image_to_tokens(image_queries, queries + query_pe, queries, projected=projections is not None)
+        else:
+            attended = i2t.attend(image_q, i2t.k_proj(queries + query_pe), i2t.v_proj(queries))
+        return queries, self.norm4(keys + attended)
 
 
 class TwoWayTransformer(nn.Module):
@@ -151,11 +213,14 @@ class TwoWayTransformer(nn.Module):
         image_pe: torch.Tensor | None,
         point_embedding: torch.Tensor,
         context: ImageContext | None = None,
+        factored: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """image_embedding [B, C, h, w], image_pe [1 or B, C, h, w], point_embedding [Q, T, C].
 
         With ``context`` (from :meth:`image_context`) the image arguments are not read. Q equals
-        B, or B is 1 and serves all Q prompts. Returns tokens [Q, T, C] and image tokens [Q, N, C].
+        B, or B is 1 and serves all Q prompts. ``factored``: the cross-attentions' image-side
+        projections folded into the tokens (module docstring). Returns tokens [Q, T, C] and image
+        tokens [Q, N, C].
         """
         if context is None:
             context = self.image_context(image_embedding, image_pe)
@@ -163,8 +228,12 @@ class TwoWayTransformer(nn.Module):
         queries = point_embedding
         for index, layer in enumerate(self.layers):
             projections = (context.first_k, context.first_v, context.first_q) if index == 0 else None
-            queries, keys = layer(queries, keys, point_embedding, key_pe, projections)
+            queries, keys = layer(queries, keys, point_embedding, key_pe, projections, factored)
         if keys.shape[0] != queries.shape[0]:  # no layer ran: the image tokens are still shared
             keys = keys.expand(queries.shape[0], -1, -1)
-        attn_out = self.final_attn_token_to_image(queries + point_embedding, keys + key_pe, keys)
+        final = self.final_attn_token_to_image
+        if factored:
+            attn_out = final.tokens_to_image(queries + point_embedding, keys + key_pe, keys)
+        else:
+            attn_out = final(queries + point_embedding, keys + key_pe, keys)
         return self.norm_final_attn(queries + attn_out), keys

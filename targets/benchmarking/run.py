@@ -161,7 +161,9 @@ def run_bench(
             **asdict(path), "info": described[index], "img_size": config.img_size,
             "export_options": _export_options(path),
             "encoder_flops": encoder_flops(config).total,
-            "decoder_flops": decoder_flops(config, cached=cached).total, "decoder_context_cached": cached,
+            "decoder_flops": decoder_flops(config, cached=cached,
+                                           factored=described[index]["folds_decoder_attention"]).total,
+            "decoder_context_cached": cached,
         })
     settings = {"checkpoint": str(checkpoint), "image": str(image), "rounds": rounds, "threads": threads, "batch": batch,
                 "decoder_runs": decoder_runs, "drift_images": str(drift_images) if drift_images else None}

@@ -101,7 +101,8 @@ class Worker:
             self.decode_batch(index)
 
     def describe(self) -> list[dict[str, Any]]:
-        return [{**runner.describe(), "keeps_decoder_context": runner.keeps_decoder_context} for runner in self.runners]
+        return [{**runner.describe(), "keeps_decoder_context": runner.keeps_decoder_context,
+                 "folds_decoder_attention": runner.folds_decoder_attention} for runner in self.runners]
 
     def encode(self, index: int) -> None:
         """Encode and keep the embedding: decoding the one ``encode`` returned last is what lets a

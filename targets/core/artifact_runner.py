@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 
 from edge_sam.deploy_form import pad_prompts
+from edge_sam.flops import folds_decoder_attention
+from edge_sam.modeling import EfficientSamConfig
 from edge_sam.runner import Runner
 from edge_sam.transforms import image_to_tensor, preprocess
 
@@ -64,6 +66,9 @@ class DeployFormRunner(ArtifactRunner):
         self.img_size = manifest.img_size
         self.slots = manifest.prompts["slots"]
         self.label = label
+        # what ContextDecoderGraph chose at export: the same rule on the same config and size
+        self.folds_decoder_attention = folds_decoder_attention(EfficientSamConfig.from_dict(manifest.model_config),
+                                                               manifest.img_size)
         self._context: tuple[np.ndarray | None, Sequence[np.ndarray]] = (None, ())
 
     def encode(self, image: np.ndarray) -> np.ndarray:
