@@ -253,6 +253,80 @@ def parity_onnx_table(record: Record) -> str:
     return table(["output", "max abs diff / max abs", "bound"], "lrr", rows)
 
 
+# -- the bundled reference model's accuracy (benchmarks/reference_model_eval.py) -----------------------
+def _eval_row(record: Record, model: str, split: str) -> Record:
+    return next(row for row in record["rows"] if row["model"].startswith(model) and row["split"] == split)
+
+
+def _miou(row: Record, mode: str, bucket: str = "all") -> str:
+    """mIoU in %, one decimal, as the card quotes it."""
+    return f"{100 * row['miou'][mode][bucket]:.1f}"
+
+
+@view
+def reference_card_miou(record: Record) -> str:
+    """The card's test-split line: box and 1-click in bold (the targets were set on them), 3-click."""
+    row = _eval_row(record, "reference", "test")
+    return (f"box **{_miou(row, 'box')}**, 1-click **{_miou(row, '1-click')}**, "
+            f"{row['n_clicks']}-click {_miou(row, 'n-click')}")
+
+
+@view
+def reference_readme_miou(record: Record) -> str:
+    """README's line: box / 1-click on the test split, and random weights' for scale."""
+    row, random = _eval_row(record, "reference", "test"), _eval_row(record, "random", "test")
+    return (f"box {_miou(row, 'box')} / 1-click {_miou(row, '1-click')} "
+            f"(random weights: {_miou(random, 'box')} / {_miou(random, '1-click')})")
+
+
+@view
+def reference_random_box(record: Record) -> str:
+    return f"box mIoU {_miou(_eval_row(record, 'random', 'test'), 'box')}"
+
+
+@view
+def reference_eval_table(record: Record) -> str:
+    """Every evaluated (model, split): box, 1-click, n-click mIoU and box mIoU by object size."""
+    names = {"reference": "shipped file (fp16 weights)", "random": "same architecture, random weights (seed 0)"}
+    rows = []
+    for row in record["rows"]:
+        name = next(text for key, text in names.items() if row["model"].startswith(key))
+        split = f"{row['split']} ({row['n_images']} img, {row['n_objects']:,} obj)"
+        sizes = " / ".join(_miou(row, "box", bucket) for bucket in ("small", "medium", "large"))
+        rows.append([name, split, _miou(row, "box"), _miou(row, "1-click"), _miou(row, "n-click"), sizes])
+    n_clicks = record["rows"][0]["n_clicks"]
+    return table(["model", "split", "box", "1-click", f"{n_clicks}-click", "box small / medium / large"], "llrrrl", rows)
+
+
+@view
+def reference_box_by_size(record: Record) -> str:
+    """Large objects' and small objects' box mIoU on the test split (where the target was missed)."""
+    row = _eval_row(record, "reference", "test")
+    return (f"Large objects already pass the box target ({_miou(row, 'box', 'large')}); {row['objects_per_size']['small']} "
+            f"of the {row['n_objects']:,} test objects are small (box mIoU {_miou(row, 'box', 'small')})")
+
+
+@view
+def reference_test_split_objects(record: Record) -> str:
+    """The test split's images and objects, by size (what the evaluator counts)."""
+    row = _eval_row(record, "reference", "test")
+    sizes = row["objects_per_size"]
+    return (f"{row['n_images']} images, {row['n_objects']:,} objects, of which {sizes['small']} small "
+            f"(< 32^2 px), {sizes['medium']} medium, {sizes['large']} large")
+
+
+@view
+def reference_targets_missed(record: Record) -> str:
+    row = _eval_row(record, "reference", "test")
+    return f"Box mIoU {_miou(row, 'box')} against a target of 85, 1-click {_miou(row, '1-click')} against 70"
+
+
+@view
+def reference_dogs_iou(record: Record) -> str:
+    """The span of the predicted IoUs of the three multimask outputs for the box on dogs.jpg."""
+    return span(record["dogs_box"]["predicted_iou"], 2)
+
+
 # -- FLOPs (benchmarks/flops_table.py) ----------------------------------------------------------------
 def _g(flops: float, digits: int = 1) -> str:
     return f"{flops / 1e9:.{digits}f}"
