@@ -46,6 +46,16 @@ class ImageContext:
     first_q: torch.Tensor
 
 
+def _fold(weight: torch.Tensor, heads: int, tokens: torch.Tensor) -> torch.Tensor:
+    """A projection's weight [H*d, C] times each head's token matrix [Q, H, d, T], laid out
+    [Q, C, H*T]: the image side's right-hand operand as it is, so no runtime sees a transposed
+    operand (LiteRT lowers ``x @ w.T`` with a computed ``w`` to a FULLY_CONNECTED with dynamic
+    weights, which XNNPACK does not take)."""
+    rows, _, width, tokens_n = tokens.shape
+    per_head = weight.reshape(heads, width, -1).transpose(1, 2) @ tokens  # [Q, H, C, T]
+    return per_head.permute(0, 2, 1, 3).reshape(rows, -1, heads * tokens_n)
+
+
 class TwoWayAttention(nn.Module):
     """Attention with separate q/k/v projections that may downsample the internal width."""
 
@@ -87,10 +97,9 @@ class TwoWayAttention(nn.Module):
         The image side meets [H*T, C] matrices instead of the [C/2, C] projections."""
         rows, tokens_n, channels = tokens.shape
         heads, width = self._heads(self.q_proj)
-        q = self.q_proj(tokens).reshape(rows, tokens_n, heads, width).transpose(1, 2)  # [Q, H, T, d]
-        folded_q = (q * width**-0.5) @ self.k_proj.weight.reshape(heads, width, channels)  # [Q, H, T, C]
-        scores = image_keys @ folded_q.reshape(rows, heads * tokens_n, channels).transpose(1, 2)  # [Q, N, H*T]
-        weights = scores.transpose(1, 2).softmax(dim=-1)  # [Q, H*T, N]
+        q = self.q_proj(tokens).reshape(rows, tokens_n, heads, width).permute(0, 2, 3, 1)  # [Q, H, d, T]
+        folded_q = _fold(self.k_proj.weight, heads, q * width**-0.5)  # [Q, C, H*T]
+        weights = (image_keys @ folded_q).transpose(1, 2).softmax(dim=-1)  # [Q, H*T, N]
         attended = (weights @ image_values).reshape(rows, heads, tokens_n, channels)  # [Q, H, T, C]
         values = attended @ self.v_proj.weight.reshape(heads, width, channels).transpose(1, 2)
         values = values + self.v_proj.bias.reshape(heads, 1, width)  # [Q, H, T, d]
@@ -106,15 +115,14 @@ class TwoWayAttention(nn.Module):
         projection [B, N, C/2] (the first layer's, from the image context)."""
         rows, tokens_n, channels = token_keys.shape
         heads, width = self._heads(self.k_proj)
-        k = self.k_proj(token_keys).reshape(rows, tokens_n, heads, width).transpose(1, 2) * width**-0.5  # [Q, H, T, d]
+        k = self.k_proj(token_keys).reshape(rows, tokens_n, heads, width).permute(0, 2, 3, 1) * width**-0.5  # [Q, H, d, T]
         n = image_queries.shape[1]
         if projected:
             q = image_queries.reshape(image_queries.shape[0], n, heads, width).transpose(1, 2)  # [B, H, N, d]
-            weights = (q @ k.transpose(-2, -1)).softmax(dim=-1).transpose(1, 2)  # [Q, N, H, T]
+            weights = (q @ k).softmax(dim=-1).transpose(1, 2)  # [Q, N, H, T]
         else:
-            folded_k = k @ self.q_proj.weight.reshape(heads, width, channels)  # [Q, H, T, C]
-            bias = (k @ self.q_proj.bias.reshape(heads, width, 1)).reshape(rows, 1, heads * tokens_n)
-            scores = image_queries @ folded_k.reshape(rows, heads * tokens_n, channels).transpose(1, 2) + bias
+            bias = (self.q_proj.bias.reshape(heads, 1, width) @ k).reshape(rows, 1, heads * tokens_n)
+            scores = image_queries @ _fold(self.q_proj.weight, heads, k) + bias  # [Q, N, H*T]
             weights = scores.reshape(rows, n, heads, tokens_n).softmax(dim=-1)  # [Q, N, H, T]
         v = self.v_proj(token_values).reshape(rows, tokens_n, heads, width).transpose(1, 2)  # [Q, H, T, d]
         folded_v = v @ self.out_proj.weight.reshape(channels, heads, width).permute(1, 2, 0)  # [Q, H, T, C]

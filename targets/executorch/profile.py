@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_sam.errors import EdgeSamError
+from edge_sam.targets.core.target import PROFILED_RUNS
 
 _DELEGATE_CALL = "DELEGATE_CALL"  # wraps, and closes, the operator events of one delegate call
 # Events that wrap others (their time is already in the operators they contain).
@@ -34,7 +35,6 @@ _WRAPPERS = frozenset({"Method::execute", _DELEGATE_CALL, "OPERATOR_CALL", "Prog
 _INSTANCE = re.compile(r"\s+#\d+$")
 _GEMMS = ("Fully Connected", "Convolution")  # XNNPACK's operator for one conv or linear module
 _CONVERT = "Convert"
-PROFILED_RUNS = 5  # after one untimed run; the median of each operator's times
 
 
 def _etdump_frame(program):

@@ -27,11 +27,11 @@ from edge_sam.graph_contract import encoder_input
 from edge_sam.quantize.layers import layers_of_scopes
 from edge_sam.quantize.recipe_file import recipe_from_manifest
 from edge_sam.targets.core.manifest import read_manifest
+from edge_sam.targets.core.target import PROFILED_RUNS
 from edge_sam.targets.onnx.placement import enable_profiling
 from edge_sam.targets.onnx.quantize import node_scopes
 from edge_sam.targets.onnx.runtime import disabled_optimizers, session_options
 
-PROFILED_RUNS = 5  # after one untimed run; the median of each node's times
 _KERNEL = "_kernel_time"
 _NCHWC = "_nchwc"
 _CONSUMER_DEPTH = 3  # how far a Q/DQ node is followed to the op it feeds
