@@ -85,14 +85,19 @@ def model(make_tiny_model):
     return make_tiny_model(seed=3)
 
 
+@pytest.mark.parametrize("folded", [False, True], ids=["plain", "folded"])
 @pytest.mark.parametrize("target", sorted(TARGETS))
-def test_artifact_masks_unchanged_by_the_split(tmp_path, model, dogs, target):
+def test_artifact_masks_unchanged_by_the_split(tmp_path, model, dogs, target, folded, monkeypatch):
     """fp32 deploy artifacts: three graphs, and masks IoU >= 0.999 against the whole decoder in
-    PyTorch on the artifact's own embedding, prompt by prompt and as one batch."""
+    PyTorch on the artifact's own embedding, prompt by prompt and as one batch; with the folded
+    cross-attention forced on the tiny model (real models fold by default) as well as without."""
     require_toolchain(TARGETS[target])
+    for module in ("edge_sam.deploy_form", "edge_sam.targets.core.artifact_runner"):
+        monkeypatch.setattr(f"{module}.folds_decoder_attention", lambda config, img_size=None: folded)
     artifact = get_target(target).export(model, "fp32", None, tmp_path / target)
     runner = load_runner(artifact)
     assert [g.role for g in runner.manifest.graphs] == ["encoder", "context", "decoder"]
+    assert runner.folds_decoder_attention == folded
     image_hw = dogs.shape[:2]
     embedding = runner.encode(dogs)
     whole = whole_decoder_graph(model, runner.img_size)
