@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from edge_sam.errors import EdgeSamError
 from edge_sam.quantize.recipe_file import recipe_from_manifest
+from edge_sam.quantize.recipes import QuantRecipe
 from edge_sam.modeling import EfficientSam
 from edge_sam.transforms import image_to_tensor
 
@@ -183,14 +185,17 @@ class OnnxTarget(Target):
     def make_runner(
         self, artifact_dir: Path, manifest: Manifest, label: str | None = None,
         providers: str | list[str] | None = None, threads: int | None = None, spinning: bool = False,
+        disabled: Callable[[QuantRecipe | None, str], list[str]] = disabled_optimizers,
     ) -> Runner:
         """``providers``: None (CPU), "auto", or names; ``threads``: intra-op threads (default: all
-        cores); ``spinning``: let idle worker threads spin (lower latency on an otherwise idle CPU)."""
+        cores); ``spinning``: let idle worker threads spin (lower latency on an otherwise idle CPU).
+        ``disabled``: which graph optimizers each graph runs without (not a runtime option: a
+        benchmark passes another rule to measure what the default one avoids)."""
         chosen = select_providers(providers)
         recipe = recipe_from_manifest(manifest.recipe) if manifest.recipe else None
         graphs = [
             SessionGraph(open_session(artifact_dir / manifest.graph(role).file, manifest.graph(role), chosen, threads, spinning,
-                                      disabled_optimizers(recipe, COMPONENTS[role])), shrink_arena=role in SHRINK_ARENA_ROLES)
+                                      disabled(recipe, COMPONENTS[role])), shrink_arena=role in SHRINK_ARENA_ROLES)
             for role in _EXPORTERS[manifest.interface]
         ]
         variant = "tensorrt" if manifest.export_options.get("for_runtime") == "tensorrt" else manifest.interface
