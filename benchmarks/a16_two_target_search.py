@@ -4,12 +4,12 @@
 
 ``edge-sam quantize mixed --fallback a16`` moves layers from int8 to 16-bit activations until its
 budget holds on every target's simulation; with every layer moved it has nothing left to try. This
-scores that end point on each target's simulation (``quantize/studies/simulate.py``) with the
-search's own split (the quantization table's ``mixed`` stage: the first ``--calibration-images`` of
+scores that end point, and its start (every layer int8), on each target's simulation
+(``quantize/studies/simulate.py``) with the search's own split (the quantization table's ``mixed`` stage: the first ``--calibration-images`` of
 ``--images`` calibrate, the next ``--held-out-images`` and every ``--extra-held-out`` folder are
-scored, each metric the worst over the sets): where even it misses the budget, no recipe meets it
-on those targets together. Writes each target's score, the worse of them and the budget into the
-record.
+scored, each metric the worst over the sets). Where the end point misses the budget on a target
+whose score barely moves between start and end, no choice of layers meets the budget there. Writes
+both scores per target, the worse end point and the budget into the record.
 """
 
 from __future__ import annotations
@@ -51,11 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     calibration, held_out = split_images(open_source(args.images), args.calibration_images, args.held_out_images)
     extra = args.extra_held_out or ["out/quant_table/photos"]
     held = [HeldOutSet(model, held_out, size)] + [HeldOutSet(model, open_source(folder), size) for folder in extra]
-    scores = {}
+    scores, int8_scores = {}, {}
     for target in [t for t in args.targets.split(",") if t]:
         study = LayerStudy(model, recipe, target, calibration, held, fallback=A16)
-        scores[target] = study.score(study.layers)
-        print(f"{target}, every layer a16: mean {scores[target].mask_iou_mean:.4f}, p5 {scores[target].mask_iou_p5:.4f}",
+        scores[target], int8_scores[target] = study.score(study.layers), study.score(())
+        print(f"{target}: every layer a16 mean {scores[target].mask_iou_mean:.4f}, p5 {scores[target].mask_iou_p5:.4f}; "
+              f"every layer int8 mean {int8_scores[target].mask_iou_mean:.4f}, p5 {int8_scores[target].mask_iou_p5:.4f}",
               flush=True)
     worst = worst_of(scores.values())
     print(f"worse of the two: mean {worst.mask_iou_mean:.4f}, p5 {worst.mask_iou_p5:.4f}; "
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         "budget": {"min_mask_iou": budget.min_mask_iou, "min_mask_iou_p5": budget.min_mask_iou_p5},
         "calibration": calibration.describe(), "held_out": [h.source.describe() for h in held],
         "every_layer_a16": {target: fidelity.to_dict() for target, fidelity in scores.items()},
+        "every_layer_int8": {target: fidelity.to_dict() for target, fidelity in int8_scores.items()},
         "worst": worst.to_dict(), "budget_met": budget.met(worst)})
     print(f"-> {args.record}")
     return 0
