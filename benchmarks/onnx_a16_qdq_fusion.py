@@ -27,6 +27,7 @@ from edge_sam.runner import TorchRunner
 from edge_sam.targets.core.target import verify_artifact
 from edge_sam.targets.core.registry import get_target
 from edge_sam.targets.onnx.runtime import QDQ_FUSION, disabled_optimizers
+from edge_sam.targets.onnx.target import open_runner
 from edge_sam.targets.validation.drift import measure_drift
 from edge_sam.transforms import read_image
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = verify_artifact(artifact, expected_target="onnx")
         if QDQ_FUSION not in disabled_optimizers(recipe_from_manifest(manifest.recipe), "encoder"):
             raise SystemExit(f"the ONNX runner no longer leaves {QDQ_FUSION} out for {RECIPE}: nothing to compare")
-        runners = [target.make_runner(Path(artifact), manifest, label=way, disabled=rule) for way, rule in WAYS.items()]
+        runners = [open_runner(Path(artifact), manifest, label=way, disabled=rule) for way, rule in WAYS.items()]
         sets = {"held-out": held_out, PHOTO_SET: photo_crops(read_image(PHOTO), Path(work) / "crops", PHOTO_CROPS)}
         reference = TorchRunner(model, model.image_encoder.img_size)
         measured = {name: measure_drift(reference, runners, source, measure_memory=False) for name, source in sets.items()}
