@@ -630,6 +630,35 @@ README_TARGETS = {"onnx": "ONNX QDQ", "executorch": "ExecuTorch XNNPACK", "tflit
 LAYER_KINDS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
 
 
+# -- W8A16's toolchain traps and search limits (benchmarks/onnx_a16_qdq_fusion.py, a16_two_target_search.py) --
+@view
+def quant_a16_search_budget(record: Record) -> str:
+    """The budget the a16-fallback search chose ``mixed-a16.json`` under (quantization_table.json)."""
+    budget = record["recipes"]["mixed-a16.json"]["budget"]
+    return f"{budget['min_mask_iou']} / {budget['min_mask_iou_p5']}"
+
+
+@view
+def a16_two_target_search(record: Record) -> str:
+    """Every layer a16 on each target's simulation: the worse of them against the search's budget."""
+    budget, a16, int8 = record["budget"], record["every_layer_a16"], record["every_layer_int8"]
+    short = min(a16, key=lambda target: (a16[target]["mask_iou_mean"] - budget["min_mask_iou"],
+                                         a16[target]["mask_iou_p5"] - budget["min_mask_iou_p5"]))
+    verdict = "meeting it" if record["budget_met"] else "short of it"
+    return (f"under the same {budget['min_mask_iou']} / {budget['min_mask_iou_p5']} budget: with every layer a16, "
+            f"{TARGET_NAMES[short]}'s simulation measures {_pair(a16[short], 3)} ({verdict}; {_pair(int8[short], 3)} with "
+            "every layer int8)")
+
+
+@view
+def onnx_a16_qdq_fusion(record: Record) -> str:
+    """The same W8A16 ONNX artifact on the photo crops with onnxruntime's Q/DQ fusion and without it."""
+    fused, unfused = (record["ways"][way][PHOTOS] for way in ("with every optimizer", "as the runner opens it"))
+    loss = unfused["embedding_sqnr_db_mean"] - fused["embedding_sqnr_db_mean"]
+    return (f"{loss:.0f} dB of embedding SQNR ({fused['embedding_sqnr_db_mean']:.1f} dB with it, "
+            f"{unfused['embedding_sqnr_db_mean']:.1f} without; p5 {fused['mask_iou_p5']:.3f} vs {unfused['mask_iou_p5']:.3f})")
+
+
 def _pair(measured: Record, digits: int = 4) -> str:
     return f"{measured['mask_iou_mean']:.{digits}f} / {measured['mask_iou_p5']:.{digits}f}"
 
