@@ -729,6 +729,82 @@ README_TARGETS = {"onnx": "ONNX QDQ", "executorch": "ExecuTorch XNNPACK", "tflit
 LAYER_KINDS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
 
 
+# -- W8A16's toolchain traps and search limits (benchmarks/onnx_a16_qdq_fusion.py, a16_two_target_search.py) --
+@view
+def quant_a16_search_budget(record: Record) -> str:
+    """The budget the a16-fallback search chose ``mixed-a16.json`` under (quantization_table.json)."""
+    budget = record["recipes"]["mixed-a16.json"]["budget"]
+    return f"{budget['min_mask_iou']} / {budget['min_mask_iou_p5']}"
+
+
+@view
+def a16_two_target_search(record: Record) -> str:
+    """Every layer a16 on each target's simulation: the worse of them against the search's budget."""
+    budget, a16, int8 = record["budget"], record["every_layer_a16"], record["every_layer_int8"]
+    short = min(a16, key=lambda target: (a16[target]["mask_iou_mean"] - budget["min_mask_iou"],
+                                         a16[target]["mask_iou_p5"] - budget["min_mask_iou_p5"]))
+    verdict = "meeting it" if record["budget_met"] else "short of it"
+    return (f"under the same {budget['min_mask_iou']} / {budget['min_mask_iou_p5']} budget: with every layer a16, "
+            f"{TARGET_NAMES[short]}'s simulation measures {_pair(a16[short], 3)} ({verdict}; {_pair(int8[short], 3)} with "
+            "every layer int8)")
+
+
+@view
+def onnx_a16_qdq_fusion(record: Record) -> str:
+    """The same W8A16 ONNX artifact on the photo crops with onnxruntime's Q/DQ fusion and without it."""
+    fused, unfused = (record["ways"][way][PHOTOS] for way in ("with every optimizer", "as the runner opens it"))
+    loss = unfused["embedding_sqnr_db_mean"] - fused["embedding_sqnr_db_mean"]
+    return (f"{loss:.0f} dB of embedding SQNR ({fused['embedding_sqnr_db_mean']:.1f} dB with it, "
+            f"{unfused['embedding_sqnr_db_mean']:.1f} without; p5 {fused['mask_iou_p5']:.3f} vs {unfused['mask_iou_p5']:.3f})")
+
+
+# -- mixed vs full static INT8 encoder latency (benchmarks/mixed_precision_latency.py --record) --------
+LATENCY_TARGETS = ("onnx", "executorch", "tflite")
+
+
+def _latency_runs(record: Record, recipe: str) -> list[Record]:
+    """The record's runs against the full recipe ``recipe``, smallest size first."""
+    return sorted((run for run in record["runs"] if run["recipe"] == recipe), key=lambda run: run["img_size"])
+
+
+def _latency_result(run: Record, target: str) -> Record | None:
+    return next((result for result in run["results"] if result["target"] == target), None)
+
+
+@view
+def mixed_latency_table(record: Record) -> str:
+    """Mixed / full static INT8 per size and target (bold: over the run's ``--max-ratio``), with full INT8's seconds."""
+    rows = []
+    for run in _latency_runs(record, "static-conv-linear"):
+        results = [_latency_result(run, target) for target in LATENCY_TARGETS]
+        model = "reference model" if run["checkpoint"] == "reference" else (
+            "parity checkpoint" if "parity" in run["checkpoint"] else Path(run["checkpoint"]).name)
+        seconds = " / ".join(f"{r['full_min_s']:.3g}" if r else "-" for r in results)
+        ratios = ["-" if r is None else f"**{r['ratio']:.2f}x**" if not r["within"] else f"{r['ratio']:.2f}x" for r in results]
+        rows.append([f"{run['img_size']} px, {model} ({run['rounds']} rounds x {run['runs']} calls; full INT8 {seconds} s)",
+                     *ratios])
+    return table(["size", *(DEPLOY_LADDER_NAMES[t] for t in LATENCY_TARGETS)], "lrrr", rows)
+
+
+@view
+def mixed_latency_small_ratios(record: Record) -> str:
+    """At the smallest size: each runtime's mixed / full ratio against the run's ``--max-ratio``."""
+    run = _latency_runs(record, "static-conv-linear")[0]
+    found = [(t, r) for t in LATENCY_TARGETS if (r := _latency_result(run, t))]
+    ratios = [f"{r['ratio']:.3f}x ({DEPLOY_LADDER_NAMES[t]})" for t, r in found]
+    listed = ratios[0] if len(ratios) == 1 else f"{', '.join(ratios[:-1])} and {ratios[-1]}"
+    return f"the encoders take {listed} full INT8's time, against the script's `--max-ratio` of {run['max_ratio']:.2f}"
+
+
+@view
+def a16_encoder_seconds(record: Record) -> str:
+    """W8A16's full-graph encoder on LiteRT's int16 kernels against onnxruntime's (seconds, best call)."""
+    run = _latency_runs(record, "static-a16-conv-linear")[0]
+    tflite, onnx = _latency_result(run, "tflite"), _latency_result(run, "onnx")
+    return (f"{tflite['full_min_s']:.2g} s per encoder at {run['img_size']} px against ORT's {onnx['full_min_s']:.2g} s "
+            "in the same latency run")
+
+
 def _pair(measured: Record, digits: int = 4) -> str:
     return f"{measured['mask_iou_mean']:.{digits}f} / {measured['mask_iou_p5']:.{digits}f}"
 

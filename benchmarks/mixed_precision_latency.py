@@ -12,6 +12,12 @@ Per target it prints the ratio mixed / full INT8 of the per-round minimums (medi
 rounds: both sides of a ratio were measured minutes apart at most, so a busy machine shifts
 both), whether it is within ``--max-ratio`` (default 1.15), and how many layers stayed float.
 
+``--record PATH`` keeps the run in a JSON record (records.py's header, the settings, per target
+the ratio and both encoders' best seconds, every round's timings) under its (recipe, recipe file,
+size) among the runs the record already holds, so the 256-px and 1024-px runs of the
+quantization table's ``latency`` stage share one record (docs/results/mixed_latency.json); its
+``command`` is every kept run's command. Timings: publish them from a quiet machine only.
+
 Latency does not depend on what the calibration images show: crops of the bundled photo
 calibrate unless ``--calibration`` is given. Core ML is left out by default: off macOS its
 artifacts run on edge_sam's NumPy host executor, whose speed says nothing about a device
@@ -33,6 +39,9 @@ from pathlib import Path
 import edge_sam
 from edge_sam.quantize.recipe_file import read_recipe_file
 from edge_sam.machine import cpu_flags, cpu_model, load_average_text
+
+sys.path.insert(0, str(Path(__file__).parent))
+from records import record_header, write_record  # noqa: E402  (a sibling module)
 
 SAMPLE = Path(edge_sam.__file__).parent / "assets" / "dogs.jpg"
 
@@ -62,6 +71,17 @@ def timed_in_child(artifact: Path, runs: int, threads: int) -> list[float]:
     return json.loads(result.stdout.strip().splitlines()[-1])["seconds"]
 
 
+def keep_run(path: Path, run: dict) -> None:
+    """``run`` into the record at ``path``, replacing a kept run of the same (recipe, recipe file,
+    size); the record's header is this run's, its command every kept run's."""
+    kept = json.loads(path.read_text())["runs"] if path.is_file() else []
+    same = ("recipe", "recipe_file", "img_size")
+    runs = [r for r in kept if any(r[key] != run[key] for key in same)] + [run]
+    runs.sort(key=lambda r: (r["recipe"], r["img_size"]))
+    write_record(path, {**{key: run[key] for key in ("git_commit", "date", "machine")},
+                        "command": " && ".join(r["command"] for r in runs), "runs": runs})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe-file", help="the mixed recipe (edge-sam quantize mixed --out FILE)")
@@ -76,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-ratio", type=float, default=1.15)
     parser.add_argument("--work", default=None, help="keep artifacts here (default: a temp folder)")
     parser.add_argument("--reuse", action="store_true", help="time artifacts an earlier run left in --work")
-    parser.add_argument("--json", default=None, help="also write the results as JSON")
+    parser.add_argument("--record", type=Path, default=None,
+                        help="keep this run in a JSON record (docs/results/mixed_latency.json for the docs)")
     parser.add_argument("--time-one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.time_one:
@@ -89,10 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     from edge_sam.image_sources import open_source, photo_crops
     from edge_sam.transforms import read_image
 
+    header = record_header()
     mixed = read_recipe_file(args.recipe_file)
     targets = [t for t in args.targets.split(",") if t]
     model = edge_sam.load_model(args.checkpoint)
     load_start = load_average_text()
+    img_size = args.img_size or model.image_encoder.img_size
     with tempfile.TemporaryDirectory(prefix="mixed-latency-") as temp:
         work = Path(args.work or temp)
         artifacts = {(t, kind): work / f"{t}-{kind}" for t in targets for kind in ("full", "mixed")}
@@ -129,9 +152,13 @@ def main(argv: list[str] | None = None) -> int:
         results.append({"target": target, "full_min_s": best_full, "mixed_min_s": best_mixed, "ratio": ratio,
                         "within": within, "float_layers": floats})
         print(f"| {target} | {best_full:.4f} | {best_mixed:.4f} | {ratio:.3f} | {'yes' if within else 'NO'} | {floats} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results, "times": {
-            f"{t}-{k}": v for (t, k), v in times.items()}}, indent=2) + "\n")
+    if args.record:
+        keep_run(args.record, {
+            **header, "recipe": args.recipe, "recipe_file": Path(args.recipe_file).name, "checkpoint": args.checkpoint,
+            "img_size": img_size, "rounds": args.rounds, "runs": args.runs, "threads": args.threads,
+            "max_ratio": args.max_ratio, "load_average_at_end": load_average_text(), "results": results,
+            "times": {f"{t}-{k}": v for (t, k), v in times.items()}})
+        print(f"-> {args.record}", file=sys.stderr)
     return 0 if all(r["within"] for r in results) else 1
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from edge_sam.errors import EdgeSamError
 from edge_sam.quantize.recipe_file import recipe_from_manifest
+from edge_sam.quantize.recipes import QuantRecipe
 from edge_sam.modeling import EfficientSam
 from edge_sam.transforms import image_to_tensor
 
@@ -186,17 +188,7 @@ class OnnxTarget(Target):
     ) -> Runner:
         """``providers``: None (CPU), "auto", or names; ``threads``: intra-op threads (default: all
         cores); ``spinning``: let idle worker threads spin (lower latency on an otherwise idle CPU)."""
-        chosen = select_providers(providers)
-        recipe = recipe_from_manifest(manifest.recipe) if manifest.recipe else None
-        graphs = [
-            SessionGraph(open_session(artifact_dir / manifest.graph(role).file, manifest.graph(role), chosen, threads, spinning,
-                                      disabled_optimizers(recipe, COMPONENTS[role])), shrink_arena=role in SHRINK_ARENA_ROLES)
-            for role in _EXPORTERS[manifest.interface]
-        ]
-        variant = "tensorrt" if manifest.export_options.get("for_runtime") == "tensorrt" else manifest.interface
-        label = label or artifact_label(artifact_dir, manifest, variant)
-        runner_class = OnnxOfficialRunner if manifest.interface == "official" else OnnxDeployRunner
-        return runner_class(manifest, *graphs, label)
+        return open_runner(artifact_dir, manifest, label, providers, threads, spinning)
 
     def profiled_layer_ms(self, artifact_dir, layers, image):
         from edge_sam.targets.onnx.profile import profiled_layer_ms
@@ -214,6 +206,27 @@ class OnnxTarget(Target):
             export_encoder(model, manifest.img_size, reference)
             feeds = [_encoder_feed(image, manifest.img_size, manifest.interface == "official") for image in images]
             return compare_layers(reference, artifact_dir / manifest.graph("encoder").file, feeds)
+
+
+def open_runner(
+    artifact_dir: Path, manifest: Manifest, label: str | None = None, providers: str | list[str] | None = None,
+    threads: int | None = None, spinning: bool = False,
+    disabled: Callable[[QuantRecipe | None, str], list[str]] = disabled_optimizers,
+) -> Runner:
+    """The runner :meth:`OnnxTarget.make_runner` returns; ``disabled`` says which graph optimizers
+    each graph runs without (not a runtime option: a benchmark passes another rule to measure what
+    the default one avoids)."""
+    chosen = select_providers(providers)
+    recipe = recipe_from_manifest(manifest.recipe) if manifest.recipe else None
+    graphs = [
+        SessionGraph(open_session(artifact_dir / manifest.graph(role).file, manifest.graph(role), chosen, threads, spinning,
+                                  disabled(recipe, COMPONENTS[role])), shrink_arena=role in SHRINK_ARENA_ROLES)
+        for role in _EXPORTERS[manifest.interface]
+    ]
+    variant = "tensorrt" if manifest.export_options.get("for_runtime") == "tensorrt" else manifest.interface
+    label = label or artifact_label(artifact_dir, manifest, variant)
+    runner_class = OnnxOfficialRunner if manifest.interface == "official" else OnnxDeployRunner
+    return runner_class(manifest, *graphs, label)
 
 
 def _encoder_feed(image: np.ndarray, img_size: int, official: bool) -> dict[str, np.ndarray]:
