@@ -7,9 +7,10 @@ and against the same context decoder unfolded, in the same runtime, in interleav
         [--threads 2] [--rounds 20] [--record docs/results/decoder_context.json]
 
 For each runtime, in its own fresh process (other runtimes' idle threads would slow it): export
-an fp32 deploy artifact of the parity checkpoint (latency does not depend on the weights), and the
-whole decoder graph and the unfolded context decoder graph with the same runtime's converter;
-encode the sample photo; then in each round time one prompt through each decoder and the context
+an fp32 deploy artifact of the parity checkpoint (latency does not depend on the weights), the same
+artifact again with the fold switched off (the exporter's rule ``folds_decoder_attention`` patched
+to say no: the same export path, so the two differ in the fold alone), and the whole decoder graph
+with the same runtime's converter; encode the sample photo; then in each round time one prompt through each decoder and the context
 graph once (minimum over rounds, wall clock). The ratio decoder / whole is the saving to hold
 against the context's FLOP share (``edge_sam.flops.decoder_image_flops`` over ``decoder_flops``);
 the unfolded decoder says how much of it the context alone buys. The masks of the artifact's
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 from pathlib import Path
 
 import numpy as np
@@ -92,8 +94,8 @@ def child(job: dict) -> dict:
     from edge_sam.deploy_form import pad_prompts
     from edge_sam.eval.metrics import mask_iou
     from edge_sam.fixed_prompts import grid_prompts
-    from edge_sam.deploy_form import ContextDecoderGraph
-    from edge_sam.graph_contract import IO_NAMES, whole_decoder_graph
+    from edge_sam import deploy_form
+    from edge_sam.graph_contract import whole_decoder_graph
     from edge_sam.targets import get_target, load_runner
     from edge_sam.targets.core.registry import threads_option
     from edge_sam.targets.validation.drift import full_size_masks
@@ -107,12 +109,13 @@ def child(job: dict) -> dict:
         work = Path(work)
         artifact = get_target(target).export(model, "fp32", None, work / "artifact", img_size=size)
         runner = load_runner(artifact, **threads_option(target, threads))
-        whole_graph = whole_decoder_graph(model, size)
-        whole = graph_call(target, whole_graph, WHOLE_INPUTS, work, threads)
-        unfolded = graph_call(target, ContextDecoderGraph(whole_graph, factored=False).eval(), IO_NAMES["decoder"][0],
-                              work, threads)
+        with mock.patch.object(deploy_form, "folds_decoder_attention", lambda config, img_size=None: False):
+            unfolded_artifact = get_target(target).export(model, "fp32", None, work / "unfolded", img_size=size)
+        unfolded_runner = load_runner(unfolded_artifact, **threads_option(target, threads))
+        whole = graph_call(target, whole_decoder_graph(model, size), WHOLE_INPUTS, work, threads)
         embedding = runner.encode(image)
         context = runner.run_context(embedding)
+        unfolded_context = unfolded_runner.run_context(embedding)
         prompts = [pad_prompts(p.points, p.labels, image.shape[:2], size) for p in grid_prompts(image.shape[:2])]
         ious = []
         for coords, labels in prompts:
@@ -123,7 +126,7 @@ def child(job: dict) -> dict:
         calls = {
             "whole": lambda c, l: whole(embedding, c, l),
             "decoder": lambda c, l: runner.run_decoder(context, c, l),
-            "unfolded": lambda c, l: unfolded(*context, c, l),
+            "unfolded": lambda c, l: unfolded_runner.run_decoder(unfolded_context, c, l),
             "context": lambda c, l: runner.run_context(embedding),
         }
         best = {name: float("inf") for name in calls}
