@@ -132,11 +132,6 @@ class ExportRequest:
     qat: QatCheckpoint | None = None
 
 
-# Timed runs of a runtime's profile (profiled_layer_ms), after one untimed run; each operator's
-# time is the median over them, so one slow run does not move a layer.
-PROFILED_RUNS = 5
-
-
 class Target(ABC):
     """One runtime: exports artifacts and loads them back as runners."""
 

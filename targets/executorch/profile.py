@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_sam.errors import EdgeSamError
-from edge_sam.targets.core.target import PROFILED_RUNS
+from edge_sam.targets.core.profiling import PROFILED_RUNS
 
 _DELEGATE_CALL = "DELEGATE_CALL"  # wraps, and closes, the operator events of one delegate call
 # Events that wrap others (their time is already in the operators they contain).

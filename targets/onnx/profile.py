@@ -27,7 +27,7 @@ from edge_sam.graph_contract import encoder_input
 from edge_sam.quantize.layers import layers_of_scopes
 from edge_sam.quantize.recipe_file import recipe_from_manifest
 from edge_sam.targets.core.manifest import read_manifest
-from edge_sam.targets.core.target import PROFILED_RUNS
+from edge_sam.targets.core.profiling import PROFILED_RUNS
 from edge_sam.targets.onnx.placement import enable_profiling
 from edge_sam.targets.onnx.quantize import node_scopes
 from edge_sam.targets.onnx.runtime import disabled_optimizers, session_options
