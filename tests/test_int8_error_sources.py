@@ -3,13 +3,13 @@ structure behind both), and its numbers obey what they measure."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import benchmark_script
 
 from edge_sam.checkpoint import save_model
 
@@ -18,18 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.torch_threads(1)
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("int8_error_sources", ROOT / "benchmarks" / "int8_error_sources.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_record_is_what_the_script_printed(make_tiny_model, tiny_synthetic, tmp_path, monkeypatch, capsys):
     data = tiny_synthetic(train=4, test=6)
     checkpoint = save_model(make_tiny_model(seed=3), tmp_path / "tiny.safetensors")
     record_path = tmp_path / "sources.json"
-    script = _script()
+    script = benchmark_script("int8_error_sources")
     monkeypatch.setattr(sys, "argv", [
         str(ROOT / "benchmarks" / "int8_error_sources.py"), "--checkpoint", str(checkpoint), "--images", str(data / "test"), "--train", str(data / "train"),
         "--calibration-images", "2", "--held-out-images", "4", "--top", "2", "--steps", "4", "--lr", "1e-4,1e-3",
