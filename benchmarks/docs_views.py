@@ -575,10 +575,13 @@ def _quantizer_in_words(quantizer: Record, alone: list[Record]) -> str:
     if quantizer["role"] == "input of":
         return "the image input" if layers == ["image_encoder.patch_embed"] else f"the input of {describe_layers(layers)}"
     if layers == ["image_encoder.neck"]:
-        convs = sorted({q["graph_input"] for q in alone if q["role"] == "output of" and q["layer"] == quantizer["layer"]},
-                       key=_graph_order)
-        if len(convs) == len(NECK_CONVS):
-            return f"the neck's {NECK_CONVS[convs.index(quantizer['graph_input'])]} convolution output"
+        outputs = [q for q in alone if q["role"] == "output of" and q["layer"] == quantizer["layer"]]
+        convs = sorted({q["graph_input"] for q in outputs if q["graph_input"].startswith("conv2d")}, key=_graph_order)
+        # a convolution's rounded output is permuted and rounded again: the permute leads back to its conv
+        conv_of = {consumer: q["graph_input"] for q in outputs if q["graph_input"] in convs for consumer in q["consumers"]}
+        conv = conv_of.get(quantizer["graph_input"], quantizer["graph_input"])
+        if len(convs) == len(NECK_CONVS) and conv in convs:
+            return f"the neck's {NECK_CONVS[convs.index(conv)]} convolution output"
     return f"the output of {describe_layers(layers)}"
 
 
