@@ -611,6 +611,169 @@ def record_provenance(record: Record) -> str:
             f"{machine['cpu_count']} cores, load average {machine['load_average']} at the start")
 
 
+# -- where static INT8 loses the embedding (benchmarks/int8_error_sources.py) -------------------------
+NECK_CONVS = ("1x1", "3x3")  # EfficientSAM's neck: a 1x1 then a 3x3 convolution, each read by a LayerNorm
+INT8_STEPS = 255  # a per-tensor int8 grid's steps between its ends
+
+
+def _split_row(record: Record, fake_quantized: str) -> dict[str, Record]:
+    """Part 1's scores (by image set) with only ``fake_quantized`` rounded."""
+    return next(row["scores"] for row in record["split"]["rows"] if row["fake_quantized"] == fake_quantized)
+
+
+def _fidelity(scores: Record) -> str:
+    return f"{_pair(scores)}, {scores['embedding_sqnr_db']:.1f} dB"
+
+
+def _lr(value: float) -> str:
+    """``3e-5`` as a command line writes it (not Python's ``3e-05`` or ``0.0001``)."""
+    mantissa, exponent = f"{value:.6e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def _graph_order(node: str) -> int:
+    """``conv2d_2`` -> 2 (``conv2d`` -> 0): the order torch.export named same-kind ops in."""
+    suffix = node.rpartition("_")[2]
+    return int(suffix) if suffix.isdigit() else 0
+
+
+@view
+def error_sources_table(record: Record) -> str:
+    """Part 1: everything, the weights alone, the activations alone, on both image sets."""
+    split = record["split"]
+    labels = {"everything": "everything (= PTQ)",
+              "weights only": f"the {split['weight_quantizers']} weight quantizers only",
+              "activations only": f"the {split['activation_quantizers']} activation quantizers only"}
+    rows = [[labels[row["fake_quantized"]], _fidelity(row["scores"]["synthetic"]), _fidelity(row["scores"]["photo_crops"])]
+            for row in split["rows"]]
+    return table(["fake-quantized", "synthetic: mask IoU mean / p5, embedding SQNR", "dogs.jpg crops"], "lrr", rows)
+
+
+@view
+def error_sources_split_sqnr(record: Record) -> str:
+    """Part 1's embedding SQNR in a sentence, both image sets."""
+    def sqnr(fake_quantized: str) -> str:
+        scores = _split_row(record, fake_quantized)
+        return (f"{scores['synthetic']['embedding_sqnr_db']:.1f} dB (synthetic) and "
+                f"{scores['photo_crops']['embedding_sqnr_db']:.1f} dB (photo crops)")
+    return (f"{sqnr('weights only')} with the weights alone rounded, {sqnr('activations only')} with the "
+            f"activations alone, and {sqnr('everything')} with everything rounded")
+
+
+@view
+def error_sources_weights_only(record: Record) -> str:
+    """README: the synthetic embedding SQNR with only the weights rounded, to the dB."""
+    return f"{_split_row(record, 'weights only')['synthetic']['embedding_sqnr_db']:.0f} dB"
+
+
+@view
+def error_sources_ptq_sqnr(record: Record) -> str:
+    """The synthetic embedding SQNR of static INT8 (everything rounded), to the dB."""
+    return f"{_split_row(record, 'everything')['synthetic']['embedding_sqnr_db']:.0f} dB"
+
+
+def _quantizer_in_words(quantizer: Record, alone: list[Record]) -> str:
+    """Where one activation quantizer sits, as the docs name layers (the neck's two convolutions by kernel)."""
+    layers = quantizer["layer"].split(", ")
+    if quantizer["role"] == "after":
+        return f"the result of `{quantizer['layer']}`"
+    if quantizer["role"] == "input of":
+        return "the image input" if layers == ["image_encoder.patch_embed"] else f"the input of {describe_layers(layers)}"
+    if layers == ["image_encoder.neck"]:
+        outputs = [q for q in alone if q["role"] == "output of" and q["layer"] == quantizer["layer"]]
+        convs = sorted({q["graph_input"] for q in outputs if q["graph_input"].startswith("conv2d")}, key=_graph_order)
+        # a convolution's rounded output is permuted and rounded again: the permute leads back to its conv
+        conv_of = {consumer: q["graph_input"] for q in outputs if q["graph_input"] in convs for consumer in q["consumers"]}
+        conv = conv_of.get(quantizer["graph_input"], quantizer["graph_input"])
+        if len(convs) == len(NECK_CONVS) and conv in convs:
+            return f"the neck's {NECK_CONVS[convs.index(conv)]} convolution output"
+    return f"the output of {describe_layers(layers)}"
+
+
+@view
+def error_sources_costliest(record: Record, shown: int = 4) -> str:
+    """Part 2: the ``shown`` costliest activation quantizers, each alone, then the next one."""
+    alone = record["activations"]["alone"]
+    (first, x0), *middle, (following, xn) = [(_quantizer_in_words(q, alone), q["embedding_sqnr_db"]) for q in alone[:shown + 1]]
+    return (f"{first} alone leaves {x0:.1f} dB, " + ", ".join(f"{words} {x:.1f} dB" for words, x in middle)
+            + f"; the next ({following}) {xn:.1f} dB and the rest more")
+
+
+@view
+def error_sources_peak(record: Record) -> str:
+    """The costliest quantizer's peak / RMS, and the SQNR uniform rounding over a grid that wide leaves
+    (noise step / sqrt(12) on a grid of INT8_STEPS steps across twice the peak)."""
+    costliest = record["activations"]["alone"][0]
+    ratio = costliest["peak_over_rms"]
+    sqnr = 20 * math.log10(INT8_STEPS * math.sqrt(12) / (2 * ratio))
+    words = _quantizer_in_words(costliest, record["activations"]["alone"])
+    return (f"{words[0].upper()}{words[1:]}, for example, peaks at {ratio:.1f}x its RMS on the held-out images, so a "
+            f"per-tensor int8 grid gives its typical values about 1/{ratio:.0f} of the {INT8_STEPS} steps "
+            f"(~{sqnr:.0f} dB)")
+
+
+@view
+def error_sources_all_but_top(record: Record) -> str:
+    """Part 2's last row: everything rounded but the costliest ``top`` activation quantizers."""
+    activations = record["activations"]
+    scores = activations["all_but_top"]
+    return (f"the {activations['top']} costliest of the {len(activations['alone'])} unrounded (what 16-bit activations "
+            f"there would approach) gives the synthetic set {_pair(scores['synthetic'])} and the photo crops "
+            f"{_pair(scores['photo_crops'])}")
+
+
+def _batch_trace(run: Record) -> str:
+    return " -> ".join(f"{point['batch_sqnr_db']:.2f}" for point in run["trace"])
+
+
+@view
+def error_sources_headroom(record: Record) -> str:
+    """Part 3 at one learning rate: the batch's SQNR at each quarter, the held-out sets before and after."""
+    headroom = record["headroom"]
+    run, = headroom["runs"]
+    before, after = headroom["scores"], run["scores"]
+
+    def change(key: str, field: str, digits: int, unit: str = "") -> str:
+        return f"{before[key][field]:.{digits}f}{unit} to {after[key][field]:.{digits}f}{unit}"
+    return (f"{headroom['steps']} AdamW steps at lr {_lr(run['lr'])} take that batch's embedding SQNR from "
+            f"{headroom['batch_sqnr_db']:.2f} dB through {_batch_trace(run)} dB (each quarter of the steps), while "
+            f"the held-out embeddings go from {change('synthetic', 'embedding_sqnr_db', 1, ' dB')} (synthetic) and "
+            f"{change('photo_crops', 'embedding_sqnr_db', 1, ' dB')} (photo crops), the p5 from "
+            f"{change('synthetic', 'mask_iou_p5', 4)} and {change('photo_crops', 'mask_iou_p5', 4)}")
+
+
+def _best_gain(record: Record) -> float:
+    """The most any learning rate lifted the batch's SQNR above PTQ's, at any quarter."""
+    headroom = record["headroom"]
+    return max(point["batch_sqnr_db"] for run in headroom["runs"] for point in run["trace"]) - headroom["batch_sqnr_db"]
+
+
+@view
+def error_sources_lr(record: Record) -> str:
+    """Part 3 at several learning rates: where the batch ends, its range on the way, the held-out sets at the end."""
+    headroom = record["headroom"]
+    runs = headroom["runs"]
+
+    def each(values: list[str]) -> str:
+        return f"{', '.join(values[:-1])} and {values[-1]}" if len(values) > 1 else values[0]
+
+    lowest = min(((point["batch_sqnr_db"], run["lr"]) for run in runs for point in run["trace"]))
+    held_out = {key: each([f"{run['scores'][key]['embedding_sqnr_db']:.1f}" for run in runs]) for key in headroom["scores"]}
+    p5 = {key: " / ".join(f"{run['scores'][key]['mask_iou_p5']:.3f}" for run in runs) for key in headroom["scores"]}
+    ends = each([f"{run['trace'][-1]['batch_sqnr_db']:.2f}" for run in runs])
+    return (f"takes that batch from {headroom['batch_sqnr_db']:.2f} dB to {ends} dB after {headroom['steps']} steps "
+            f"(at lr {each([_lr(run['lr']) for run in runs])}; at most {_best_gain(record):.1f} dB above the start at "
+            f"any quarter of the steps, the lowest {lowest[0]:.1f} dB at lr {_lr(lowest[1])}), while the held-out "
+            f"embeddings end at {held_out['synthetic']} dB (synthetic) and {held_out['photo_crops']} dB (photo crops), "
+            f"p5 {p5['synthetic']} and {p5['photo_crops']}")
+
+
+@view
+def error_sources_best_gain(record: Record) -> str:
+    """README: the most QAT's loss lifted the fixed batch's SQNR, over every learning rate and quarter."""
+    return f"{_best_gain(record):.1f} dB"
+
+
 # -- every target on the same images (benchmarks/cross_target_drift.py) --------------------------------
 def _photo_means(record: Record, recipe: str) -> list[float]:
     return [row["photo"]["mask_iou_mean"] for row in record["rows"] if row["recipe"] == recipe]

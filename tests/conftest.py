@@ -171,15 +171,19 @@ def tiny_synthetic(tmp_path_factory):
     return make
 
 
+def benchmark_script(name: str):
+    """benchmarks/NAME.py as a module (benchmarks/ holds scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def parity_errors():
     """benchmarks/parity_errors.py: it measures, the parity tests bound what it measures (one
     measurement, two uses)."""
-    path = Path(__file__).parents[1] / "benchmarks" / "parity_errors.py"
-    spec = importlib.util.spec_from_file_location("parity_errors", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("parity_errors")
 
 
 @pytest.fixture(scope="session")

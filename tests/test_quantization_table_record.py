@@ -4,13 +4,11 @@ into one record, without the timings compare takes under load."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_toolchain
+from conftest import benchmark_script, require_toolchain
 
 from edge_sam.apps.cli import main
 from edge_sam.checkpoint import save_model
@@ -18,16 +16,8 @@ from edge_sam.quantize.layers import quantizable_layers
 from edge_sam.quantize.recipe_file import get_recipe, write_recipe_file
 from edge_sam.transforms import write_image
 
-ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.torch_threads(1)
-
-
-def _gatherer():
-    spec = importlib.util.spec_from_file_location("quantization_table_record", ROOT / "benchmarks" / "quantization_table_record.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_record_holds_every_compare_row_and_recipe_without_timings(make_tiny_model, tmp_path, capsys):
@@ -50,7 +40,7 @@ def test_the_record_holds_every_compare_row_and_recipe_without_timings(make_tiny
               "--held-out-images", "2", "--targets", "onnx"]
     assert main([*common, "--mixed", str(work / "mixed.json"), "--out", str(work / "compare-static")]) == 0, capsys.readouterr().err
 
-    gatherer = _gatherer()
+    gatherer = benchmark_script("quantization_table_record")
     out = tmp_path / "record.json"
     assert gatherer.main([str(work), "--record", str(out)]) == 0
     text = out.read_text()
