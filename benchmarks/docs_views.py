@@ -660,16 +660,21 @@ def error_sources_split_sqnr(record: Record) -> str:
             f"activations alone, and {sqnr('everything')} with everything rounded")
 
 
+def _synthetic_sqnr_db(record: Record, fake_quantized: str) -> str:
+    """Part 1's synthetic embedding SQNR with ``fake_quantized`` rounded, to the dB."""
+    return f"{_split_row(record, fake_quantized)['synthetic']['embedding_sqnr_db']:.0f} dB"
+
+
 @view
 def error_sources_weights_only(record: Record) -> str:
-    """README: the synthetic embedding SQNR with only the weights rounded, to the dB."""
-    return f"{_split_row(record, 'weights only')['synthetic']['embedding_sqnr_db']:.0f} dB"
+    """README: only the weights rounded."""
+    return _synthetic_sqnr_db(record, "weights only")
 
 
 @view
 def error_sources_ptq_sqnr(record: Record) -> str:
-    """The synthetic embedding SQNR of static INT8 (everything rounded), to the dB."""
-    return f"{_split_row(record, 'everything')['synthetic']['embedding_sqnr_db']:.0f} dB"
+    """Static INT8 (everything rounded)."""
+    return _synthetic_sqnr_db(record, "everything")
 
 
 def _quantizer_in_words(quantizer: Record, alone: list[Record]) -> str:
