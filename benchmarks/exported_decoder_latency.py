@@ -44,28 +44,27 @@ TARGETS = ("onnx", "executorch", "tflite")
 WHOLE_INPUTS = ("image_embeddings", "point_coords", "point_labels")
 
 
-def graph_call(target: str, graph: torch.nn.Module, inputs: tuple[str, ...], folder: Path, threads: int):
-    """A decoder graph written by ``target``'s converter and opened in its runtime, as a call
-    (*arrays in ``inputs`` order) -> (low_res_masks, iou_predictions)."""
+def whole_decoder_call(target: str, graph: torch.nn.Module, folder: Path, threads: int):
+    """The whole decoder graph written by ``target``'s converter and opened in its runtime, as a
+    call (embedding, coords, labels) -> (low_res_masks, iou_predictions)."""
     example = graph.example_inputs()
-    name = type(graph).__name__
     if target == "onnx":
         import onnxruntime as ort
 
         from edge_sam.targets.onnx.graphs import _export
         from edge_sam.targets.onnx.runtime import session_options
 
-        path = folder / f"{name}.onnx"
-        _export(graph, example, path, (list(inputs), ["low_res_masks", "iou_predictions"]))
+        path = folder / "whole_decoder.onnx"
+        _export(graph, example, path, (list(WHOLE_INPUTS), ["low_res_masks", "iou_predictions"]))
         session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
-        return lambda *arrays: session.run(None, dict(zip(inputs, arrays)))
+        return lambda *arrays: session.run(None, dict(zip(WHOLE_INPUTS, arrays)))
     if target == "executorch":
         from edge_sam.targets.executorch.lowering import StageBar, lower_to_pte
         from edge_sam.targets.executorch.runtime import XNNPACK, runtime
 
-        bar = StageBar(2, f"{name} -> xnnpack fp32")
+        bar = StageBar(2, "whole decoder -> xnnpack fp32")
         try:
-            path = folder / f"{name}.pte"
+            path = folder / "whole_decoder.pte"
             path.write_bytes(lower_to_pte(graph, example, XNNPACK, "fp32", bar))
         finally:
             bar.close()
@@ -77,11 +76,11 @@ def graph_call(target: str, graph: torch.nn.Module, inputs: tuple[str, ...], fol
         from edge_sam.targets.tflite.runtime import SIGNATURE, open_interpreter
 
         with torch.no_grad():
-            content = litert_torch.convert(graph, (), dict(zip(inputs, example))).model_content()
+            content = litert_torch.convert(graph, (), dict(zip(WHOLE_INPUTS, example))).model_content()
         signature = open_interpreter(content, threads).get_signature_runner(SIGNATURE)
 
         def call(*arrays):
-            outputs = signature(**dict(zip(inputs, arrays)))
+            outputs = signature(**dict(zip(WHOLE_INPUTS, arrays)))
             return [outputs[f"output_{i}"] for i in range(len(outputs))]
 
         return call
@@ -112,7 +111,7 @@ def child(job: dict) -> dict:
         with mock.patch.object(deploy_form, "folds_decoder_attention", lambda config, img_size=None: False):
             unfolded_artifact = get_target(target).export(model, "fp32", None, work / "unfolded", img_size=size)
         unfolded_runner = load_runner(unfolded_artifact, **threads_option(target, threads))
-        whole = graph_call(target, whole_decoder_graph(model, size), WHOLE_INPUTS, work, threads)
+        whole = whole_decoder_call(target, whole_decoder_graph(model, size), work, threads)
         embedding = runner.encode(image)
         context = runner.run_context(embedding)
         unfolded_context = unfolded_runner.run_context(embedding)

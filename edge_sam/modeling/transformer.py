@@ -86,9 +86,10 @@ class TwoWayAttention(nn.Module):
         q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))
         return self.out_proj(merge_heads(attention(q, k, v, self.explicit_softmax)))
 
-    def _heads(self, linear: nn.Linear) -> tuple[int, int]:
-        """(heads, head width) of a projection into the internal width."""
-        return self.num_heads, linear.out_features // self.num_heads
+    @property
+    def head_width(self) -> int:
+        """Each head's share of the internal width (every projection's, q, k and v alike)."""
+        return self.q_proj.out_features // self.num_heads
 
     def tokens_to_image(self, tokens: torch.Tensor, image_keys: torch.Tensor, image_values: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` for T query tokens [Q, T, C] against N image tokens [Q, N, C] (keys with
@@ -97,7 +98,7 @@ class TwoWayAttention(nn.Module):
         softmax ignores), and A_h (X W_v,h + b_v,h) = (A_h X) W_v,h + b_v,h (A's rows sum to 1).
         The image side meets [H*T, C] matrices instead of the [C/2, C] projections."""
         rows, tokens_n, channels = tokens.shape
-        heads, width = self._heads(self.q_proj)
+        heads, width = self.num_heads, self.head_width
         q = self.q_proj(tokens).reshape(rows, tokens_n, heads, width).permute(0, 2, 3, 1)  # [Q, H, d, T]
         folded_q = _fold(self.k_proj.weight, heads, q * width**-0.5)  # [Q, C, H*T]
         weights = (image_keys @ folded_q).transpose(1, 2).softmax(dim=-1)  # [Q, H*T, N]
@@ -115,7 +116,7 @@ class TwoWayAttention(nn.Module):
         sum_h A_h (v_h W_o,h^T). ``projected``: ``image_queries`` is already this layer's query
         projection [B, N, C/2] (the first layer's, from the image context)."""
         rows, tokens_n, channels = token_keys.shape
-        heads, width = self._heads(self.k_proj)
+        heads, width = self.num_heads, self.head_width
         k = self.k_proj(token_keys).reshape(rows, tokens_n, heads, width).permute(0, 2, 3, 1) * width**-0.5  # [Q, H, d, T]
         n = image_queries.shape[1]
         if projected:
