@@ -52,6 +52,7 @@ def test_the_record_holds_every_compare_row_and_recipe_without_timings(make_tiny
     static = record["compares"]["static"]
     assert [(r["row"], r["float_layers"]) for r in static["rows"]] == [("PTQ", 0), ("mixed", 2)]
     assert all(0 < r["sets"]["held-out"]["mask_iou_mean"] <= 1 and r["size_mb"] > 0 for r in static["rows"])
+    assert all(r["activation_ranges"] is None for r in static["rows"])  # said for QAT rows only
     assert static["budget"] == {"min_mask_iou": 0.5, "min_mask_iou_p5": 0.1} and static["load_average_at_end"]
     assert "encoder_p50_s" not in text and "machine" not in static and record["machine"]["cpu_count"] > 0
     assert set(record["finished"]) == {"mixed.json", "compare-static/compare.json"}

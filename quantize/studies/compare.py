@@ -195,13 +195,16 @@ def compare(
         first = reports["held-out"]
         report_rows = []
         for index, (target, row) in enumerate(plans):
-            recipe = recipe_from_manifest(runners[index].manifest.recipe)
+            manifest_recipe = runners[index].manifest.recipe
+            recipe = recipe_from_manifest(manifest_recipe)
             measured = {name: _summary(report, index) for name, report in reports.items()}
             report_rows.append({
                 "target": target, "runs_on": RUNS_ON.get(target, target), "row": row, "recipe": recipe.name,
                 "float_layers": len(recipe.float_layers),
                 "a16_layers": len(recipe.a16_of(quantizable_layers(model.config))),
                 "size_mb": runners[index].describe()["bytes"] / 1e6, "artifact": Path(folders[index]).name,
+                # QAT rows: whether the target used QAT's learned ranges or re-calibrated (the manifest's note)
+                "activation_ranges": (manifest_recipe.get("qat") or {}).get("activation_ranges"),
                 "encoder_p50_s": measured["held-out"]["encoder_p50_s"], "sets": measured,
                 "budget_met": {name: m["mask_iou_mean"] >= budget.min_mask_iou and m["mask_iou_p5"] >= budget.min_mask_iou_p5
                                for name, m in measured.items()},
