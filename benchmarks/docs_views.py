@@ -39,8 +39,9 @@ def sci(value: float) -> str:
 
 def span(values: Iterable[float], digits: int = 3) -> str:
     """``low-high`` of the values, as the docs quote a range."""
-    values = sorted(values)
-    return f"{values[0]:.{digits}f}-{values[-1]:.{digits}f}"
+    values = list(values)
+    low, high = f"{min(values):.{digits}f}", f"{max(values):.{digits}f}"
+    return low if low == high else f"{low}-{high}"
 
 
 # -- edge-sam deploy (docs/results/deploy_*.json) ---------------------------------------------------
@@ -672,6 +673,12 @@ def error_sources_weights_only(record: Record) -> str:
 
 
 @view
+def error_sources_weights_only_p5(record: Record) -> str:
+    """The synthetic masks' p5 with only the weights rounded."""
+    return f"{_split_row(record, 'weights only')['synthetic']['mask_iou_p5']:.3f}"
+
+
+@view
 def error_sources_ptq_sqnr(record: Record) -> str:
     """Static INT8 (everything rounded)."""
     return _synthetic_sqnr_db(record, "everything")
@@ -965,6 +972,18 @@ def mixed_latency_small_ratios(record: Record) -> str:
 
 
 @view
+def mixed_latency_readme(record: Record) -> str:
+    """README: the XNNPACK encoders' mixed / full INT8 ratio at the smallest and the largest size timed."""
+    runs = _latency_runs(record, "static-conv-linear")
+    xnnpack = ("executorch", "tflite")
+
+    def ratios(run: Record) -> str:
+        return span([r["ratio"] for t in xnnpack if (r := _latency_result(run, t))], 2)
+    return (f"at {runs[0]['img_size']} px the float layers make the XNNPACK encoders {ratios(runs[0])}x the time of full "
+            f"INT8; at {runs[-1]['img_size']} px {ratios(runs[-1])}x")
+
+
+@view
 def a16_encoder_seconds(record: Record) -> str:
     """W8A16's full-graph encoder on LiteRT's int16 kernels against onnxruntime's (seconds, best call)."""
     run = _latency_runs(record, "static-a16-conv-linear")[0]
@@ -1048,6 +1067,213 @@ def quant_table_machine(record: Record) -> str:
     return (f"{machine['cpu_count']}-core {machine['cpu_model']} ({machine['cpu_flags']}), commit "
             f"{(record['git_commit'] or 'unknown')[:7]}, {record['date']}, 1-minute load average "
             f"{loads[0]:.1f}{f'-{loads[-1]:.1f}' * (loads[-1] != loads[0])} when each compare ended")
+
+
+def _who(targets: list[str], of: list[str], every: str = "every static INT8 target") -> str:
+    """``every static INT8 target``, ``no target``, or the targets by name (``ONNX and LiteRT``)."""
+    if targets and targets == of:
+        return every
+    names = [TARGET_NAMES[t] for t in targets]
+    return "no target" if not names else names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _meeting(record: Record, compare: str, row: str, image_set: str | None = None) -> tuple[list[str], list[str]]:
+    """(targets whose ``row`` meets the gate on ``image_set``, or on every set; all the row's targets)."""
+    rows = _rows(record, compare, row)
+    met = [r["target"] for r in rows if (r["budget_met"][image_set] if image_set else all(r["budget_met"].values()))]
+    return met, [r["target"] for r in rows]
+
+
+def _static_rows(record: Record) -> dict[str, dict[str, Record]]:
+    """The static compare's rows by kind (PTQ, mixed, QAT, QAT+mixed), then by target."""
+    rows: dict[str, dict[str, Record]] = {}
+    for row in _rows(record, "static"):
+        rows.setdefault(row["row"], {})[row["target"]] = row
+    return rows
+
+
+@view
+def quant_readme_static_table(record: Record) -> str:
+    """Full static INT8 and the mixed recipe on every static INT8 target, both image sets (3 digits)."""
+    rows = _static_rows(record)
+    return _target_grid("static INT8, mask IoU mean / p5", list(README_TARGETS),
+                        [("full INT8, synthetic", rows["PTQ"], SYNTHETIC), ("full INT8, dogs.jpg crops", rows["PTQ"], PHOTOS),
+                         ("mixed, synthetic", rows["mixed"], SYNTHETIC), ("mixed, dogs.jpg crops", rows["mixed"], PHOTOS)])
+
+
+@view
+def quant_readme_mixed_summary(record: Record) -> str:
+    """README's sentence: the mixed recipe's float layers, who meets the gate on both sets, GT mIoU."""
+    count, total, _ = _recipe_layers(record, "mixed.json")
+    met, of = _meeting(record, "static", "mixed")
+    budget = record["compares"]["static"]["budget"]
+    verb = "meets" if met == of or len(met) == 1 else "meet"
+    return (f"the recipe keeps {count} of {total} layers float, and {_who(met, of)} {verb} mean >= {budget['min_mask_iou']} / "
+            f"p5 >= {budget['min_mask_iou_p5']} on held-out synthetic images and on dogs.jpg crops nothing was calibrated "
+            f"or chosen on, with GT mIoU within {_gt_delta(record, 'static', 'mixed'):.1f} points of fp32")
+
+
+@view
+def quant_mixed_recipe(record: Record) -> str:
+    """The mixed recipe: which layers it keeps float, and the share of the encoder's FLOPs left INT8."""
+    count, total, layers = _recipe_layers(record, "mixed.json")
+    share = record["recipes"]["mixed.json"]["int8_flop_share"]
+    return (f"keeps {count} of the {total} encoder layers float: {layers}; INT8 runs {share:.0%} of the encoder's "
+            f"FLOPs at {record['recipes']['mixed.json']['img_size']} px")
+
+
+@view
+def quant_gate_recipe(record: Record) -> str:
+    """The search under the gate itself (ranking.json): its float layers, how its own search scored it,
+    and the exported recipe on the dogs.jpg crops, lowest target first."""
+    count, _, layers = _recipe_layers(record, "ranking.json")
+    recipe = record["recipes"]["ranking.json"]
+    rows = sorted(_rows(record, "gate-recipe"), key=lambda r: r["sets"][PHOTOS]["mask_iou_p5"])
+    missed = [r["target"] for r in rows if not r["budget_met"][PHOTOS]]
+    lowest = rows[0]
+    return (f"kept only {count} layers float ({layers}) and met it on the search's own held-out images "
+            f"({_pair(recipe['simulated'], 3)} simulated, the worst of the four targets), but exported and measured on the "
+            f"dogs.jpg crops it missed it on {_who(missed, [r['target'] for r in rows], 'every target')} "
+            f"({TARGET_NAMES[lowest['target']]} {_pair(lowest['sets'][PHOTOS], 3)})")
+
+
+@view
+def quant_static_table(record: Record) -> str:
+    """Every static INT8 row per target (PTQ, mixed, QAT, QAT+mixed), then the target's dynamic or
+    weight-only row, under the fp32 model's own line."""
+    fp32 = record["compares"]["static"]["reference"]
+    budget = record["compares"]["static"]["budget"]
+    rows = [["PyTorch fp32", "-", "-", "all", f"{fp32['size_mb']:.1f}", "-", "-", _gt({"gt_miou": fp32["gt_miou"][SYNTHETIC]}), "-"]]
+    extra = _rows(record, "dynamic") + _rows(record, "weight-only")
+    for target in record["compares"]["static"]["targets"]:
+        for row in [r for r in _rows(record, "static") if r["target"] == target] + [r for r in extra if r["target"] == target]:
+            recipe = f"`{Path(record['compares']['static']['mixed']).name}`" if "mixed" in row["row"] else row["recipe"]
+            rows.append([f"{target} ({row['runs_on']})", row["row"], recipe, row["float_layers"], f"{row['size_mb']:.1f}",
+                         _pair(row["sets"][SYNTHETIC]), _pair(row["sets"][PHOTOS]), _gt(row["sets"][SYNTHETIC]), _gate(row)])
+    return table(["target (runs on)", "row", "recipe", "float layers", "size MB", "synthetic: mean / p5",
+                  "dogs.jpg crops: mean / p5", "GT mIoU box / 1-click", f"gate {budget['min_mask_iou']} / {budget['min_mask_iou_p5']}"],
+                 "lllrrrrrl", rows)
+
+
+@view
+def quant_mixed_gate(record: Record) -> str:
+    """Who the mixed recipe meets the gate for, on both sets."""
+    met, of = _meeting(record, "static", "mixed")
+    return f"Mixed meets the gate on {_who(met, of)}, on both sets" if met else "Mixed meets the gate on no target on both sets"
+
+
+@view
+def quant_mixed_gt(record: Record) -> str:
+    """Mixed rows' GT mIoU against fp32's, on the synthetic set."""
+    fp32 = record["compares"]["static"]["reference"]["gt_miou"][SYNTHETIC]
+    n_images = record["compares"]["static"]["sets"][SYNTHETIC]["count"]
+    return (f"within {_gt_delta(record, 'static', 'mixed'):.1f} points of fp32 (box {fp32['box'] * 100:.2f}, "
+            f"1-click {fp32['1-click'] * 100:.2f} on these {n_images} images)")
+
+
+@view
+def quant_ptq_gate(record: Record) -> str:
+    """Full static INT8 against the gate: who meets it on the photo crops (their p5 span), and on the synthetic set."""
+    photo, of = _meeting(record, "static", "PTQ", PHOTOS)
+    synthetic, _ = _meeting(record, "static", "PTQ", SYNTHETIC)
+    p5 = span([r["sets"][PHOTOS]["mask_iou_p5"] for r in _rows(record, "static", "PTQ")], 2)
+
+    def on(targets: list[str]) -> str:
+        if not targets:
+            return "on no target"
+        return "on every target" if targets == of else f"on none but {_who(targets, of)}"
+    return f"meets it {on(photo)} on the photo crops (p5 {p5}) and {on(synthetic)} on the synthetic set"
+
+
+@view
+def quant_qat_run(record: Record) -> str:
+    """The QAT run's settings, as the bullet says them."""
+    qat, training = record["qat"], record["qat"]["training"]
+    ranges = training["activation_ranges"]
+    frozen = ("ranges frozen at the calibrated min / max" if ranges["frozen_after_step"] == 0
+              else f"ranges learned for {ranges['frozen_after_step']} steps")
+    return (f"{qat['steps']} steps of batch {training['batch_size']} on the synthetic train split, "
+            f"lr {_lr(training['lr'])}, {frozen}")
+
+
+@view
+def quant_qat_vs_ptq(record: Record) -> str:
+    """QAT against PTQ per target on each set's p5: where it is above and where below."""
+    rows = _static_rows(record)
+    parts = []
+    for image_set, name in ((SYNTHETIC, "synthetic"), (PHOTOS, "photo")):
+        p5 = {t: (rows["QAT"][t]["sets"][image_set]["mask_iou_p5"], rows["PTQ"][t]["sets"][image_set]["mask_iou_p5"])
+              for t in rows["QAT"]}
+        above = [t for t, (qat, ptq) in p5.items() if qat > ptq]
+        below = [t for t in p5 if t not in above]
+        if not above or not below:
+            parts.append(f"on the {name} p5 it is {'above' if above else 'below'} PTQ on every target")
+            continue
+        pairs = " and ".join(f"{p5[t][0]:.3f} vs {p5[t][1]:.3f}" for t in above)
+        parts.append(f"on the {name} p5 it is above PTQ on {_who(above, list(p5))} ({pairs}) and below on {_who(below, list(p5))}")
+    return "; ".join(parts)
+
+
+@view
+def quant_qat_mixed_vs_mixed(record: Record) -> str:
+    """QAT+mixed against mixed with the original weights, the synthetic set, averaged over the targets."""
+    rows = _static_rows(record)
+
+    def mean(kind: str) -> str:
+        measured = [r["sets"][SYNTHETIC] for r in rows[kind].values()]
+        return f"{sum(m['mask_iou_mean'] for m in measured) / len(measured):.3f} / {sum(m['mask_iou_p5'] for m in measured) / len(measured):.3f}"
+    below = all(rows["QAT+mixed"][t]["sets"][SYNTHETIC]["mask_iou_p5"] < rows["mixed"][t]["sets"][SYNTHETIC]["mask_iou_p5"]
+                for t in rows["mixed"])
+    return (f"{'below' if below else 'not always below'} mixed with the original weights ({mean('QAT+mixed')} vs "
+            f"{mean('mixed')} synthetic, the targets' mean)")
+
+
+@view
+def quant_dynamic_gate(record: Record) -> str:
+    """Dynamic INT8 and Core ML's weight-only W8 against the gate on each set."""
+    rows = _rows(record, "dynamic") + _rows(record, "weight-only")
+
+    def names(image_set: str) -> list[str]:
+        return [f"{TARGET_NAMES[r['target']]} {'W8' if r['recipe'].startswith('w8') else 'dynamic'}"
+                for r in rows if r["budget_met"][image_set]]
+
+    def who(found: list[str]) -> str:
+        return "none" if not found else " and ".join([", ".join(found[:-1]), found[-1]] if len(found) > 1 else found)
+    synthetic, photos = names(SYNTHETIC), names(PHOTOS)
+    kept = "keep synthetic images" if len(synthetic) == len(rows) else f"keep synthetic images on {who(synthetic)}"
+    return f"{kept}; on the photos {'only ' * (0 < len(photos) < len(rows))}{who(photos)} meet the gate"
+
+
+@view
+def quant_mixed_size(record: Record) -> str:
+    """How much the float layers cost in size: mixed against full INT8, ONNX's pair, and fp32's weights."""
+    rows = _static_rows(record)
+    extra = [rows["mixed"][t]["size_mb"] - rows["PTQ"][t]["size_mb"] for t in rows["mixed"]]
+    onnx = (rows["mixed"]["onnx"]["size_mb"], rows["PTQ"]["onnx"]["size_mb"])
+    fp32 = record["compares"]["static"]["reference"]["size_mb"]
+    return (f"{span(extra, 0)} MB larger than full INT8 ({onnx[0]:.1f} vs {onnx[1]:.1f} MB for ONNX), still smaller than "
+            f"the fp32 model's weights ({fp32:.1f} MB)")
+
+
+@view
+def quant_mixed_size_mb(record: Record) -> str:
+    """README: the mixed recipe's size cost, the largest over the targets."""
+    rows = _static_rows(record)
+    return f"{max(rows['mixed'][t]['size_mb'] - rows['PTQ'][t]['size_mb'] for t in rows['mixed']):.0f} MB"
+
+
+@view
+def quant_qat_table(record: Record) -> str:
+    """docs/qat.md: PTQ against QAT per target (how the target took QAT's ranges), both sets, 4 digits."""
+    rows = _static_rows(record)
+    cells = []
+    for target, qat in rows["QAT"].items():
+        ranges = "learned ranges" if (qat.get("activation_ranges") or "").startswith("learned") else "re-calibrated"
+        ptq = rows["PTQ"][target]
+        cells.append([DEPLOY_LADDER_NAMES[target], ranges, _pair(ptq["sets"][SYNTHETIC]), _pair(qat["sets"][SYNTHETIC]),
+                      _pair(ptq["sets"][PHOTOS]), _pair(qat["sets"][PHOTOS])])
+    return table(["target", "QAT's activation ranges", "PTQ synthetic", "QAT synthetic", "PTQ dogs.jpg crops",
+                  "QAT dogs.jpg crops"], "llrrrr", cells)
 
 
 @view
