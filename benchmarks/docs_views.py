@@ -961,14 +961,24 @@ def mixed_latency_table(record: Record) -> str:
     return table(["size", *(DEPLOY_LADDER_NAMES[t] for t in LATENCY_TARGETS)], "lrrr", rows)
 
 
-@view
-def mixed_latency_small_ratios(record: Record) -> str:
-    """At the smallest size: each runtime's mixed / full ratio against the run's ``--max-ratio``."""
-    run = _latency_runs(record, "static-conv-linear")[0]
+def _ratios_sentence(run: Record) -> str:
+    """One latency run's mixed / full ratio per runtime, against the run's ``--max-ratio``."""
     found = [(t, r) for t in LATENCY_TARGETS if (r := _latency_result(run, t))]
     ratios = [f"{r['ratio']:.3f}x ({DEPLOY_LADDER_NAMES[t]})" for t, r in found]
     listed = ratios[0] if len(ratios) == 1 else f"{', '.join(ratios[:-1])} and {ratios[-1]}"
     return f"the encoders take {listed} full INT8's time, against the script's `--max-ratio` of {run['max_ratio']:.2f}"
+
+
+@view
+def mixed_latency_small_ratios(record: Record) -> str:
+    """At the smallest size: each runtime's mixed / full ratio against the run's ``--max-ratio``."""
+    return _ratios_sentence(_latency_runs(record, "static-conv-linear")[0])
+
+
+@view
+def mixed_latency_large_ratios(record: Record) -> str:
+    """At the largest size timed: each runtime's mixed / full ratio against the run's ``--max-ratio``."""
+    return _ratios_sentence(_latency_runs(record, "static-conv-linear")[-1])
 
 
 @view
@@ -990,6 +1000,20 @@ def a16_encoder_seconds(record: Record) -> str:
     tflite, onnx = _latency_result(run, "tflite"), _latency_result(run, "onnx")
     return (f"{tflite['full_min_s']:.2g} s per encoder at {run['img_size']} px against ORT's {onnx['full_min_s']:.2g} s "
             "in the same latency run")
+
+
+def _cpu(machine: Record) -> str:
+    """``2-core AMD EPYC (avx2 fma)``: a record's machine as the docs name it, with the flags that set its kernels."""
+    return f"{machine['cpu_count']}-core {machine['cpu_model']} ({machine['cpu_flags']})"
+
+
+@view
+def mixed_latency_machine(record: Record) -> str:
+    """Where the latency stage ran, and the 1-minute load at each run's start and end."""
+    loads = [float(load.split(" / ")[0]) for run in record["runs"]
+             for load in (run["machine"]["load_average"], run["load_average_at_end"])]
+    return (f"{_cpu(record['machine'])}, commit {(record['git_commit'] or 'unknown')[:7]}, {record['date']}, "
+            f"1-minute load average {span(loads, 1)} at the runs' starts and ends")
 
 
 def _pair(measured: Record, digits: int = 4) -> str:
@@ -1062,11 +1086,9 @@ def _target_grid(header: str, targets: list[str], lines: list[tuple[str, dict[st
 @view
 def quant_table_machine(record: Record) -> str:
     """Which machine and run the quantization table is (the record's header, the compares' loads)."""
-    machine = record["machine"]
-    loads = sorted(float(c["load_average_at_end"].split(" / ")[0]) for c in record["compares"].values())
-    return (f"{machine['cpu_count']}-core {machine['cpu_model']} ({machine['cpu_flags']}), commit "
-            f"{(record['git_commit'] or 'unknown')[:7]}, {record['date']}, 1-minute load average "
-            f"{loads[0]:.1f}{f'-{loads[-1]:.1f}' * (loads[-1] != loads[0])} when each compare ended")
+    loads = [float(c["load_average_at_end"].split(" / ")[0]) for c in record["compares"].values()]
+    return (f"{_cpu(record['machine'])}, commit {(record['git_commit'] or 'unknown')[:7]}, {record['date']}, "
+            f"1-minute load average {span(loads, 1)} when each compare ended")
 
 
 def _who(targets: list[str], of: list[str], every: str = "every static INT8 target") -> str:
