@@ -1154,7 +1154,7 @@ def quant_gate_recipe(record: Record) -> str:
     missed = [r["target"] for r in rows if not r["budget_met"][PHOTOS]]
     lowest = rows[0]
     return (f"kept only {count} layers float ({layers}) and met it on the search's own held-out images "
-            f"({_pair(recipe['simulated'], 3)} simulated, the worst of the four targets), but exported and measured on the "
+            f"({_pair(recipe['simulated'], 3)} simulated, the worst of the {len(recipe['targets'])} targets), but exported and measured on the "
             f"dogs.jpg crops it missed it on {_who(missed, [r['target'] for r in rows], 'every target')} "
             f"({TARGET_NAMES[lowest['target']]} {_pair(lowest['sets'][PHOTOS], 3)})")
 
