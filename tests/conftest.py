@@ -138,6 +138,13 @@ def tiny_model() -> EfficientSam:
     return _make_tiny_model()
 
 
+@pytest.fixture(scope="module")
+def model(request) -> EfficientSam:
+    """The test module's tiny model, made once per module from its ``MODEL_SEED`` (and
+    ``MODEL_CONFIG`` overrides): each module keeps the weights its expected values were measured on."""
+    return _make_tiny_model(seed=request.module.MODEL_SEED, **getattr(request.module, "MODEL_CONFIG", {}))
+
+
 @pytest.fixture(scope="session")
 def photo_views(tmp_path_factory, dogs):
     """Factory: ``photo_views(count, shrink)``, a calibration folder cut from the sample photo (its
@@ -151,6 +158,13 @@ def photo_views(tmp_path_factory, dogs):
             write_image(folder / f"view_{index}.png", cv2.resize(np.ascontiguousarray(view), size, interpolation=cv2.INTER_AREA))
         return image_folder(folder)
     return make
+
+
+@pytest.fixture(scope="module")
+def calibration(request, photo_views) -> ImageSource:
+    """The test module's calibration folder: ``photo_views`` of its ``CALIBRATION_VIEWS`` (count, shrink)."""
+    count, shrink = request.module.CALIBRATION_VIEWS
+    return photo_views(count=count, shrink=shrink)
 
 
 TINY_IMG = 64  # the image size of the tiny training tests

@@ -40,9 +40,7 @@ pytestmark = pytest.mark.torch_threads(1)
 DEPLOY_GATE = (0.98, 0.95)
 
 
-@pytest.fixture(scope="module")
-def model(make_tiny_model):
-    return make_tiny_model(seed=5)
+MODEL_SEED = 5  # the tiny weights of conftest's module-scoped `model` fixture
 
 
 @pytest.fixture(scope="module")

@@ -32,9 +32,7 @@ from edge_sam.transforms import write_image  # noqa: E402
 HOST_LABEL = "CoreML program executed on the host"
 
 
-@pytest.fixture(scope="module")
-def model(make_tiny_model):
-    return make_tiny_model(seed=3)
+MODEL_SEED = 3  # the tiny weights of conftest's module-scoped `model` fixture
 
 
 @pytest.fixture(scope="module")

@@ -80,9 +80,7 @@ def test_the_deploy_form_folds_where_it_counts_fewer_flops():
 TARGETS = {"onnx": "onnxruntime", "executorch": "executorch.runtime", "tflite": "ai_edge_litert.interpreter"}
 
 
-@pytest.fixture(scope="module")
-def model(make_tiny_model):
-    return make_tiny_model(seed=3)
+MODEL_SEED = 3  # the tiny weights of conftest's module-scoped `model` fixture
 
 
 @pytest.mark.parametrize("folded", [False, True], ids=["plain", "folded"])

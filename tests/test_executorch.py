@@ -31,14 +31,8 @@ require_toolchain("torchao")
 RECOMMENDED = "static-conv-linear"
 
 
-@pytest.fixture(scope="module")
-def model(make_tiny_model):
-    return make_tiny_model(seed=5)
-
-
-@pytest.fixture(scope="module")
-def calibration(photo_views):
-    return photo_views(count=3, shrink=3)
+MODEL_SEED = 5  # the tiny weights of conftest's module-scoped `model` fixture
+CALIBRATION_VIEWS = (3, 3)  # conftest's `calibration`: photo views (count, shrink)
 
 
 @pytest.fixture(scope="module")

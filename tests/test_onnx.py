@@ -40,9 +40,7 @@ def _write_calibration_images(folder, image: np.ndarray, count: int = 4):
     return folder
 
 
-@pytest.fixture(scope="module")
-def model(make_tiny_model):
-    return make_tiny_model(seed=3)
+MODEL_SEED = 3  # the tiny weights of conftest's module-scoped `model` fixture
 
 
 @pytest.fixture(scope="module")

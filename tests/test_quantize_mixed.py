@@ -43,9 +43,7 @@ def images(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def model(make_tiny_model):
-    return make_tiny_model(seed=3)
+MODEL_SEED = 3  # the tiny weights of conftest's module-scoped `model` fixture
 
 
 @pytest.fixture(scope="module")

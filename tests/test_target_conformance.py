@@ -24,9 +24,7 @@ from edge_sam.targets.core.target import check_source
 pytestmark = pytest.mark.torch_threads(1)
 
 
-@pytest.fixture(scope="module")
-def model(make_tiny_model):
-    return make_tiny_model(seed=3)
+MODEL_SEED = 3  # the tiny weights of conftest's module-scoped `model` fixture
 
 
 @pytest.fixture(scope="module", params=target_names())

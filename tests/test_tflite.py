@@ -39,14 +39,9 @@ GATE = 0.95
 RECOMMENDED = "static-conv-linear"
 
 
-@pytest.fixture(scope="module")
-def model(make_tiny_model):
-    return make_tiny_model(seed=3, img_size=IMG_SIZE)
-
-
-@pytest.fixture(scope="module")
-def calibration(photo_views):
-    return photo_views(count=4, shrink=2)
+MODEL_SEED = 3  # the tiny weights of conftest's module-scoped `model` fixture
+MODEL_CONFIG = {"img_size": IMG_SIZE}
+CALIBRATION_VIEWS = (4, 2)  # conftest's `calibration`: photo views (count, shrink)
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,7 @@ require_toolchain("onnxruntime")
 pytestmark = pytest.mark.torch_threads(1)
 
 
-@pytest.fixture(scope="module")
-def model(make_tiny_model):
-    return make_tiny_model(seed=0)
+MODEL_SEED = 0  # the tiny weights of conftest's module-scoped `model` fixture
 
 
 @pytest.fixture(scope="module")
