@@ -55,6 +55,18 @@ def _extras() -> dict[str, str]:
     return extras
 
 
+def ort_int8_saturates() -> bool:
+    """Whether ONNX Runtime's int8 kernels on this CPU saturate: on x86 without VNNI or AMX (AVX2 alone)
+    its u8s8 GEMM / conv multiply with VPMADDUBSW, whose int16 pair sums saturate (onnxruntime's
+    quantization docs), so an int8 ONNX artifact drifts further from its simulation there than on
+    a VNNI / AMX CPU or on ARM. Measured on an AVX2-only EPYC (2026-12-08): the tiny model's mixed
+    recipe, 0.991 / 0.988 mask IoU simulated, ran at 0.960 / 0.955 in onnxruntime."""
+    from edge_sam.machine import cpu_flags
+
+    flags = set(cpu_flags().split())
+    return "avx2" in flags and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
 def require_toolchain(module: str):
     """``module`` imported, for a test that needs a toolchain; else skip, naming the extra to install
     (fail under EDGE_SAM_REQUIRE_TOOLCHAINS=1). Use it instead of ``pytest.importorskip``."""

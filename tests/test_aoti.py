@@ -27,7 +27,9 @@ from edge_sam.graph_contract import encoder_input
 from edge_sam.image_sources import photo_crops
 from edge_sam.quantize.recipes import RECIPES, RecipeError
 from edge_sam.targets import TorchRunner, get_target, load_runner
+from edge_sam.machine import cpu_flags
 from edge_sam.targets.aoti.quantize import quantized_graph
+from edge_sam.targets.aoti.target import INT8_DOT_PRODUCT_FLAGS
 from edge_sam.targets.core.manifest import read_manifest
 from edge_sam.targets.core.pt2e_layer_drift import requantized_encoder
 from edge_sam.targets.validation.drift import full_size_masks, measure_drift
@@ -41,6 +43,11 @@ DEPLOY_GATE = (0.98, 0.95)
 
 
 MODEL_SEED = 5  # the tiny weights of conftest's module-scoped `model` fixture
+# An int8 package needs int8 dot-product instructions, like a GPU test needs a GPU: on a CPU without
+# them the target refuses int8 in one line (test_int8_is_refused_on_a_cpu_without_int8_dot_products).
+needs_int8_dot_products = pytest.mark.skipif(
+    not set(INT8_DOT_PRODUCT_FLAGS) & set(cpu_flags().split()),
+    reason=f"an aoti int8 package needs a CPU with {', '.join(INT8_DOT_PRODUCT_FLAGS)}; this one has {cpu_flags()}")
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +106,7 @@ def test_bf16_package_computes_in_bf16_and_keeps_the_masks(export, model, calibr
     assert read_manifest(artifact).precision == "bf16"
 
 
+@needs_int8_dot_products
 def test_int8_package_runs_onednn_int8_kernels_and_reports_drift(export, model, calibration, tmp_path):
     from edge_sam.targets.validation.report import write_report
 
@@ -143,6 +151,7 @@ def _layer_drift(export, precision: str, model, image) -> tuple[list, dict, set[
     return layers, program, {r["op_type"] for r in layers}
 
 
+@needs_int8_dot_products
 def test_int8_layer_drift_ranks_the_compiled_graph_and_checks_the_package_against_it(export, model, dogs):
     layers, program, ops = _layer_drift(export, "int8", model, dogs)
     assert {"linear (int8)", "conv2d (int8)", "layer_norm (float)", "matmul (float)", "softmax (float)"} <= ops

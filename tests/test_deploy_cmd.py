@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require_toolchain
+from conftest import ort_int8_saturates, require_toolchain
 
 from edge_sam import save_model
 from edge_sam.apps.cli import main
@@ -361,23 +361,26 @@ def test_cached_recipe_is_searched_again_when_its_inputs_change(tmp_path):
 
 def test_ladder_climbs_to_the_mixed_recipe_and_reuses_it(tmp_path, images, tiny_checkpoint):
     """Full static INT8 of the tiny model misses the search budget (0.99 / 0.98); the mixed recipe,
-    searched for it, holds it and ships. A re-run reuses both artifacts and the cached recipe."""
+    searched for it, holds it and ships. A re-run reuses both artifacts and the cached recipe. On ONNX
+    Runtime, except where its int8 kernels saturate (an x86 CPU without VNNI: conftest), where the
+    mixed artifact misses the budget its simulation meets; ExecuTorch's XNNPACK runs it as simulated."""
+    target = "executorch" if ort_int8_saturates() else "onnx"
     argv = ["deploy", "--checkpoint", str(tiny_checkpoint), "--images", str(images), "--out", str(tmp_path / "out"),
-            "--targets", "onnx", "--precisions", "int8", *SPLIT, "--no-layers"]
+            "--targets", target, "--precisions", "int8", *SPLIT, "--no-layers"]
     code, stdout, stderr = run_cli(*argv)
     assert code == 0, stderr[-2000:]
-    assert re.search(r"onnx-int8-static: built; on the search images mask IoU \S+ / p5 \S+ misses 0.990 / 0.980", stdout)
-    assert re.search(r"onnx-int8-mixed: search the recipe: searched: \d+ of 10 layers float", stdout)
-    assert re.search(r"onnx-int8-mixed: built; on the search images mask IoU \S+ / p5 \S+ passes", stdout)
+    assert re.search(rf"{target}-int8-static: built; on the search images mask IoU \S+ / p5 \S+ misses 0.990 / 0.980", stdout)
+    assert re.search(rf"{target}-int8-mixed: search the recipe: searched: \d+ of 10 layers float", stdout)
+    assert re.search(rf"{target}-int8-mixed: built; on the search images mask IoU \S+ / p5 \S+ passes", stdout)
     record = json.loads((tmp_path / "out" / "deploy.json").read_text())
-    assert record["ship"]["onnx"]["artifact"] == "onnx-int8-mixed"
-    assert [t["passed"] for t in record["ladders"]["onnx"]] == [False, True]
-    assert read_manifest(tmp_path / "out" / "onnx-int8-mixed").recipe["layers"]
+    assert record["ship"][target]["artifact"] == f"{target}-int8-mixed"
+    assert [t["passed"] for t in record["ladders"][target]] == [False, True]
+    assert read_manifest(tmp_path / "out" / f"{target}-int8-mixed").recipe["layers"]
 
     code, stdout, stderr = run_cli(*argv)
     assert code == 0, stderr[-2000:]
-    assert "onnx-int8-mixed: search the recipe: reused int8_search/onnx.json" in stdout
-    assert "onnx-int8-static: reused (manifest matches)" in stdout and "onnx-int8-mixed: reused (manifest matches)" in stdout
+    assert f"{target}-int8-mixed: search the recipe: reused int8_search/{target}.json" in stdout
+    assert f"{target}-int8-static: reused (manifest matches)" in stdout and f"{target}-int8-mixed: reused (manifest matches)" in stdout
 
 
 def test_unmeetable_gate_names_the_closest_rung(tmp_path, images, tiny_checkpoint):

@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import ort_int8_saturates
 
 from edge_sam.errors import EdgeSamError
 from edge_sam.runner import TorchRunner
@@ -67,7 +68,9 @@ def test_fused_artifacts_match_the_model_in_every_precision(make_tiny_model, dog
     expected_embedding = reference.encode(dogs)
     expected_logits, _ = reference.decode(expected_embedding, point, label, (h, w))
     target = get_target("onnx")
-    for precision, recipe, tolerance in (("fp32", None, 1e-4), ("fp16", None, 2e-2), ("int8", "dynamic-linear", 5e-2)):
+    # int8: onnxruntime's saturating u8s8 kernels on an x86 CPU without VNNI drift further (conftest)
+    int8_tolerance = 1.5e-1 if ort_int8_saturates() else 5e-2
+    for precision, recipe, tolerance in (("fp32", None, 1e-4), ("fp16", None, 2e-2), ("int8", "dynamic-linear", int8_tolerance)):
         out = target.export(model, precision, recipe, tmp_path / precision, attention="fused")
         assert _ops(out / "encoder.onnx")[FUSED_OP] == model.config.encoder_depth
         runner = load_runner(out)

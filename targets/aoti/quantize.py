@@ -27,7 +27,8 @@ _MODULE_TYPES = {OpClass.CONV: torch.nn.Conv2d, OpClass.LINEAR: torch.nn.Linear}
 _GRAPH_ENCODER = "encoder"
 
 
-def _check_supported(recipe: QuantRecipe) -> None:
+def check_supported(recipe: QuantRecipe) -> None:
+    """One line for a recipe the x86 inductor quantizer cannot make INT8."""
     unsupported = sorted(op.value for op in recipe.quantized_ops - set(_MODULE_TYPES))
     if unsupported:
         raise RecipeError(f"recipe '{recipe.name}' quantizes {', '.join(unsupported)}, which the x86 inductor "
@@ -55,7 +56,7 @@ def recipe_quantizer(recipe: QuantRecipe):
     """An ``X86InductorQuantizer`` annotating the recipe's op classes outside its float layers."""
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
 
-    _check_supported(recipe)
+    check_supported(recipe)
     config = _quantization_config(recipe)
     quantizer = X86InductorQuantizer()
     for op_class in recipe.quantized_ops:

@@ -61,7 +61,12 @@ class AotiTarget(Target):
     # -- export -------------------------------------------------------------------------------
     def resolve_export_options(self, request: ExportRequest, opts: dict[str, Any]) -> dict[str, Any]:
         """``compiled_threads`` defaults to torch's threads now; int8 is refused on a CPU without
-        int8 dot-product instructions (oneDNN would run it, slower than fp32)."""
+        int8 dot-product instructions (oneDNN would run it, slower than fp32), after the recipe is
+        checked: a recipe the x86 quantizer cannot take is refused the same way on every CPU."""
+        if request.precision == "int8" and request.recipe is not None:
+            from edge_sam.targets.aoti.quantize import check_supported
+
+            check_supported(request.recipe)
         if request.precision == "int8" and not set(INT8_DOT_PRODUCT_FLAGS) & set(cpu_flags().split()):
             raise EdgeSamError(f"aoti int8 needs a CPU with {', '.join(INT8_DOT_PRODUCT_FLAGS)} (this one has: "
                                f"{cpu_flags() or 'none of the listed SIMD features'}); export fp32 or bf16")
