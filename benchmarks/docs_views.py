@@ -1129,7 +1129,7 @@ def quant_readme_mixed_summary(record: Record) -> str:
     count, total, _ = _recipe_layers(record, "mixed.json")
     met, of = _meeting(record, "static", "mixed")
     budget = record["compares"]["static"]["budget"]
-    verb = "meets" if met == of or len(met) == 1 else "meet"
+    verb = "meet" if 1 < len(met) < len(of) else "meets"  # "ONNX and LiteRT meet"; "every ... / no target meets"
     return (f"the recipe keeps {count} of {total} layers float, and {_who(met, of)} {verb} mean >= {budget['min_mask_iou']} / "
             f"p5 >= {budget['min_mask_iou_p5']} on held-out synthetic images and on dogs.jpg crops nothing was calibrated "
             f"or chosen on, with GT mIoU within {_gt_delta(record, 'static', 'mixed'):.1f} points of fp32")
@@ -1263,7 +1263,8 @@ def quant_dynamic_gate(record: Record) -> str:
         return "none" if not found else " and ".join([", ".join(found[:-1]), found[-1]] if len(found) > 1 else found)
     synthetic, photos = names(SYNTHETIC), names(PHOTOS)
     kept = "keep synthetic images" if len(synthetic) == len(rows) else f"keep synthetic images on {who(synthetic)}"
-    return f"{kept}; on the photos {'only ' * (0 < len(photos) < len(rows))}{who(photos)} meet the gate"
+    verb = "meets" if len(photos) == 1 else "meet"
+    return f"{kept}; on the photos {'only ' * (0 < len(photos) < len(rows))}{who(photos)} {verb} the gate"
 
 
 @view
