@@ -44,6 +44,11 @@ def span(values: Iterable[float], digits: int = 3) -> str:
     return low if low == high else f"{low}-{high}"
 
 
+def _listed(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``: items in a sentence."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 # -- edge-sam deploy (docs/results/deploy_*.json) ---------------------------------------------------
 def _held_out(record: Record, artifact: str) -> Record:
     return next(row for row in record["held_out_rows"] if row["artifact"] == artifact)
@@ -766,15 +771,12 @@ def error_sources_lr(record: Record) -> str:
     headroom = record["headroom"]
     runs = headroom["runs"]
 
-    def each(values: list[str]) -> str:
-        return f"{', '.join(values[:-1])} and {values[-1]}" if len(values) > 1 else values[0]
-
     lowest = min(((point["batch_sqnr_db"], run["lr"]) for run in runs for point in run["trace"]))
-    held_out = {key: each([f"{run['scores'][key]['embedding_sqnr_db']:.1f}" for run in runs]) for key in headroom["scores"]}
+    held_out = {key: _listed([f"{run['scores'][key]['embedding_sqnr_db']:.1f}" for run in runs]) for key in headroom["scores"]}
     p5 = {key: " / ".join(f"{run['scores'][key]['mask_iou_p5']:.3f}" for run in runs) for key in headroom["scores"]}
-    ends = each([f"{run['trace'][-1]['batch_sqnr_db']:.2f}" for run in runs])
+    ends = _listed([f"{run['trace'][-1]['batch_sqnr_db']:.2f}" for run in runs])
     return (f"takes that batch from {headroom['batch_sqnr_db']:.2f} dB to {ends} dB after {headroom['steps']} steps "
-            f"(at lr {each([_lr(run['lr']) for run in runs])}; at most {_best_gain(record):.1f} dB above the start at "
+            f"(at lr {_listed([_lr(run['lr']) for run in runs])}; at most {_best_gain(record):.1f} dB above the start at "
             f"any quarter of the steps, the lowest {lowest[0]:.1f} dB at lr {_lr(lowest[1])}), while the held-out "
             f"embeddings end at {held_out['synthetic']} dB (synthetic) and {held_out['photo_crops']} dB (photo crops), "
             f"p5 {p5['synthetic']} and {p5['photo_crops']}")
@@ -965,8 +967,7 @@ def _ratios_sentence(run: Record) -> str:
     """One latency run's mixed / full ratio per runtime, against the run's ``--max-ratio``."""
     found = [(t, r) for t in LATENCY_TARGETS if (r := _latency_result(run, t))]
     ratios = [f"{r['ratio']:.3f}x ({DEPLOY_LADDER_NAMES[t]})" for t, r in found]
-    listed = ratios[0] if len(ratios) == 1 else f"{', '.join(ratios[:-1])} and {ratios[-1]}"
-    return f"the encoders take {listed} full INT8's time, against the script's `--max-ratio` of {run['max_ratio']:.2f}"
+    return f"the encoders take {_listed(ratios)} full INT8's time, against the script's `--max-ratio` of {run['max_ratio']:.2f}"
 
 
 @view
@@ -1053,7 +1054,7 @@ def _ranges(numbers: list[int]) -> str:
         else:
             runs.append([n])
     parts = [str(n) for r in runs for n in ([f"{r[0]}-{r[-1]}"] if len(r) > 2 else r)]
-    return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+    return _listed(parts)
 
 
 def describe_layers(layers: Iterable[str]) -> str:
@@ -1096,7 +1097,7 @@ def _who(targets: list[str], of: list[str], every: str = "every static INT8 targ
     if targets and targets == of:
         return every
     names = [TARGET_NAMES[t] for t in targets]
-    return "no target" if not names else names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return _listed(names) if names else "no target"
 
 
 def _meeting(record: Record, compare: str, row: str, image_set: str | None = None) -> tuple[list[str], list[str]]:
@@ -1260,7 +1261,7 @@ def quant_dynamic_gate(record: Record) -> str:
                 for r in rows if r["budget_met"][image_set]]
 
     def who(found: list[str]) -> str:
-        return "none" if not found else " and ".join([", ".join(found[:-1]), found[-1]] if len(found) > 1 else found)
+        return _listed(found) if found else "none"
     synthetic, photos = names(SYNTHETIC), names(PHOTOS)
     kept = "keep synthetic images" if len(synthetic) == len(rows) else f"keep synthetic images on {who(synthetic)}"
     verb = "meets" if len(photos) == 1 else "meet"
