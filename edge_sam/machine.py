@@ -37,6 +37,16 @@ def cpu_flags() -> str:
     return " ".join(f for f in wanted if f in flags)
 
 
+# x86 int8 dot-product instructions (VNNI, AMX): without them an int8 GEMM multiplies through 16-bit
+# intermediates (slower than fp32 in oneDNN; saturating in onnxruntime's u8s8 kernels).
+X86_INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def has_int8_dot_products(flags: str | None = None) -> bool:
+    """Whether ``flags`` (default: this CPU's, :func:`cpu_flags`) hold an x86 int8 dot-product instruction."""
+    return bool(set(X86_INT8_DOT_PRODUCT_FLAGS) & set((cpu_flags() if flags is None else flags).split()))
+
+
 def cpu_model() -> str:
     """The CPU's model name where the kernel reports one, else the architecture."""
     name = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "")

@@ -25,11 +25,10 @@ from edge_sam.eval.metrics import mask_iou, sqnr_db
 from edge_sam.fixed_prompts import grid_prompts
 from edge_sam.graph_contract import encoder_input
 from edge_sam.image_sources import photo_crops
+from edge_sam.machine import X86_INT8_DOT_PRODUCT_FLAGS, cpu_flags, has_int8_dot_products
 from edge_sam.quantize.recipes import RECIPES, RecipeError
 from edge_sam.targets import TorchRunner, get_target, load_runner
-from edge_sam.machine import cpu_flags
 from edge_sam.targets.aoti.quantize import quantized_graph
-from edge_sam.targets.aoti.target import INT8_DOT_PRODUCT_FLAGS
 from edge_sam.targets.core.manifest import read_manifest
 from edge_sam.targets.core.pt2e_layer_drift import requantized_encoder
 from edge_sam.targets.validation.drift import full_size_masks, measure_drift
@@ -46,8 +45,8 @@ MODEL_SEED = 5  # the tiny weights of conftest's module-scoped `model` fixture
 # An int8 package needs int8 dot-product instructions, like a GPU test needs a GPU: on a CPU without
 # them the target refuses int8 in one line (test_int8_is_refused_on_a_cpu_without_int8_dot_products).
 needs_int8_dot_products = pytest.mark.skipif(
-    not set(INT8_DOT_PRODUCT_FLAGS) & set(cpu_flags().split()),
-    reason=f"an aoti int8 package needs a CPU with {', '.join(INT8_DOT_PRODUCT_FLAGS)}; this one has {cpu_flags()}")
+    not has_int8_dot_products(),
+    reason=f"an aoti int8 package needs a CPU with {', '.join(X86_INT8_DOT_PRODUCT_FLAGS)}; this one has {cpu_flags()}")
 
 
 @pytest.fixture(scope="module")

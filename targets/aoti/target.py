@@ -22,15 +22,13 @@ import torch
 
 from edge_sam.errors import EdgeSamError
 from edge_sam.graph_contract import ROLES, deploy_graph
-from edge_sam.machine import cpu_flags
+from edge_sam.machine import X86_INT8_DOT_PRODUCT_FLAGS, cpu_flags, has_int8_dot_products
 from edge_sam.modeling import EfficientSam
 from edge_sam.targets.aoti.runtime import EXTRA, RUNTIME, AotiGraph, AotiRunner
 from edge_sam.targets.core.manifest import GraphSpec, Manifest, artifact_label
 from edge_sam.targets.core.target import ExportRequest, Target, TargetOption
 
 FILES = {"encoder": "encoder.pt2", "context": "context.pt2", "decoder": "decoder.pt2"}
-# The CPU features that give the x86 inductor quantizer's int8 kernels their speed (int8 dot products).
-INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 class AotiTarget(Target):
@@ -67,8 +65,8 @@ class AotiTarget(Target):
             from edge_sam.targets.aoti.quantize import check_supported
 
             check_supported(request.recipe)
-        if request.precision == "int8" and not set(INT8_DOT_PRODUCT_FLAGS) & set(cpu_flags().split()):
-            raise EdgeSamError(f"aoti int8 needs a CPU with {', '.join(INT8_DOT_PRODUCT_FLAGS)} (this one has: "
+        if request.precision == "int8" and not has_int8_dot_products(cpu_flags()):
+            raise EdgeSamError(f"aoti int8 needs a CPU with {', '.join(X86_INT8_DOT_PRODUCT_FLAGS)} (this one has: "
                                f"{cpu_flags() or 'none of the listed SIMD features'}); export fp32 or bf16")
         threads = opts.get("compiled_threads") or torch.get_num_threads()
         if threads < 1:
